@@ -1,0 +1,58 @@
+"""One error shape for every refusal: {"error": {"code", "message", "detail"}} (SPEC §5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from entitle.errors import EntitleError, RateLimited
+
+_HTTP_CODES = {
+    400: ("bad_request", "The request is not valid."),
+    401: ("authentication_required", "Sign in or send an API token."),
+    403: ("forbidden", "You may not do this."),
+    404: ("not_found", "There is nothing at this address."),
+    405: ("method_not_allowed", "This address does not accept that method."),
+    409: ("conflict", "The request conflicts with the current state."),
+}
+
+
+def error_body(code: str, message: str, detail: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "detail": detail or {}}}
+
+
+async def _entitle_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, EntitleError)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    if exc.status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"at": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
+              for e in exc.errors()]
+    first = errors[0] if errors else {"at": "", "problem": ""}
+    return JSONResponse(error_body("invalid_request",
+                                   f"The request is not valid: {first['at']}: {first['problem']}.",
+                                   {"errors": errors}), status_code=422)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code, message = _HTTP_CODES.get(exc.status_code, ("error", "The request failed."))
+    if isinstance(exc.detail, str) and exc.detail and exc.status_code not in _HTTP_CODES:
+        message = exc.detail
+    return JSONResponse(error_body(code, message), status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(EntitleError, _entitle_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)

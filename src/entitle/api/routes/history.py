@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from entitle.api.deps import DB, CurrentActor, Paging
+from entitle.api.schemas import HistoryPage, VerifyOut
+from entitle.history import services as history
+
+router = APIRouter(tags=["history"])
+
+
+@router.get("/orgs/{org_id}/history", response_model=HistoryPage)
+def list_history(org_id: int, actor: CurrentActor, db: DB, page: Paging) -> dict[str, object]:
+    """Who changed what and when, newest first. Read-only: history cannot be edited."""
+    actor.require_member(org_id)
+    rows = history.page(db, org_id, limit=page.limit + 1, before_seq=page.cursor)
+    more = len(rows) > page.limit
+    rows = rows[: page.limit]
+    return {"items": [history.to_dict(e) for e in rows], "next_cursor": rows[-1].seq if more else None}
+
+
+@router.get("/orgs/{org_id}/history/verify", response_model=VerifyOut)
+def verify_history(org_id: int, actor: CurrentActor, db: DB) -> dict[str, object]:
+    """Recompute the hash chain; report the first entry changed behind the software's back."""
+    actor.require_member(org_id)
+    return history.verify(db, org_id).to_dict()

@@ -1,0 +1,40 @@
+"""What every interface (API, web UI, CLI) needs: settings, database, clock, shared limiters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from entitle.clock import Clock, SystemClock
+from entitle.config import Settings, get_settings
+from entitle.db import make_engine, make_session_factory
+from entitle.platform.ratelimit import RedeemLimiter, make_storage
+
+
+@dataclass
+class Context:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    clock: Clock
+    redeem_limiter: RedeemLimiter
+
+    def now(self):  # type: ignore[no-untyped-def]
+        return self.clock.now()
+
+
+def build(settings: Settings | None = None, clock: Clock | None = None,
+          engine: Engine | None = None) -> Context:
+    settings = settings or get_settings()
+    clock = clock or SystemClock()
+    engine = engine or make_engine(settings.database_url)
+    limiter = RedeemLimiter(
+        make_storage(engine, clock, settings.redis_url),
+        per_org=settings.redeem_limit_per_org,
+        per_client=settings.redeem_limit_per_client,
+        clock=clock,
+        enabled=settings.rate_limits_enabled,
+    )
+    return Context(settings, engine, make_session_factory(engine), clock, limiter)

@@ -1,0 +1,71 @@
+"""The typed license-key code (R-CORE-4): plain functions, no I/O.
+
+``7KQ2M-XW9PD-4HN3R-T8VCG``: four groups of five characters from Crockford's base-32 alphabet
+(no I, L, O or U), 19 random characters (95 bits) and one check character computed with the
+Luhn mod-32 algorithm, which catches every single mistyped character and every swap of two
+neighbouring characters before any lookup. Input is case-insensitive; dashes and spaces are
+ignored; O is read as 0 and I or L as 1, the way Crockford's alphabet intends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_INDEX = {c: i for i, c in enumerate(ALPHABET)}
+_ALIASES = {"O": "0", "I": "1", "L": "1"}
+N = len(ALPHABET)
+DATA_CHARS = 19
+GROUP = 5
+RANDOM_BITS = DATA_CHARS * 5
+
+
+class CodeError(ValueError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def check_char(data: str) -> str:
+    """Luhn mod N: double every second code point from the right, sum digits in base N."""
+    total, factor = 0, 2
+    for ch in reversed(data):
+        addend = factor * _INDEX[ch]
+        total += addend // N + addend % N
+        factor = 1 if factor == 2 else 2
+    return ALPHABET[(N - total % N) % N]
+
+
+def generate() -> str:
+    data = "".join(secrets.choice(ALPHABET) for _ in range(DATA_CHARS))
+    return format_code(data + check_char(data))
+
+
+def format_code(compact: str) -> str:
+    return "-".join(compact[i:i + GROUP] for i in range(0, len(compact), GROUP))
+
+
+def normalize(typed: str) -> str:
+    """Return the compact canonical code, or raise CodeError malformed/mistyped."""
+    compact = "".join(ch for ch in typed.upper() if ch not in "- \t")
+    compact = "".join(_ALIASES.get(ch, ch) for ch in compact)
+    if len(compact) != DATA_CHARS + 1 or any(ch not in _INDEX for ch in compact):
+        raise CodeError(
+            "key_malformed",
+            "That is not a license key: a key has 20 letters and digits in four groups of five, "
+            "like 7KQ2M-XW9PD-4HN3R-T8VCG.",
+        )
+    if check_char(compact[:-1]) != compact[-1]:
+        raise CodeError(
+            "key_mistyped",
+            "The key's check character does not match: one character was probably mistyped. "
+            "Compare the key with the one you received.",
+        )
+    return compact
+
+
+def digest(compact: str) -> str:
+    """What is stored: keys carry 95 random bits, so an unsalted SHA-256 cannot be reversed."""
+    return hashlib.sha256(compact.encode()).hexdigest()

@@ -1,0 +1,207 @@
+"""Minting and redeeming license keys (R-CORE-4)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from entitle.actors import Actor
+from entitle.catalog import services as catalog
+from entitle.errors import Conflict, EntitleError, Forbidden, NotFound
+from entitle.history import services as history
+from entitle.keys import codes
+from entitle.keys.models import KeyBatch, LicenseKey
+from entitle.ledger import services as ledger
+from entitle.platform import events
+from entitle.tenancy import services as tenancy
+from entitle.tenancy.models import Organization
+
+MAX_KEYS_PER_BATCH = 10_000_000
+CHUNK = 5_000
+
+
+@dataclass(frozen=True)
+class MintedBatch:
+    batch: KeyBatch
+    codes: list[str]  # only filled when the caller asked to keep them
+
+
+def mint(session: Session, *, sku_part: str, quantity_per_key: int, count: int, actor: Actor,
+         now: datetime, name: str = "", sink: Callable[[list[str]], None] | None = None,
+         on_progress: Callable[[int], None] | None = None, keep_codes: bool = False) -> MintedBatch:
+    """Mint ``count`` keys in the caller's transaction, ``CHUNK`` at a time (bounded memory).
+
+    Each chunk of plain codes goes to ``sink`` (a CSV writer, say) and is then forgotten; the
+    database keeps only hashes. The batch's units move from the issuer's ``issued`` account to
+    the batch's account in one ledger transaction.
+    """
+    actor.require_issuer()
+    if quantity_per_key < 1:
+        raise EntitleError("quantity_invalid", "Each key must grant at least 1 unit.",
+                           quantity_per_key=quantity_per_key)
+    if not 1 <= count <= MAX_KEYS_PER_BATCH:
+        raise EntitleError("count_invalid", f"Mint between 1 and {MAX_KEYS_PER_BATCH:,} keys at once.",
+                           count=count)
+    sku = catalog.sku_by_part(session, sku_part)
+    issuer = tenancy.issuer_organization(session, now=now)
+    batch = KeyBatch(org_id=issuer.id, sku_id=sku.id, name=name, quantity_per_key=quantity_per_key,
+                     count=count, minted_by=actor.label, created_at=now)
+    session.add(batch)
+    session.flush()
+    kept: list[str] = []
+    done = 0
+    while done < count:
+        n = min(CHUNK, count - done)
+        chunk = [codes.generate() for _ in range(n)]
+        session.execute(insert(LicenseKey), [
+            {"batch_id": batch.id, "key_hash": codes.digest(codes.normalize(c)), "state": "active"}
+            for c in chunk
+        ])
+        if sink is not None:
+            sink(chunk)
+        if keep_codes:
+            kept.extend(chunk)
+        done += n
+        if on_progress is not None:
+            on_progress(n)
+    units = quantity_per_key * count
+    ledger.transfer(
+        session, org_id=issuer.id, kind="mint", actor=actor, now=now, amount=units,
+        source=ledger.account(session, org_id=issuer.id, kind="issued", sku_id=sku.id, now=now),
+        target=ledger.account(session, org_id=issuer.id, kind="key_batch", sku_id=sku.id,
+                              ref=str(batch.id), now=now),
+        memo=f"batch {batch.id}",
+    )
+    batch.completed_at = now
+    history.record(session, org_id=issuer.id, actor=actor, now=now, action="keys.minted",
+                   object_type="key_batch", object_id=batch.id,
+                   after={"part_number": sku.part_number, "count": count,
+                          "quantity_per_key": quantity_per_key, "units": units})
+    return MintedBatch(batch, kept)
+
+
+def csv_sink(out: IO[str], batch_part: str, quantity: int) -> Callable[[list[str]], None]:
+    writer = csv.writer(out)
+    writer.writerow(["key", "part_number", "quantity"])
+
+    def write(chunk: list[str]) -> None:
+        writer.writerows([c, batch_part, quantity] for c in chunk)
+
+    return write
+
+
+def batch_to_dict(b: KeyBatch) -> dict[str, Any]:
+    return {"id": b.id, "part_number": b.sku.part_number, "name": b.name,
+            "quantity_per_key": b.quantity_per_key, "count": b.count, "minted_by": b.minted_by,
+            "created_at": b.created_at.isoformat()}
+
+
+def batches(session: Session, *, limit: int, before_id: int | None = None) -> list[KeyBatch]:
+    stmt = select(KeyBatch)
+    if before_id is not None:
+        stmt = stmt.where(KeyBatch.id < before_id)
+    return list(session.scalars(stmt.order_by(KeyBatch.id.desc()).limit(limit)))
+
+
+def _find(session: Session, typed: str) -> LicenseKey:
+    try:
+        compact = codes.normalize(typed)
+    except codes.CodeError as exc:
+        raise EntitleError(exc.code, exc.message) from None
+    key = session.scalars(select(LicenseKey).where(LicenseKey.key_hash == codes.digest(compact))).one_or_none()
+    if key is None:
+        raise EntitleError("key_unknown", "No license key matches what you typed. Check that it is "
+                           "the key you received; a key that was never issued cannot be redeemed.",
+                           status=404)
+    return key
+
+
+def _refuse_state(key: LicenseKey, org: Organization) -> None:
+    if key.state == "cancelled":
+        raise Conflict("key_cancelled", "This key was cancelled by the issuer and cannot be redeemed; "
+                       "contact your distributor.")
+    if key.state == "used":
+        same = key.redeemed_org_id == org.id
+        raise Conflict(
+            "key_already_redeemed",
+            "This key was already redeemed" + (" into this organization's wallet" if same else "")
+            + "; each key can be redeemed once.",
+            redeemed_at=key.redeemed_at.isoformat() if (same and key.redeemed_at) else None,
+        )
+
+
+def redeem(session: Session, *, org_id: int, typed_key: str, actor: Actor, now: datetime) -> dict[str, Any]:
+    """Move a key's units into the organization's wallet, exactly once across all processes."""
+    actor.require_licensing(org_id)
+    org = session.get(Organization, org_id)
+    if org is None:
+        raise NotFound("organization", org_id=org_id)
+    key = _find(session, typed_key)
+    _refuse_state(key, org)
+    sku = key.batch.sku
+    if not sku.sold_in(org.region):
+        raise Forbidden(
+            "key_wrong_region",
+            f"This key is for part {sku.part_number}, sold in {', '.join(sku.regions)}; this "
+            f"organization is in {org.region}. Ask your distributor for the part sold in your region.",
+            part_number=sku.part_number, key_regions=sku.regions, organization_region=org.region,
+        )
+    # The one statement that decides who wins when many redeem the same key at once.
+    won = session.execute(
+        update(LicenseKey).where(LicenseKey.id == key.id, LicenseKey.state == "active")
+        .values(state="used", redeemed_org_id=org.id, redeemed_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if won != 1:
+        session.refresh(key)
+        _refuse_state(key, org)
+        raise Conflict("key_already_redeemed", "This key was already redeemed; each key can be redeemed once.")
+    qty = key.batch.quantity_per_key
+    before = ledger.wallet_units(session, org.id, sku.id)
+    ledger.transfer(
+        session, org_id=org.id, kind="redeem", actor=actor, now=now, amount=qty,
+        source=ledger.account(session, org_id=key.batch.org_id, kind="key_batch", sku_id=sku.id,
+                              ref=str(key.batch_id), now=now),
+        target=ledger.account(session, org_id=org.id, kind="wallet", sku_id=sku.id, now=now),
+        memo=f"key {key.id}",
+    )
+    after = before + qty
+    history.record(session, org_id=org.id, actor=actor, now=now, action="key.redeemed",
+                   object_type="license_key", object_id=key.id,
+                   before={"part_number": sku.part_number, "wallet": before},
+                   after={"part_number": sku.part_number, "wallet": after})
+    events.emit(session, org_id=org.id, type="key.redeemed", now=now, key_id=key.id,
+                part_number=sku.part_number, quantity=qty)
+    return {"key_id": key.id, "part_number": sku.part_number, "product": sku.product.code,
+            "quantity": qty, "wallet_units": after, "redeemed_at": now.isoformat()}
+
+
+def cancel(session: Session, *, typed_key: str, actor: Actor, now: datetime) -> dict[str, Any]:
+    """Only the issuer cancels; the key's units leave the batch for the ``cancelled`` sink."""
+    actor.require_issuer()
+    key = _find(session, typed_key)
+    if key.state != "active":
+        raise Conflict("key_not_active", f"Only an active key can be cancelled; this one is {key.state}.",
+                       state=key.state)
+    won = session.execute(update(LicenseKey).where(LicenseKey.id == key.id, LicenseKey.state == "active")
+                          .values(state="cancelled", cancelled_at=now)
+                          .execution_options(synchronize_session=False)).rowcount
+    if won != 1:
+        raise Conflict("key_not_active", "The key was redeemed or cancelled meanwhile.")
+    b = key.batch
+    ledger.transfer(
+        session, org_id=b.org_id, kind="cancel", actor=actor, now=now, amount=b.quantity_per_key,
+        source=ledger.account(session, org_id=b.org_id, kind="key_batch", sku_id=b.sku_id,
+                              ref=str(b.id), now=now),
+        target=ledger.account(session, org_id=b.org_id, kind="cancelled", sku_id=b.sku_id, now=now),
+    )
+    history.record(session, org_id=b.org_id, actor=actor, now=now, action="key.cancelled",
+                   object_type="license_key", object_id=key.id)
+    return {"key_id": key.id, "state": "cancelled"}
+

@@ -1,0 +1,10 @@
+"""Import every business area's models so that metadata (and Alembic) sees all tables."""
+
+
+def load_all() -> None:
+    import entitle.catalog.models
+    import entitle.history.models
+    import entitle.keys.models
+    import entitle.ledger.models
+    import entitle.platform.models
+    import entitle.tenancy.models  # noqa: F401

@@ -1,0 +1,1 @@
+"""The my2n licensing model (its own issue; the folder is reserved so the tree shows all three)."""

@@ -1,0 +1,232 @@
+"""Organizations, users, memberships, API tokens and browser sessions (R-CORE-1, R-CORE-2)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from entitle.actors import Actor
+from entitle.config import get_settings
+from entitle.errors import Conflict, EntitleError, NotFound, Unauthorized
+from entitle.history import services as history
+from entitle.tenancy.models import ApiToken, Membership, Organization, Role, User, WebSession
+
+REGIONS = ("EU", "US", "APAC", "LATAM", "MEA")
+TOKEN_PREFIX = "ent_"
+
+
+def _hasher() -> PasswordHasher:
+    s = get_settings()
+    return PasswordHasher(time_cost=s.argon2_time_cost, memory_cost=s.argon2_memory_cost)
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def actor_for(user: User) -> Actor:
+    return Actor(label=user.email, user_id=user.id, is_issuer=user.is_issuer,
+                 roles={m.org_id: Role(m.role) for m in user.memberships})
+
+
+# --- organizations -------------------------------------------------------------------------
+
+def _region(region: str) -> str:
+    r = region.strip().upper()
+    if r not in REGIONS:
+        raise EntitleError("region_unknown", f"Unknown region {region!r}; use one of {', '.join(REGIONS)}.",
+                           regions=list(REGIONS))
+    return r
+
+
+def create_organization(session: Session, *, name: str, region: str, actor: Actor, now: datetime,
+                        owner: User | None = None) -> Organization:
+    name = name.strip()
+    if not name:
+        raise EntitleError("name_required", "Give the organization a name.")
+    org = Organization(name=name, region=_region(region), created_at=now)
+    session.add(org)
+    session.flush()
+    history.record(session, org_id=org.id, actor=actor, now=now, action="organization.created",
+                   object_type="organization", object_id=org.id,
+                   after={"name": org.name, "region": org.region})
+    if owner is not None:
+        add_member(session, org_id=org.id, user=owner, role=Role.owner, actor=actor, now=now)
+    return org
+
+
+def issuer_organization(session: Session, *, now: datetime) -> Organization:
+    """The vendor's own organization; its history holds catalog changes and minting."""
+    org = session.scalars(select(Organization).where(Organization.is_issuer.is_(True))
+                          .order_by(Organization.id).limit(1)).one_or_none()
+    if org is None:
+        org = Organization(name="Issuer", region="EU", is_issuer=True, created_at=now)
+        session.add(org)
+        session.flush()
+    return org
+
+
+def get_organization(session: Session, org_id: int, *, actor: Actor) -> Organization:
+    actor.require_member(org_id)
+    org = session.get(Organization, org_id)
+    if org is None:
+        raise NotFound("organization", org_id=org_id)
+    return org
+
+
+def organizations_of(session: Session, actor: Actor) -> list[Organization]:
+    if actor.is_operator:
+        return list(session.scalars(select(Organization).order_by(Organization.id)))
+    if not actor.roles:
+        return []
+    return list(session.scalars(select(Organization).where(Organization.id.in_(actor.roles))
+                                .order_by(Organization.name, Organization.id)))
+
+
+def org_to_dict(org: Organization, role: Role | None = None) -> dict[str, Any]:
+    d: dict[str, Any] = {"id": org.id, "name": org.name, "region": org.region,
+                         "created_at": org.created_at.isoformat()}
+    if role is not None:
+        d["role"] = role.value
+    return d
+
+
+# --- users and members ---------------------------------------------------------------------
+
+def create_user(session: Session, *, email: str, password: str, now: datetime,
+                is_issuer: bool = False) -> User:
+    email = email.strip().lower()
+    if "@" not in email:
+        raise EntitleError("email_invalid", "Give a valid e-mail address.")
+    if len(password) < 8:
+        raise EntitleError("password_too_short", "Choose a password of at least 8 characters.")
+    if session.scalars(select(User).where(User.email == email)).first():
+        raise Conflict("user_exists", f"A user with the e-mail {email} already exists.", email=email)
+    user = User(email=email, password_hash=_hasher().hash(password), is_issuer=is_issuer, created_at=now)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def user_by_email(session: Session, email: str) -> User | None:
+    return session.scalars(select(User).where(User.email == email.strip().lower())).one_or_none()
+
+
+def add_member(session: Session, *, org_id: int, user: User, role: Role, actor: Actor,
+               now: datetime) -> Membership:
+    existing = session.scalars(select(Membership).where(Membership.org_id == org_id,
+                                                        Membership.user_id == user.id)).one_or_none()
+    before = {"role": existing.role} if existing else None
+    if existing:
+        existing.role = role.value
+        m = existing
+    else:
+        m = Membership(org_id=org_id, user_id=user.id, role=role.value, created_at=now)
+        session.add(m)
+    session.flush()
+    history.record(session, org_id=org_id, actor=actor, now=now, action="member.set",
+                   object_type="user", object_id=user.email, before=before, after={"role": role.value})
+    return m
+
+
+def members(session: Session, org_id: int) -> list[Membership]:
+    return list(session.scalars(select(Membership).where(Membership.org_id == org_id)
+                                .order_by(Membership.id)))
+
+
+def authenticate(session: Session, *, email: str, password: str) -> User:
+    user = user_by_email(session, email)
+    hasher = _hasher()
+    try:
+        if user is None:
+            # Spend the same time as a real check so that e-mails cannot be probed.
+            hasher.verify(_DUMMY_HASH(), password)
+            raise VerificationError
+        hasher.verify(user.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        raise Unauthorized("credentials_invalid", "E-mail or password is wrong.") from None
+    return user
+
+
+_dummy: list[str] = []
+
+
+def _DUMMY_HASH() -> str:  # noqa: N802 - cached constant
+    if not _dummy:
+        _dummy.append(_hasher().hash(secrets.token_hex(8)))
+    return _dummy[0]
+
+
+# --- API tokens ----------------------------------------------------------------------------
+
+def create_token(session: Session, *, user: User, name: str, now: datetime) -> tuple[str, ApiToken]:
+    """Return the token (shown once) and its stored row (which holds only the hash)."""
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(user_id=user.id, name=name or "token", token_hash=sha256(secret),
+                   prefix=secret[:10], created_at=now)
+    session.add(row)
+    session.flush()
+    return secret, row
+
+
+def user_for_token(session: Session, token: str) -> User | None:
+    row = session.scalars(select(ApiToken).where(ApiToken.token_hash == sha256(token),
+                                                 ApiToken.revoked_at.is_(None))).one_or_none()
+    return session.get(User, row.user_id) if row else None
+
+
+def revoke_token(session: Session, *, user: User, token_id: int, now: datetime) -> None:
+    row = session.get(ApiToken, token_id)
+    if row is None or row.user_id != user.id:
+        raise NotFound("token", token_id=token_id)
+    row.revoked_at = now
+
+
+# --- browser sessions ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NewSession:
+    cookie: str
+    csrf_token: str
+
+
+def start_session(session: Session, *, user: User, now: datetime) -> NewSession:
+    cookie = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(32)
+    first_org = user.memberships[0].org_id if user.memberships else None
+    session.add(WebSession(user_id=user.id, session_hash=sha256(cookie), csrf_token=csrf,
+                           current_org_id=first_org, created_at=now,
+                           expires_at=now + timedelta(seconds=get_settings().session_max_age_seconds)))
+    session.flush()
+    return NewSession(cookie, csrf)
+
+
+def resolve_session(session: Session, cookie: str, *, now: datetime) -> WebSession | None:
+    row = session.scalars(select(WebSession).where(WebSession.session_hash == sha256(cookie))).one_or_none()
+    if row is None or row.revoked_at is not None or row.expires_at <= now:
+        return None
+    return row
+
+
+def end_session(session: Session, cookie: str, *, now: datetime) -> None:
+    session.execute(update(WebSession).where(WebSession.session_hash == sha256(cookie))
+                    .values(revoked_at=now))
+
+
+def revoke_all_sessions(session: Session, *, user_ids: list[int], now: datetime) -> int:
+    """Log users out everywhere: browser sessions and API/app tokens (used by migrations)."""
+    n = session.execute(update(WebSession).where(WebSession.user_id.in_(user_ids),
+                                                 WebSession.revoked_at.is_(None))
+                        .values(revoked_at=now)).rowcount
+    n += session.execute(update(ApiToken).where(ApiToken.user_id.in_(user_ids),
+                                                ApiToken.revoked_at.is_(None))
+                         .values(revoked_at=now)).rowcount
+    return int(n or 0)

@@ -1,0 +1,209 @@
+"""Test fixtures: a real database (SQLite file or PostgreSQL) built by ``alembic upgrade head``.
+
+``ENTITLE_TEST_DATABASE_URL`` selects the database; the default is an SQLite file in a temp
+directory. Every test starts from empty tables.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+
+os.environ.setdefault("ENTITLE_ARGON2_TIME_COST", "1")
+os.environ.setdefault("ENTITLE_ARGON2_MEMORY_COST", "8192")
+
+from entitle.actors import Actor, operator  # noqa: E402
+from entitle.api.app import create_app  # noqa: E402
+from entitle.catalog import services as catalog  # noqa: E402
+from entitle.clock import FrozenClock  # noqa: E402
+from entitle.config import Settings  # noqa: E402
+from entitle.context import Context, build  # noqa: E402
+from entitle.db import Base, make_engine, transaction  # noqa: E402
+from entitle.keys import services as keys  # noqa: E402
+from entitle.migrate import upgrade  # noqa: E402
+from entitle.models import load_all  # noqa: E402
+from entitle.tenancy import services as tenancy  # noqa: E402
+from entitle.tenancy.models import Role, User  # noqa: E402
+
+START = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
+PASSWORD = "correct horse battery"
+
+
+def _database_url(tmp_root: Path) -> str:
+    return os.environ.get("ENTITLE_TEST_DATABASE_URL") or f"sqlite:///{tmp_root / 'entitle-test.db'}"
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = _database_url(tmp_path_factory.mktemp("db"))
+    if url.startswith("postgresql"):
+        engine = make_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    load_all()
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def _wipe(engine: Engine) -> None:
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for name in tables:
+                conn.execute(text(f"DELETE FROM {name}"))
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(START)
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, redeem_limit_per_org="1000/minute",
+                    redeem_limit_per_client="1000/minute")
+
+
+@pytest.fixture
+def ctx(engine: Engine, settings: Settings, clock: FrozenClock) -> Iterator[Context]:
+    _wipe(engine)
+    yield build(settings, clock, engine=engine)
+
+
+@pytest.fixture
+def session(ctx: Context) -> Iterator[Session]:
+    """A transaction that commits at the end of the block it is used in (tests call commit)."""
+    with ctx.sessions() as s:
+        yield s
+
+
+@pytest.fixture
+def app(ctx: Context) -> Any:
+    return create_app(ctx=ctx)
+
+
+@pytest.fixture
+def client(app: Any) -> Iterator[TestClient]:
+    with TestClient(app) as c:
+        yield c
+
+
+@dataclass
+class World:
+    """Factories for the data most tests need, written through the real services."""
+
+    ctx: Context
+
+    @property
+    def now(self) -> datetime:
+        return self.ctx.clock.now()
+
+    def user(self, email: str, *, issuer: bool = False) -> User:
+        with transaction(self.ctx.sessions) as s:
+            return tenancy.create_user(s, email=email, password=PASSWORD, now=self.now, is_issuer=issuer)
+
+    def org(self, name: str, *, region: str = "EU", owner: User | None = None) -> int:
+        with transaction(self.ctx.sessions) as s:
+            o = tenancy.create_organization(s, name=name, region=region, actor=operator(), now=self.now,
+                                            owner=s.get(User, owner.id) if owner else None)
+            return o.id
+
+    def member(self, org_id: int, user: User, role: Role) -> None:
+        with transaction(self.ctx.sessions) as s:
+            tenancy.add_member(s, org_id=org_id, user=s.get(User, user.id), role=role,
+                               actor=operator(), now=self.now)
+
+    def token(self, user: User) -> str:
+        with transaction(self.ctx.sessions) as s:
+            return tenancy.create_token(s, user=s.get(User, user.id), name="test", now=self.now)[0]
+
+    def actor(self, user: User) -> Actor:
+        with self.ctx.sessions() as s:
+            return tenancy.actor_for(s.get(User, user.id))
+
+    def load_catalog(self) -> None:
+        with transaction(self.ctx.sessions) as s:
+            catalog.load(s, catalog.parse(catalog.DEFAULT_CATALOG.read_text()), actor=operator(), now=self.now)
+
+    def mint(self, part: str = "91379040", *, count: int = 1, quantity: int = 1) -> list[str]:
+        with transaction(self.ctx.sessions) as s:
+            return keys.mint(s, sku_part=part, quantity_per_key=quantity, count=count, actor=operator(),
+                             now=self.now, keep_codes=True).codes
+
+
+@pytest.fixture
+def world(ctx: Context) -> World:
+    w = World(ctx)
+    w.load_catalog()
+    return w
+
+
+def auth(token: str, idem: str | None = None) -> dict[str, str]:
+    h = {"Authorization": f"Bearer {token}"}
+    if idem is not None:
+        h["Idempotency-Key"] = idem
+    return h
+
+
+# --- a real HTTP server ------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+
+@pytest.fixture
+def live_server(app: Any) -> Iterator[LiveServer]:
+    """uvicorn serving the app on a free port in a thread, for end-to-end and browser tests."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    yield LiveServer(url, server, thread)
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+Factory = Callable[..., Any]
