@@ -7,6 +7,7 @@ directory. Every test starts from empty tables.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import threading
 import time
@@ -20,7 +21,8 @@ import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, make_url, text
+from sqlalchemy.pool import NullPool
 from sqlalchemy.orm import Session
 
 os.environ.setdefault("ENTITLE_ARGON2_TIME_COST", "1")
@@ -48,16 +50,25 @@ def _database_url(tmp_root: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """SQLite: a file in a temp dir. PostgreSQL: a throw-away database created on the server
+    named by ENTITLE_TEST_DATABASE_URL, so that parallel runs never share tables."""
     url = _database_url(tmp_path_factory.mktemp("db"))
-    if url.startswith("postgresql"):
-        engine = make_engine(url)
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-        engine.dispose()
-    upgrade(url)
-    return url
+    if not url.startswith("postgresql"):
+        upgrade(url)
+        yield url
+        return
+    server = make_url(url)
+    name = f"entitle_t_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = make_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    test_url = server.set(database=name).render_as_string(hide_password=False)
+    upgrade(test_url)
+    yield test_url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, String, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from entitle.catalog.models import Sku
@@ -46,14 +46,18 @@ class LedgerTransaction(Base):
 
 class Entry(Base):
     """One side of a movement. Entries are only ever inserted; their amounts sum to zero per
-    transaction."""
+    transaction. Like a bank statement, each entry carries the account's running balance after
+    it, so a balance is read from the account's latest entry instead of summing its history;
+    ``ledger.services.running_balance_mismatches`` checks the two agree."""
 
     __tablename__ = "ledger_entries"
+    __table_args__ = (Index("ix_ledger_entries_account_latest", "account_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     transaction_id: Mapped[int] = mapped_column(ForeignKey("ledger_transactions.id"), index=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"))
     amount: Mapped[int] = mapped_column(BigInteger)
+    balance_after: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
 
     transaction: Mapped[LedgerTransaction] = relationship(back_populates="entries")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -37,8 +38,9 @@ def account(session: Session, *, org_id: int, kind: str, sku_id: int, ref: str =
 
 
 def balance(session: Session, account_id: int) -> int:
-    return int(session.scalar(select(func.coalesce(func.sum(Entry.amount), 0))
-                              .where(Entry.account_id == account_id)) or 0)
+    """The running balance on the account's latest entry (0 for an account never used)."""
+    return int(session.scalar(select(Entry.balance_after).where(Entry.account_id == account_id)
+                              .order_by(Entry.id.desc()).limit(1)) or 0)
 
 
 class UnbalancedTransaction(ValueError):
@@ -51,27 +53,34 @@ def post(session: Session, *, org_id: int, kind: str, actor: Actor, now: datetim
     would go negative."""
     if sum(amount for _, amount in moves) != 0:
         raise UnbalancedTransaction(f"entries of {kind} do not sum to zero: {moves}")
-    debited = sorted({a.id for a, amount in moves if amount < 0 and a.kind not in UNBOUNDED_KINDS})
-    if debited and is_postgres(session):
-        # Lock in id order so that two movers never deadlock.
-        session.execute(select(Account.id).where(Account.id.in_(debited))
+    moves = [(a, amount) for a, amount in moves if amount != 0]
+    touched = sorted({a.id for a, _ in moves})
+    if is_postgres(session):
+        # Running balances need the accounts to themselves until commit; lock in id order so
+        # that two movers never deadlock. (SQLite has one writer already.)
+        session.execute(select(Account.id).where(Account.id.in_(touched))
                         .order_by(Account.id).with_for_update())
+    balances = {account_id: balance(session, account_id) for account_id in touched}
+    entries = []
     for acct, amount in moves:
-        if amount < 0 and acct.kind not in UNBOUNDED_KINDS:
-            available = balance(session, acct.id)
-            if available + amount < 0:
-                raise Conflict(
-                    "insufficient_units",
-                    f"The {acct.kind.replace('_', ' ')} holds {available} unit(s) of "
-                    f"{acct.sku.part_number}; {-amount} are needed, {-amount - available} missing.",
-                    available=available, needed=-amount, missing=-amount - available,
-                    part_number=acct.sku.part_number,
-                )
+        available = balances[acct.id]
+        if amount < 0 and acct.kind not in UNBOUNDED_KINDS and available + amount < 0:
+            raise Conflict(
+                "insufficient_units",
+                f"The {acct.kind.replace('_', ' ')} holds {available} unit(s) of "
+                f"{acct.sku.part_number}; {-amount} are needed, {-amount - available} missing.",
+                available=available, needed=-amount, missing=-amount - available,
+                part_number=acct.sku.part_number,
+            )
+        balances[acct.id] = available + amount
+        entries.append(Entry(account_id=acct.id, amount=amount, balance_after=balances[acct.id],
+                             created_at=now))
     txn = LedgerTransaction(org_id=org_id, kind=kind, memo=memo, actor=actor.label, created_at=now)
     session.add(txn)
     session.flush()
-    session.add_all(Entry(transaction_id=txn.id, account_id=a.id, amount=amount, created_at=now)
-                    for a, amount in moves if amount != 0)
+    for entry in entries:
+        entry.transaction_id = txn.id
+    session.add_all(entries)
     session.flush()
     return txn
 
@@ -82,6 +91,10 @@ def transfer(session: Session, *, source: Account, target: Account, amount: int,
         raise ValueError("a transfer moves a positive amount")
     return post(session, org_id=org_id, kind=kind, actor=actor, now=now, memo=memo,
                 moves=[(source, -amount), (target, amount)])
+
+
+def _latest_entry_ids() -> Any:
+    return select(func.max(Entry.id).label("id")).group_by(Entry.account_id).subquery()
 
 
 @dataclass(frozen=True)
@@ -98,13 +111,18 @@ def wallet(session: Session, org_id: int) -> list[WalletLine]:
     """The organization's unallocated units, one line per SKU, derived from entries."""
     from entitle.catalog.models import Product
 
+    latest = (select(Entry.account_id, func.max(Entry.id).label("entry_id"))
+              .join(Account, Account.id == Entry.account_id)
+              .where(Account.org_id == org_id, Account.kind == "wallet")
+              .group_by(Entry.account_id).subquery())
     rows = session.execute(
         select(Sku.id, Sku.part_number, Sku.name, Product.name, Sku.grant_kind,
-               func.coalesce(func.sum(Entry.amount), 0))
+               func.coalesce(func.sum(Entry.balance_after), 0))
         .select_from(Account)
         .join(Sku, Sku.id == Account.sku_id)
         .join(Product, Product.id == Sku.product_id)
-        .outerjoin(Entry, Entry.account_id == Account.id)
+        .join(latest, latest.c.account_id == Account.id)
+        .join(Entry, Entry.id == latest.c.entry_id)
         .where(Account.org_id == org_id, Account.kind == "wallet")
         .group_by(Sku.id, Sku.part_number, Sku.name, Product.name, Sku.grant_kind)
         .order_by(Sku.part_number)
@@ -113,17 +131,28 @@ def wallet(session: Session, org_id: int) -> list[WalletLine]:
 
 
 def wallet_units(session: Session, org_id: int, sku_id: int) -> int:
-    return int(session.scalar(
-        select(func.coalesce(func.sum(Entry.amount), 0))
-        .join(Account, Account.id == Entry.account_id)
-        .where(Account.org_id == org_id, Account.kind == "wallet", Account.sku_id == sku_id)
-    ) or 0)
+    ids = session.scalars(select(Account.id).where(Account.org_id == org_id, Account.kind == "wallet",
+                                                   Account.sku_id == sku_id))
+    return sum(balance(session, account_id) for account_id in ids)
 
 
 def unbalanced_transactions(session: Session) -> list[int]:
     """Ids of transactions whose entries do not sum to zero (should always be empty)."""
     return list(session.scalars(
         select(Entry.transaction_id).group_by(Entry.transaction_id).having(func.sum(Entry.amount) != 0)
+    ))
+
+
+def running_balance_mismatches(session: Session) -> list[int]:
+    """Ids of accounts whose latest running balance differs from the sum of their entries
+    (should always be empty: the running balance is a convenience, the entries are the truth)."""
+    latest = _latest_entry_ids()
+    sums = (select(Entry.account_id, func.sum(Entry.amount).label("total"))
+            .group_by(Entry.account_id).subquery())
+    return list(session.scalars(
+        select(Entry.account_id).join(latest, latest.c.id == Entry.id)
+        .join(sums, sums.c.account_id == Entry.account_id)
+        .where(sums.c.total != Entry.balance_after)
     ))
 
 
