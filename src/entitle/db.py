@@ -18,6 +18,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+READ_ONLY = "entitle_read_only"
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -95,8 +97,11 @@ def _sqlite_pragmas(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         # Take the write lock up front: a reader that later writes can never be refused
-        # half-way with "database is locked".
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # half-way with "database is locked". Read-only work (see `reading`) needs no lock in WAL.
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -107,6 +112,14 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any exception."""
     with factory() as session, session.begin():
+        yield session
+
+
+@contextmanager
+def reading(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A transaction that only reads: on SQLite it does not queue behind writers."""
+    bind = factory.kw["bind"]
+    with factory(bind=bind.execution_options(**{READ_ONLY: True})) as session, session.begin():
         yield session
 
 

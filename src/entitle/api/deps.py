@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from entitle.actors import Actor
 from entitle.context import Context
-from entitle.db import transaction
+from entitle.db import reading, transaction
 from entitle.errors import Unauthorized
 from entitle.tenancy import services as tenancy
 
@@ -23,9 +23,10 @@ def get_ctx(request: Request) -> Context:
 Ctx = Annotated[Context, Depends(get_ctx)]
 
 
-def db_session(ctx: Ctx) -> Iterator[Session]:
+def db_session(ctx: Ctx, request: Request) -> Iterator[Session]:
     """A transaction per request for routes that read or make one change."""
-    with transaction(ctx.sessions) as session:
+    scope = reading if request.method in ("GET", "HEAD") else transaction
+    with scope(ctx.sessions) as session:
         yield session
 
 
