@@ -14,12 +14,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip >/dev/null
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -e . >/dev/null
+$(VENV)/.installed: pyproject.toml device/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -e ./device -e . >/dev/null
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -e '.[dev]' >/dev/null
+$(VENV)/.installed-dev: pyproject.toml device/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -e ./device -e '.[dev]' >/dev/null
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -32,6 +32,7 @@ run: install
 	$(BIN)/entitle serve --host $(HOST) --port $(PORT)
 
 test: install-dev
+	$(MAKE) -C device test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install-dev

@@ -43,6 +43,7 @@ from entitle.tenancy.models import Role, User  # noqa: E402
 
 START = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
 PASSWORD = "correct horse battery"
+TEST_SECRET_KEY = "dGVzdC1vbmx5LXNlY3JldC1rZXktMzItYnl0ZXMhISE="  # 32 bytes, tests only
 
 
 def _database_url(tmp_root: Path) -> str:
@@ -97,7 +98,7 @@ def clock() -> FrozenClock:
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return Settings(database_url=database_url, redeem_limit_per_org="1000/minute",
-                    redeem_limit_per_client="1000/minute")
+                    redeem_limit_per_client="1000/minute", secret_key=TEST_SECRET_KEY)
 
 
 @pytest.fixture

@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     cookie_secure: bool = False
     log_level: str = "INFO"
     log_json: bool = False
+    # The key that encrypts the issuer's signing keys at rest (AES-256-GCM). Either the key itself
+    # (base64, 32 bytes) or a file holding it; the file is created owner-only on first use.
+    # Every server process sharing a database must have the same key.
+    secret_key: str | None = None
+    secret_key_file: str = str(Path("var/secret.key").absolute())
     # Passed to argon2; tests lower them so that hashing does not dominate the suite.
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65536

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -11,6 +12,7 @@ from entitle.clock import Clock, SystemClock
 from entitle.config import Settings, get_settings
 from entitle.db import make_engine, make_session_factory
 from entitle.platform.ratelimit import RedeemLimiter, make_storage
+from entitle.signing.secrets import load_secret_key
 
 
 @dataclass
@@ -21,8 +23,17 @@ class Context:
     clock: Clock
     redeem_limiter: RedeemLimiter
 
-    def now(self):  # type: ignore[no-untyped-def]
+    _secret: bytes | None = None
+
+    def now(self) -> datetime:
         return self.clock.now()
+
+    @property
+    def secret(self) -> bytes:
+        """The key that encrypts signing keys at rest (loaded, or made, on first use)."""
+        if self._secret is None:
+            self._secret = load_secret_key(self.settings)
+        return self._secret
 
 
 def build(settings: Settings | None = None, clock: Clock | None = None,

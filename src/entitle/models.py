@@ -7,4 +7,6 @@ def load_all() -> None:
     import entitle.keys.models
     import entitle.ledger.models
     import entitle.platform.models
+    import entitle.signing.models
+    import entitle.systems.models
     import entitle.tenancy.models  # noqa: F401

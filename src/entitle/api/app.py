@@ -9,10 +9,11 @@ from sqlalchemy import text
 
 from entitle import __version__
 from entitle.api import errors
-from entitle.api.routes import catalog, history, issuer, ledger, tenancy
+from entitle.api.routes import catalog, history, issuer, ledger, systems, tenancy
 from entitle.clock import Clock
 from entitle.config import Settings
 from entitle.context import Context, build
+from entitle.db import READ_ONLY
 from entitle.logs import configure as configure_logging
 
 
@@ -32,13 +33,14 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     errors.install(app)
 
     api = APIRouter(prefix="/api/v1", responses={401: {"model": errors_model()}, 404: {"model": errors_model()}})
-    for module in (tenancy, ledger, history, catalog, issuer):
+    for module in (tenancy, ledger, history, catalog, issuer, systems):
         api.include_router(module.router)
     app.include_router(api)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, Any]:
-        with ctx.engine.connect() as conn:
+        # Read-only: on SQLite a health check must not take (and queue for) the write lock.
+        with ctx.engine.connect().execution_options(**{READ_ONLY: True}) as conn:
             conn.execute(text("SELECT 1"))
         return {"status": "ok", "database": ctx.engine.dialect.name, "version": __version__}
 

@@ -1,9 +1,465 @@
-"""The web UI (server-rendered, htmx). Filled in by the web UI work."""
+"""The web UI: server-rendered pages with htmx for organization admins, resellers and the issuer.
+
+One handler serves the full page, or only its content for an htmx request (netbox's pattern):
+page templates extend ``base_template``, which is either the layout or a bare content block.
+Refusals (``EntitleError``) raised in a web handler become a page or fragment with the code and
+the message, never the API's JSON; the API's own error handlers are left alone.
+
+Every POST carries the session's CSRF token, as the form field ``csrf_token`` or, for htmx, the
+``X-CSRF-Token`` header that <body hx-headers> adds to every request.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, FastAPI, Form, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse
+from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
+
+from entitle.actors import Actor
+from entitle.api.deps import client_id
+from entitle.catalog import services as catalog
+from entitle.context import Context
+from entitle.db import reading, transaction
+from entitle.errors import EntitleError, Forbidden, RateLimited
+from entitle.history import services as history
+from entitle.keys import services as keys
+from entitle.ledger import services as ledger
+from entitle.tenancy import services as tenancy
+from entitle.tenancy.models import ApiToken, Role, User, WebSession
+
+HERE = Path(__file__).parent
+SESSION_COOKIE = "entitle_session"
+# Double-submit token of the sign-in form (there is no session yet to hold one).
+LOGIN_COOKIE = "entitle_login_csrf"
+PAGE_SIZE = 50
+RECENT_HISTORY = 8
+# The web form mints small batches and shows them on screen; larger ones go through the CLI/API.
+MAX_WEB_MINT = 10_000
+
+templates = Jinja2Templates(directory=HERE / "templates")
+# Pages load nothing from elsewhere and are never framed; they can hold secrets shown once (new
+# keys, new tokens), so they are never cached either.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'self'; "
+                               "form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
+
+# --- formatting ------------------------------------------------------------------------------
+
+def _num(value: int | None) -> str:
+    return "∞" if value is None else f"{value:,}"
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
+
+
+def _kv(value: dict[str, Any] | None) -> str:
+    if not value:
+        return ""
+    return ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in value.items())
+
+
+templates.env.filters.update(num=_num, when=_when, kv=_kv)
+
+
+# --- who is asking -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OrgChoice:
+    id: int
+    name: str
+    region: str
+    role: Role
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The signed-in user as the pages need them, read once per request."""
+
+    session_id: int
+    user_id: int
+    email: str
+    is_issuer: bool
+    csrf_token: str
+    actor: Actor
+    orgs: list[OrgChoice]
+    org: OrgChoice | None  # the organization the pages show
+
+    def require_org(self) -> OrgChoice:
+        if self.org is None:
+            raise EntitleError("organization_none",
+                               "You are not a member of any organization yet: ask an owner of one "
+                               "to add you.", status=404)
+        return self.org
+
+
+class LoginRequired(Exception):
+    pass
+
+
+def _ctx(request: Request) -> Context:
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+def current_viewer(request: Request) -> Viewer:
+    ctx = _ctx(request)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        raise LoginRequired
+    with reading(ctx.sessions) as s:
+        ws = tenancy.resolve_session(s, cookie, now=ctx.clock.now())
+        user = s.get(User, ws.user_id) if ws else None
+        if ws is None or user is None:
+            raise LoginRequired
+        actor = tenancy.actor_for(user)
+        orgs = [OrgChoice(o.id, o.name, o.region, actor.roles[o.id])
+                for o in tenancy.organizations_of(s, actor)]
+    current = next((o for o in orgs if o.id == ws.current_org_id), orgs[0] if orgs else None)
+    viewer = Viewer(ws.id, user.id, user.email, user.is_issuer, ws.csrf_token, actor, orgs, current)
+    request.state.viewer = viewer
+    return viewer
+
+
+def _same(sent: str | None, expected: str) -> bool:
+    return bool(sent) and secrets.compare_digest(str(sent).encode(), expected.encode())
+
+
+def checked_viewer(viewer: Annotated[Viewer, Depends(current_viewer)],
+                   csrf_token: Annotated[str, Form()] = "",
+                   x_csrf_token: Annotated[str | None, Header()] = None) -> Viewer:
+    """The viewer of a POST whose CSRF token matches the session's; anything else is refused."""
+    if not _same(x_csrf_token or csrf_token, viewer.csrf_token):
+        raise Forbidden("csrf_invalid", "This form is out of date or did not come from this site: "
+                                        "reload the page and try again.")
+    return viewer
+
+
+AnyViewer = Annotated[Viewer, Depends(current_viewer)]
+PostingViewer = Annotated[Viewer, Depends(checked_viewer)]
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+def is_htmx(request: Request) -> bool:
+    # A history restore wants the whole page, although htmx sends it.
+    return (request.headers.get("HX-Request") == "true"
+            and request.headers.get("HX-History-Restore-Request") != "true")
+
+
+def render(request: Request, template: str, *, viewer: Viewer | None, status: int = 200,
+           headers: dict[str, str] | None = None, **context: Any) -> Response:
+    """The page, or only its content block when htmx asks."""
+    base = "_fragment.html" if is_htmx(request) else "layout.html"
+    all_headers = {**PAGE_HEADERS, "Vary": "HX-Request", **(headers or {})}
+    return templates.TemplateResponse(
+        request, template, {"base_template": base, "viewer": viewer, **context},
+        status_code=status, headers=all_headers)
+
+
+def render_error(request: Request, exc: EntitleError) -> Response:
+    viewer: Viewer | None = getattr(request.state, "viewer", None)
+    headers = dict(PAGE_HEADERS)
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
+    if is_htmx(request):
+        # Shown in the page's message area, whatever the request meant to update.
+        headers.update({"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
+        return templates.TemplateResponse(request, "_error.html", {"error": exc},
+                                          status_code=exc.status, headers=headers)
+    return templates.TemplateResponse(
+        request, "error.html", {"base_template": "layout.html", "viewer": viewer, "error": exc},
+        status_code=exc.status, headers=headers)
+
+
+def _login_redirect(request: Request) -> Response:
+    if request.headers.get("HX-Request") == "true":
+        return Response(status_code=401, headers={"HX-Redirect": "/login"})
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    nxt = f"?next={quote(target, safe='')}" if request.method == "GET" and target != "/" else ""
+    return RedirectResponse(f"/login{nxt}", status_code=303)
+
+
+class WebRoute(APIRoute):
+    """Turns refusals in web handlers into HTML (the API keeps its JSON handlers)."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except LoginRequired:
+                return _login_redirect(request)
+            except EntitleError as exc:
+                return render_error(request, exc)
+            except RequestValidationError as exc:
+                first = exc.errors()[0] if exc.errors() else {}
+                field = str(first.get("loc", ("", "?"))[-1])
+                return render_error(request, EntitleError(
+                    "invalid_request", f"The form field {field!r} is not valid: "
+                    f"{first.get('msg', 'check it')}.", status=422))
+
+        return handle
+
+
+def _safe_next(value: str | None) -> str:
+    """Only a path on this site: never an open redirect."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/"
+
+
+router = APIRouter(route_class=WebRoute, include_in_schema=False)
+
+
+# --- signing in and out ------------------------------------------------------------------------
+
+def _login_page(request: Request, *, next_path: str, email: str = "", error: str | None = None,
+                status: int = 200) -> Response:
+    token = secrets.token_urlsafe(32)
+    response = render(request, "login.html", viewer=None, status=status, login_csrf=token,
+                      next_path=next_path, email=email, error=error)
+    response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="lax", path="/login",
+                        secure=_ctx(request).settings.cookie_secure, max_age=3600)
+    return response
+
+
+@router.get("/login")
+def login_form(request: Request, next: str = "/") -> Response:  # noqa: A002 - the query name
+    return _login_page(request, next_path=_safe_next(next))
+
+
+@router.post("/login")
+def login(request: Request, email: Annotated[str, Form()] = "", password: Annotated[str, Form()] = "",
+          csrf_token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/") -> Response:  # noqa: A002
+    ctx = _ctx(request)
+    next_path = _safe_next(next)
+    if not _same(csrf_token, request.cookies.get(LOGIN_COOKIE, "")):
+        return _login_page(request, next_path=next_path, email=email, status=403,
+                           error="The sign-in form expired or did not come from this site: "
+                                 "sign in again.")
+    try:
+        # Password hashing is slow on purpose: keep it outside the write transaction.
+        with reading(ctx.sessions) as s:
+            user_id = tenancy.authenticate(s, email=email, password=password).id
+    except EntitleError as exc:
+        # The same sentence whether or not the e-mail exists.
+        return _login_page(request, next_path=next_path, email=email, error=exc.message,
+                           status=exc.status)
+    now = ctx.clock.now()
+    with transaction(ctx.sessions) as s:
+        old = request.cookies.get(SESSION_COOKIE)
+        if old:
+            tenancy.end_session(s, old, now=now)
+        user = s.get(User, user_id)
+        assert user is not None
+        new = tenancy.start_session(s, user=user, now=now)
+    response = RedirectResponse(next_path, status_code=303)
+    response.set_cookie(SESSION_COOKIE, new.cookie, httponly=True, samesite="lax", path="/",
+                        secure=ctx.settings.cookie_secure, max_age=ctx.settings.session_max_age_seconds)
+    response.delete_cookie(LOGIN_COOKIE, path="/login")
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, viewer: PostingViewer) -> Response:
+    ctx = _ctx(request)
+    with transaction(ctx.sessions) as s:
+        tenancy.end_session(s, request.cookies.get(SESSION_COOKIE, ""), now=ctx.clock.now())
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+# --- organization ------------------------------------------------------------------------------
+
+@router.post("/ui/org")
+def switch_org(request: Request, viewer: PostingViewer, org_id: Annotated[int, Form()],
+               next: Annotated[str, Form()] = "/") -> Response:  # noqa: A002
+    """Show another of the user's organizations; any other id is 'not found' (R-CORE-1)."""
+    viewer.actor.require_member(org_id)
+    with transaction(_ctx(request).sessions) as s:
+        ws = s.get(WebSession, viewer.session_id)
+        assert ws is not None
+        ws.current_org_id = org_id
+    return RedirectResponse(_safe_next(next), status_code=303)
+
+
+@router.get("/")
+def dashboard(request: Request, viewer: AnyViewer) -> Response:
+    lines: list[ledger.WalletLine] = []
+    recent: list[Any] = []
+    if viewer.org is not None:
+        with reading(_ctx(request).sessions) as s:
+            lines = ledger.wallet(s, viewer.org.id)
+            recent = history.page(s, viewer.org.id, limit=RECENT_HISTORY)
+    products: dict[str, list[ledger.WalletLine]] = {}
+    for line in lines:
+        products.setdefault(line.product, []).append(line)
+    return render(request, "dashboard.html", viewer=viewer, active="dashboard", products=products,
+                  total_units=sum(line.units for line in lines), recent=recent)
+
+
+# --- wallet ------------------------------------------------------------------------------------
+
+def _wallet(request: Request, viewer: Viewer, *, fragment: bool, status: int = 200,
+            message: str | None = None, error: EntitleError | None = None, typed_key: str = "") -> Response:
+    org = viewer.require_org()
+    with reading(_ctx(request).sessions) as s:
+        lines = ledger.wallet(s, org.id)
+    context = dict(org=org, lines=lines, may_redeem=org.role.may_license, message=message,
+                   error=error, typed_key=typed_key)
+    if fragment:
+        return templates.TemplateResponse(request, "_wallet_panel.html", {"viewer": viewer, **context},
+                                          status_code=status, headers=PAGE_HEADERS)
+    return render(request, "wallet.html", viewer=viewer, active="wallet", status=status, **context)
+
+
+@router.get("/wallet")
+def wallet(request: Request, viewer: AnyViewer) -> Response:
+    return _wallet(request, viewer, fragment=False)
+
+
+@router.post("/wallet/redeem")
+def redeem(request: Request, viewer: PostingViewer, key: Annotated[str, Form()] = "") -> Response:
+    """Redeem a license key into the current organization's wallet (R-CORE-4)."""
+    ctx = _ctx(request)
+    org = viewer.require_org()
+    viewer.actor.require_licensing(org.id)
+    try:
+        ctx.redeem_limiter.hit(org_id=org.id, client=client_id(request))
+        with transaction(ctx.sessions) as s:
+            done = keys.redeem(s, org_id=org.id, typed_key=key, actor=viewer.actor, now=ctx.clock.now())
+    except EntitleError as exc:
+        return _wallet(request, viewer, fragment=is_htmx(request), status=exc.status, error=exc,
+                       typed_key=key)
+    return _wallet(request, viewer, fragment=is_htmx(request),
+                   message=f"Redeemed {done['quantity']} × {done['part_number']}")
+
+
+# --- history -----------------------------------------------------------------------------------
+
+@router.get("/history")
+def history_page(request: Request, viewer: AnyViewer,
+                 cursor: Annotated[int | None, Query(ge=1)] = None) -> Response:
+    org = viewer.require_org()
+    with reading(_ctx(request).sessions) as s:
+        rows = history.page(s, org.id, limit=PAGE_SIZE + 1, before_seq=cursor)
+    more = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    return render(request, "history.html", viewer=viewer, active="history", org=org, rows=rows,
+                  cursor=cursor, next_cursor=rows[-1].seq if more else None)
+
+
+@router.get("/history/verify")
+def history_verify(request: Request, viewer: AnyViewer) -> Response:
+    """Recompute the organization's hash chain (R-CORE-6)."""
+    org = viewer.require_org()
+    with reading(_ctx(request).sessions) as s:
+        result = history.verify(s, org.id)
+    return render(request, "history_verify.html", viewer=viewer, active="history", org=org,
+                  result=result)
+
+
+# --- issuer: license keys ----------------------------------------------------------------------
+
+def _issuer_keys(request: Request, viewer: Viewer, *, cursor: int | None = None, status: int = 200,
+                 minted: dict[str, Any] | None = None, error: EntitleError | None = None,
+                 form: dict[str, Any] | None = None) -> Response:
+    viewer.actor.require_issuer()
+    with reading(_ctx(request).sessions) as s:
+        rows = keys.batches(s, limit=PAGE_SIZE + 1, before_id=cursor)
+        skus = [(p.name, [(k.part_number, k.name) for k in p.skus]) for p in catalog.products(s)]
+        batch_rows = [keys.batch_to_dict(b) for b in rows[:PAGE_SIZE]]
+    more = len(rows) > PAGE_SIZE
+    return render(request, "issuer_keys.html", viewer=viewer, active="issuer", status=status,
+                  batches=batch_rows, next_cursor=batch_rows[-1]["id"] if more else None,
+                  skus=skus, minted=minted, error=error, form=form or {}, max_count=MAX_WEB_MINT)
+
+
+@router.get("/issuer/keys")
+def issuer_keys(request: Request, viewer: AnyViewer,
+                cursor: Annotated[int | None, Query(ge=1)] = None) -> Response:
+    return _issuer_keys(request, viewer, cursor=cursor)
+
+
+@router.post("/issuer/keys")
+def issuer_mint(request: Request, viewer: PostingViewer, part_number: Annotated[str, Form()],
+                quantity_per_key: Annotated[int, Form()], count: Annotated[int, Form()],
+                name: Annotated[str, Form()] = "") -> Response:
+    """Mint a batch; its codes are in this answer only (the database keeps hashes)."""
+    viewer.actor.require_issuer()
+    ctx = _ctx(request)
+    form = {"part_number": part_number, "quantity_per_key": quantity_per_key, "count": count, "name": name}
+    try:
+        if count > MAX_WEB_MINT:
+            raise EntitleError("count_invalid", f"The web form mints at most {MAX_WEB_MINT:,} keys at "
+                               "once; use the CLI or the API for larger batches.",
+                               count=count, maximum=MAX_WEB_MINT)
+        with transaction(ctx.sessions) as s:
+            minted = keys.mint(s, sku_part=part_number, quantity_per_key=quantity_per_key, count=count,
+                               name=name.strip(), actor=viewer.actor, now=ctx.clock.now(),
+                               keep_codes=True)
+            shown = {"batch": keys.batch_to_dict(minted.batch), "codes": minted.codes}
+    except EntitleError as exc:
+        return _issuer_keys(request, viewer, status=exc.status, error=exc, form=form)
+    return _issuer_keys(request, viewer, minted=shown, form={"part_number": part_number})
+
+
+# --- API tokens --------------------------------------------------------------------------------
+
+def _tokens(request: Request, viewer: Viewer, *, new_token: str | None = None,
+            message: str | None = None) -> Response:
+    with reading(_ctx(request).sessions) as s:
+        rows = list(s.scalars(select(ApiToken).where(ApiToken.user_id == viewer.user_id,
+                                                     ApiToken.revoked_at.is_(None))
+                              .order_by(ApiToken.id.desc())))
+    return render(request, "tokens.html", viewer=viewer, active="tokens", tokens=rows,
+                  new_token=new_token, message=message)
+
+
+@router.get("/tokens")
+def tokens(request: Request, viewer: AnyViewer) -> Response:
+    return _tokens(request, viewer)
+
+
+@router.post("/tokens")
+def create_token(request: Request, viewer: PostingViewer, name: Annotated[str, Form()] = "") -> Response:
+    ctx = _ctx(request)
+    with transaction(ctx.sessions) as s:
+        user = s.get(User, viewer.user_id)
+        assert user is not None
+        secret, _row = tenancy.create_token(s, user=user, name=name.strip() or "web", now=ctx.clock.now())
+    return _tokens(request, viewer, new_token=secret)
+
+
+@router.post("/tokens/{token_id}/revoke")
+def revoke_token(request: Request, viewer: PostingViewer, token_id: int) -> Response:
+    ctx = _ctx(request)
+    with transaction(ctx.sessions) as s:
+        user = s.get(User, viewer.user_id)
+        assert user is not None
+        tenancy.revoke_token(s, user=user, token_id=token_id, now=ctx.clock.now())
+    return _tokens(request, viewer, message="Token revoked: it no longer works.")
 
 
 def install(app: FastAPI) -> None:
-    return None
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.include_router(router)

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, status
+from pydantic import BaseModel, Field
+
+from entitle.api.deps import DB, Ctx, CurrentActor, Now
+from entitle.signing import services as signing
+from entitle.systems import services as systems
+
+router = APIRouter(tags=["systems"])
+
+
+class SystemOut(BaseModel):
+    id: int
+    uid: str
+    name: str
+    product: str
+    offline: bool
+    need: dict[str, int]
+    devices: list[str]
+    registered_at: str
+    updated_at: str
+
+
+class UploadIn(BaseModel):
+    system_file: str = Field(min_length=1, max_length=65536, description="The system file's text, as the system made it.")
+
+
+class UploadOut(BaseModel):
+    system: SystemOut
+    license_file: str = Field(description="Signed license file for the system to import.")
+
+
+class KeyOut(BaseModel):
+    kid: str
+    alg: str
+    public_key: str
+
+
+class KeyRingOut(BaseModel):
+    keys: list[KeyOut]
+
+
+@router.post("/orgs/{org_id}/systems/upload", response_model=UploadOut, status_code=status.HTTP_201_CREATED)
+def upload_system_file(org_id: int, body: UploadIn, actor: CurrentActor, ctx: Ctx, db: DB, now: Now) -> dict[str, Any]:
+    """Register or update an offline system from its system file and get its license file
+    (R-AX-11). Refusals: system_file_malformed, system_file_bad_signature,
+    system_file_replayed, system_registered_elsewhere, system_key_mismatch."""
+    system, license_file = systems.upload_system_file(db, org_id=org_id, text=body.system_file,
+                                                      actor=actor, now=now, secret=ctx.secret)
+    return {"system": systems.to_dict(system), "license_file": license_file}
+
+
+@router.get("/orgs/{org_id}/systems", response_model=list[SystemOut])
+def list_systems(org_id: int, actor: CurrentActor, db: DB) -> list[dict[str, Any]]:
+    actor.require_member(org_id)
+    return [systems.to_dict(s) for s in systems.systems_of(db, org_id)]
+
+
+@router.get("/orgs/{org_id}/systems/{system_id}", response_model=SystemOut)
+def get_system(org_id: int, system_id: int, actor: CurrentActor, db: DB) -> dict[str, Any]:
+    actor.require_member(org_id)
+    return systems.to_dict(systems.get(db, org_id, system_id))
+
+
+@router.get("/keyring", response_model=KeyRingOut, tags=["signing"])
+def public_keyring(db: DB) -> dict[str, Any]:
+    """The issuer's public signing keys, every key ever used (stable path; no sign-in needed).
+    Devices verify license files against it with the device library."""
+    return signing.public_ring(db)
+
+
+@router.post("/issuer/signing-keys/rotate", response_model=KeyOut, tags=["issuer"])
+def rotate_signing_key(actor: CurrentActor, ctx: Ctx, db: DB, now: Now) -> dict[str, Any]:
+    """Make a new current signing key (issuer only); files signed before keep verifying."""
+    row = signing.rotate(db, secret=ctx.secret, actor=actor, now=now)
+    return {"kid": row.kid, "alg": row.algorithm, "public_key": signing.b64u(row.public_key)}
+
+
+

@@ -1,0 +1,42 @@
+"""Browser-test plumbing (a pytest plugin loaded by tests/test_browser.py).
+
+Playwright drives Debian's chromium; it never downloads a browser. When chromium is missing the
+browser tests are skipped (or fail, with ENTITLE_REQUIRE_BROWSER=1) and the run says so plainly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+MISSING = "Debian's chromium is not installed (apt-get install chromium): browser tests skipped"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("ENTITLE_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"ENTITLE_REQUIRE_BROWSER=1 but {CHROMIUM} does not exist: install Debian's "
+                        "chromium (apt-get install chromium) to run the browser tests.")
+        pytest.skip(MISSING)
+    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    skipped = terminalreporter.stats.get("skipped", [])
+    if any(MISSING in str(getattr(report, "longrepr", "")) for report in skipped):
+        terminalreporter.write_line(MISSING, yellow=True, bold=True)
