@@ -1,4 +1,8 @@
-"""The `entitle` command line (Typer)."""
+"""The `entitle` command line (Typer).
+
+Each command opens one context, runs the services in one transaction and prints; with ``--json``
+stdout carries only JSON. Refusals print their code and message on stderr and exit with 1.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +11,34 @@ from typing import Annotated
 
 import typer
 
+from entitle.cli.catalog import catalog_app
+from entitle.cli.common import DatabaseUrl, settings_for
+from entitle.cli.history import show_history
+from entitle.cli.keys import keys_app, redeem, wallet_app
+from entitle.cli.tenancy import admin_app, first_run, member_app, org_app, token_app
 from entitle.config import get_settings
 
 app = typer.Typer(help="Entitle: license management for devices and device software.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
-
-def _use_database(database_url: str | None) -> str:
-    if database_url:
-        os.environ["ENTITLE_DATABASE_URL"] = database_url
-        get_settings.cache_clear()
-    return get_settings().database_url
+app.command("first-run")(first_run)
+app.add_typer(admin_app, name="admin")
+app.add_typer(org_app, name="org")
+app.add_typer(member_app, name="member")
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(keys_app, name="keys")
+app.command("redeem")(redeem)
+app.add_typer(wallet_app, name="wallet")
+app.command("history")(show_history)
+app.add_typer(token_app, name="token")
 
 
 @app.command()
-def migrate(database_url: Annotated[str | None, typer.Option(help="Overrides ENTITLE_DATABASE_URL.")] = None) -> None:
+def migrate(database_url: DatabaseUrl = None) -> None:
     """Bring the database schema up to date (alembic upgrade head)."""
     from entitle.migrate import upgrade
 
-    url = _use_database(database_url)
-    upgrade(url)
+    upgrade(settings_for(database_url).database_url)
     typer.echo("database is up to date")
 
 
@@ -35,12 +47,15 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(help="Server processes; they share state through the database.")] = 1,
-    database_url: Annotated[str | None, typer.Option(help="Overrides ENTITLE_DATABASE_URL.")] = None,
+    database_url: DatabaseUrl = None,
 ) -> None:
     """Serve the REST API and the web UI."""
     import uvicorn
 
-    _use_database(database_url)
+    if database_url:
+        # Worker processes build their settings from the environment.
+        os.environ["ENTITLE_DATABASE_URL"] = database_url
+        get_settings.cache_clear()
     uvicorn.run("entitle.api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                 log_level="warning", access_log=False)
 

@@ -1,0 +1,102 @@
+"""What every command shares: the database option, the context, output, and error handling.
+
+Commands stay thin: open a context, run services in one transaction, print. Data goes to stdout
+(only JSON with ``--json``); errors and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from entitle.actors import Actor, operator
+from entitle.config import Settings, get_settings
+from entitle.context import Context, build
+from entitle.errors import EntitleError
+
+DatabaseUrl = Annotated[str | None, typer.Option(
+    "--database-url", help="Database to use; overrides ENTITLE_DATABASE_URL.", show_default=False)]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print only JSON on stdout.")]
+
+# soft_wrap: a message is one line however narrow the terminal, so scripts can grep it.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def settings_for(database_url: str | None) -> Settings:
+    """Settings from the environment, with ``--database-url`` taking precedence.
+
+    Built fresh rather than mutating the environment, so that one process (a test run) can point
+    successive commands at different databases.
+    """
+    base = get_settings()
+    return base.model_copy(update={"database_url": database_url}) if database_url else base
+
+
+@contextmanager
+def context(database_url: str | None) -> Iterator[Context]:
+    ctx = build(settings_for(database_url))
+    try:
+        yield ctx
+    finally:
+        ctx.engine.dispose()
+
+
+def console_actor() -> Actor:
+    """The operator at the server's console: acts everywhere, named in history by OS user."""
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        who = str(os.getuid())
+    return operator(f"cli:{who}")
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def fail(error: EntitleError, *, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(error.to_dict(), default=str), err=True)
+    else:
+        err.print(f"[bold red]error[/] [bold]{error.code}[/]: {error.message}", highlight=False)
+        for name, value in error.detail.items():
+            if value not in (None, [], {}):
+                err.print(f"  {name}: {value}", highlight=False, markup=False)
+    raise typer.Exit(1)
+
+
+def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn a refusal into its code and message on stderr and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        as_json = bool(kwargs.get("as_json"))
+        try:
+            return command(*args, **kwargs)
+        except EntitleError as exc:
+            fail(exc, as_json=as_json)
+        except OperationalError as exc:
+            fail(EntitleError("database_unavailable",
+                              "The database cannot be reached or used; check --database-url "
+                              f"(or ENTITLE_DATABASE_URL) and run `entitle migrate`. ({exc.orig})"),
+                 as_json=as_json)
+        except ProgrammingError as exc:
+            fail(EntitleError("database_not_migrated",
+                              f"The database schema is missing or old; run `entitle migrate`. ({exc.orig})"),
+                 as_json=as_json)
+        raise AssertionError("unreachable")  # fail() always exits
+
+    return wrapper
