@@ -505,3 +505,19 @@ def test_any_json_payload_round_trips(
     # R-CORE-9: what the issuer signs is what the device reads
     assert verify(sign(issuer, payload=payload), ring, NOW).payload == payload
     assert json.loads(json.dumps(payload)) == payload
+
+
+def test_read_unverified_shows_contents_without_trusting_them(issuer: Ed25519PrivateKey) -> None:
+    # R-CORE-9: `entitle license show` reads a file for a person; a forged signature still reads,
+    # while verify refuses it.
+    from entitle_device import read_unverified
+
+    text = sign(issuer)
+    shown = read_unverified(text)
+    assert shown.kid == KID and shown.subject == (SYSTEM_ID,) and shown.payload == PAYLOAD
+    lines = text.split("\n")
+    forged = "\n".join(line if not line.startswith("Signature: ") else "Signature: " + "A" * 86
+                       for line in lines)
+    assert read_unverified(forged).payload == PAYLOAD
+    with pytest.raises(MalformedLicense):
+        read_unverified("not a license file")

@@ -17,7 +17,13 @@ from entitle_device.errors import (
     UnsupportedVersion,
 )
 from entitle_device.keyring import KeyRing, public_key_bytes
-from entitle_device.licensefile import DEFAULT_CLOCK_SKEW, License, sign_license, verify
+from entitle_device.licensefile import (
+    DEFAULT_CLOCK_SKEW,
+    License,
+    read_unverified,
+    sign_license,
+    verify,
+)
 from entitle_device.systemfile import SystemFile, make_system_file, read_system_file
 
 __version__ = "1.0.0"
@@ -40,6 +46,7 @@ __all__ = [
     "make_system_file",
     "public_key_bytes",
     "read_system_file",
+    "read_unverified",
     "sign_license",
     "verify",
 ]

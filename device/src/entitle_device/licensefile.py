@@ -171,6 +171,13 @@ def _read(text: str | bytes) -> tuple[License, bytes, bytes]:
     return license, message, signature
 
 
+def read_unverified(text: str | bytes) -> License:
+    """The file's contents WITHOUT checking its signature, key or dates: for showing a file to a
+    person. Never trust what it returns; use ``verify``. Raises MalformedLicense or
+    UnsupportedVersion for a file that cannot be read."""
+    return _read(text)[0]
+
+
 def verify(
     text: str | bytes,
     keyring: KeyRing,

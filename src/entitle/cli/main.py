@@ -15,6 +15,7 @@ from entitle.cli.catalog import catalog_app
 from entitle.cli.common import DatabaseUrl, settings_for
 from entitle.cli.history import show_history
 from entitle.cli.keys import keys_app, redeem, wallet_app
+from entitle.cli.licensing import license_app, signing_app, system_file_app
 from entitle.cli.tenancy import admin_app, first_run, member_app, org_app, token_app
 from entitle.config import get_settings
 
@@ -31,6 +32,9 @@ app.command("redeem")(redeem)
 app.add_typer(wallet_app, name="wallet")
 app.command("history")(show_history)
 app.add_typer(token_app, name="token")
+keys_app.add_typer(signing_app, name="signing")
+app.add_typer(license_app, name="license")
+app.add_typer(system_file_app, name="system-file")
 
 
 @app.command()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, FastAPI, Form, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
@@ -36,6 +36,7 @@ from entitle.errors import EntitleError, Forbidden, RateLimited
 from entitle.history import services as history
 from entitle.keys import services as keys
 from entitle.ledger import services as ledger
+from entitle.systems import services as systems
 from entitle.tenancy import services as tenancy
 from entitle.tenancy.models import ApiToken, Role, User, WebSession
 
@@ -458,6 +459,42 @@ def revoke_token(request: Request, viewer: PostingViewer, token_id: int) -> Resp
         assert user is not None
         tenancy.revoke_token(s, user=user, token_id=token_id, now=ctx.clock.now())
     return _tokens(request, viewer, message="Token revoked: it no longer works.")
+
+
+# --- systems (offline systems licensed by a system file, R-AX-11) -----------------------------------
+
+def _systems(request: Request, viewer: Viewer, *, status: int = 200, message: str | None = None,
+             error: EntitleError | None = None, license_file: str | None = None) -> Response:
+    org = viewer.require_org()
+    with reading(_ctx(request).sessions) as s:
+        rows = systems.systems_of(s, org.id)
+    return render(request, "systems.html", viewer=viewer, active="systems", status=status, org=org,
+                  systems=rows, may_upload=org.role.may_license, message=message, error=error,
+                  license_file=license_file)
+
+
+@router.get("/systems")
+def systems_page(request: Request, viewer: AnyViewer) -> Response:
+    return _systems(request, viewer)
+
+
+@router.post("/systems/upload")
+def upload_system_file(request: Request, viewer: PostingViewer,
+                       system_file: Annotated[UploadFile, File()]) -> Response:
+    """Register or update an offline system from its system file; show its license file."""
+    raw = system_file.file.read(65_537)  # a system file is at most 64 KiB; more is not one
+    text = raw.decode("utf-8", errors="replace") if len(raw) <= 65_536 else ""
+    ctx = _ctx(request)
+    org = viewer.require_org()
+    try:
+        with transaction(ctx.sessions) as s:
+            system, license_file = systems.upload_system_file(
+                s, org_id=org.id, text=text, actor=viewer.actor, now=ctx.clock.now(), secret=ctx.secret)
+            uid = system.uid
+    except EntitleError as exc:
+        return _systems(request, viewer, status=exc.status, error=exc)
+    return _systems(request, viewer, license_file=license_file,
+                    message=f"System {uid} is registered. Import this license file on the system.")
 
 
 def install(app: FastAPI) -> None:
