@@ -109,3 +109,21 @@ def test_system_file_make_refuses_bad_need(cli, tmp_path: Path):
     r = cli("system-file", "make", "--system-id", "S", "--product", "p", "--key-file",
             str(tmp_path / "k.pem"), "--need", "core", db=False)
     assert r.exit_code == 1 and "need_invalid" in r.stderr
+
+
+VECTORS = Path(__file__).parents[1] / "device" / "tests" / "vectors"
+
+
+@pytest.mark.parametrize("vector", [v for v in json.loads((VECTORS / "vectors.json").read_text())["vectors"]
+                                    if v["kind"] == "license"], ids=lambda v: v["file"])
+def test_license_file_vectors_through_the_cli(cli, vector):
+    # R-CORE-9: the device library's shared vectors give the same results through `entitle license verify`.
+    args = ["license", "verify", str(VECTORS / vector["file"]), "--public-keys", str(VECTORS / "keyring.json"),
+            "--at", vector["now"]]
+    if vector.get("expected_subject"):
+        args += ["--system", vector["expected_subject"]]
+    r = cli(*args, db=False)
+    if vector["expect"] == "ok":
+        assert r.exit_code == 0, r.output
+    else:
+        assert r.exit_code == 1 and f"license_{vector['expect']}" in r.stderr, r.output
