@@ -2,6 +2,7 @@
 
 
 def load_all() -> None:
+    import entitle.access_commander.models
     import entitle.catalog.models
     import entitle.history.models
     import entitle.keys.models

@@ -2,6 +2,9 @@
 
 One implementation of both formats, used by devices, offline installations and the Entitle server
 alike. The only dependency is ``cryptography``.
+
+``entitle_device.access_commander`` holds the Access Commander licensing rules (capacity,
+protective period, suspension, activation checks) as pure code for the server and installations.
 """
 
 from entitle_device.errors import (

@@ -46,7 +46,8 @@ def current_actor(ctx: Ctx, authorization: Annotated[str | None, Header()] = Non
                            "Send an API token as 'Authorization: Bearer <token>' "
                            "(create one with POST /api/v1/auth/token or in the web UI).")
     token = authorization.split(None, 1)[1].strip()
-    with ctx.sessions() as session:
+    # Read-only: on SQLite, looking up the token must not take (and queue for) the write lock.
+    with reading(ctx.sessions) as session:
         user = tenancy.user_for_token(session, token)
         if user is None:
             raise Unauthorized("token_invalid", "This API token is unknown or was revoked; create a new one.")
@@ -58,7 +59,8 @@ CurrentActor = Annotated[Actor, Depends(current_actor)]
 
 class Page:
     def __init__(self, limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                 cursor: Annotated[int | None, Query(ge=0, description="next_cursor of the previous page")] = None) -> None:
+                 cursor: Annotated[int | None, Query(ge=0, le=2**63 - 1,  # a database integer
+                                                     description="next_cursor of the previous page")] = None) -> None:
         self.limit = limit
         self.cursor = cursor
 

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 
 from entitle.errors import EntitleError, RateLimited
@@ -52,7 +53,18 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
                         headers=getattr(exc, "headers", None))
 
 
+async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+    # The database refused a value the request carried (a NUL character or an over-long text on
+    # PostgreSQL, a number out of range): the caller's mistake, not a server failure.
+    return JSONResponse(error_body("value_invalid", "A value in the request cannot be stored: "
+                                   "remove control characters, shorten long texts and keep numbers "
+                                   "in range."), status_code=400)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(EntitleError, _entitle_error)
+    app.add_exception_handler(DataError, _data_error)
+    # SQLite's driver raises a bare OverflowError for an integer beyond 64 bits.
+    app.add_exception_handler(OverflowError, _data_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)

@@ -25,7 +25,7 @@ MODELS = ("access_commander", "axis", "my2n")
 
 class SkuDoc(BaseModel):
     part_number: str = Field(min_length=1, max_length=64)
-    name: str
+    name: str = Field(min_length=1, max_length=200)
     grant_kind: str
     grants: dict[str, Any] = Field(default_factory=dict)
     term_years: int | None = None
@@ -49,7 +49,7 @@ class SkuDoc(BaseModel):
 
 class ProductDoc(BaseModel):
     code: str = Field(min_length=1, max_length=64)
-    name: str
+    name: str = Field(min_length=1, max_length=200)
     model: str
     skus: list[SkuDoc] = Field(default_factory=list)
 

@@ -43,10 +43,14 @@ def entry_hash(prev_hash: str, *, seq: int, at: datetime, actor: str, action: st
 def lock_organization(session: Session, org_id: int) -> None:
     """Serialise writers of one organization (history order, wallet checks).
 
-    SQLite already has one writer (BEGIN IMMEDIATE); PostgreSQL locks the organization row.
+    SQLite already has one writer (BEGIN IMMEDIATE); PostgreSQL locks the organization row
+    FOR NO KEY UPDATE: it excludes other writers but not the KEY SHARE locks that foreign-key
+    checks take on the row (an idempotency record or an account inserted earlier in another
+    transaction); FOR UPDATE would deadlock with those.
     """
     if is_postgres(session):
-        session.execute(select(Organization.id).where(Organization.id == org_id).with_for_update())
+        session.execute(select(Organization.id).where(Organization.id == org_id)
+                        .with_for_update(key_share=True))
 
 
 def record(session: Session, *, org_id: int, actor: Actor, now: datetime, action: str,

@@ -54,14 +54,17 @@ def list_batches(actor: CurrentActor, db: DB, page: Paging) -> dict[str, Any]:
 
 
 @router.post("/keys/cancel", response_model=CancelOut)
-def cancel_key(body: CancelIn, actor: CurrentActor, ctx: Ctx, request: Request,
+def cancel_key(body: CancelIn, actor: CurrentActor, ctx: Ctx, request: Request, response: Response,
                idempotency_key: IdemKey = None) -> dict[str, Any]:
     """Cancel an unredeemed key (issuer only); its units leave the batch."""
     actor.require_issuer()
     key = idempotency.require_key(idempotency_key)
     now = ctx.clock.now()
-    return idempotency.run(
+    outcome = idempotency.run(
         ctx.sessions, org_id=_issuer_org_id(ctx), key=key, now=now,
         fp=idempotency.fingerprint("POST", request.url.path, body.model_dump()),
         work=lambda s: (200, keys.cancel(s, typed_key=body.key, actor=actor, now=now)),
-    ).body
+    )
+    if outcome.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return outcome.body

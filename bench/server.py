@@ -1,0 +1,80 @@
+"""The app under test: ``uvicorn --factory entitle.api.app:app_from_env`` in a subprocess."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _healthy(port: int) -> bool:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.request("GET", "/healthz")
+        ok = conn.getresponse().status == 200
+        conn.close()
+        return ok
+    except OSError:
+        return False
+
+
+@contextmanager
+def serving(database_url: str, *, workers: int, workdir: Path) -> Iterator[int]:
+    """Start the server, wait until every worker can answer, yield its port, stop it."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "ENTITLE_DATABASE_URL": database_url,
+        # Off for the benchmark: with limits on, nearly every request would be a 429.
+        "ENTITLE_RATE_LIMITS_ENABLED": "false",
+        "ENTITLE_LOG_LEVEL": "WARNING",
+        "ENTITLE_SECRET_KEY_FILE": str(workdir / "secret.key"),
+    }
+    cmd = [sys.executable, "-m", "uvicorn", "entitle.api.app:app_from_env", "--factory",
+           "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port),
+           "--log-level", "warning", "--no-access-log"]
+    # Its own session: stopping it stops its worker processes too, and nothing else.
+    proc = subprocess.Popen(cmd, env=env, cwd=workdir, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _healthy(port):
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited with code {proc.returncode}: {' '.join(cmd)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not answer /healthz within 60 s")
+            time.sleep(0.1)
+        # Every worker imports the app on its own; give the later ones time to be ready too.
+        for _ in range(workers * 20):
+            _healthy(port)
+        yield port
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    else:
+        # The parent is gone; make sure no orphaned worker of this session lingers.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

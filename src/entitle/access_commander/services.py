@@ -1,0 +1,547 @@
+"""Access Commander licensing on the server (SPEC §2, R-AC-1 … R-AC-8).
+
+Every decision is made by ``entitle_device.access_commander`` (the same code an installation runs
+offline); this module loads what the rules read, stores what they return, moves units in the
+ledger and writes history, inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from entitle_device import access_commander as rules
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from entitle.access_commander.models import DEVICE_TYPES, AcLicense, AttendanceUser, Device, Installation
+from entitle.actors import Actor
+from entitle.catalog.models import Product, Sku
+from entitle.db import is_postgres
+from entitle.errors import Conflict, EntitleError, NotFound
+from entitle.history import services as history
+from entitle.ledger import services as ledger
+from entitle.platform import events
+from entitle.signing import services as signing
+
+MODEL = "access_commander"
+TOKEN_PREFIX = "eac_"
+_US = timedelta(microseconds=1)
+# A suspended license owns nothing but the right to recover (docs/access-commander.md).
+SUSPENDED_CAPACITY = rules.Capacity(devices=0, attendance_users=0, admins=None, integration=False, tier=None)
+
+
+def _error(exc: rules.AccessCommanderError) -> EntitleError:
+    status = {"no_package_available": 422, "not_access_commander_license": 400}.get(exc.code, 409)
+    return EntitleError(exc.code, exc.message, status=status, **dict(exc.detail))
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+# --- installations ------------------------------------------------------------------------------
+
+def create_installation(session: Session, *, org_id: int, name: str, actor: Actor, now: datetime,
+                        uid: str | None = None, heartbeat_timeout_seconds: int = 300) -> tuple[Installation, str]:
+    """Register an installation; returns it and its device-report token (shown once)."""
+    actor.require_licensing(org_id)
+    name = name.strip()
+    if not 1 <= len(name) <= 200:
+        raise EntitleError("name_invalid", "Give the installation a name of 1 to 200 characters.")
+    if not 30 <= heartbeat_timeout_seconds <= 86400:
+        raise EntitleError("heartbeat_timeout_invalid",
+                           "The heartbeat timeout is between 30 seconds and 1 day.",
+                           heartbeat_timeout_seconds=heartbeat_timeout_seconds)
+    uid = (uid or f"AC-{secrets.token_hex(6).upper()}").strip()
+    if not 1 <= len(uid) <= 128:
+        raise EntitleError("uid_invalid", "An installation id is 1 to 128 characters.")
+    if session.scalar(select(Installation.id).where(Installation.uid == uid)) is not None:
+        raise Conflict("installation_exists", f"An installation with id {uid} is already registered.", uid=uid)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    inst = Installation(org_id=org_id, uid=uid, name=name, token_hash=token_digest(token),
+                        heartbeat_timeout_seconds=heartbeat_timeout_seconds, created_at=now)
+    session.add(inst)
+    session.flush()
+    history.record(session, org_id=org_id, actor=actor, now=now, action="ac.installation.created",
+                   object_type="ac_installation", object_id=inst.uid, after={"name": name})
+    return inst, token
+
+
+def installations_of(session: Session, org_id: int) -> list[Installation]:
+    return list(session.scalars(select(Installation).where(Installation.org_id == org_id).order_by(Installation.id)))
+
+
+def get_installation(session: Session, org_id: int, installation_id: int) -> Installation:
+    inst = session.get(Installation, installation_id)
+    if inst is None or inst.org_id != org_id:
+        raise NotFound("installation", installation_id=installation_id)
+    return inst
+
+
+def installation_for_token(session: Session, token: str) -> Installation | None:
+    return session.scalars(select(Installation).where(Installation.token_hash == token_digest(token))).one_or_none()
+
+
+def timeout_of(inst: Installation) -> timedelta:
+    return timedelta(seconds=inst.heartbeat_timeout_seconds)
+
+
+# --- devices and their connection ---------------------------------------------------------------
+
+def add_device(session: Session, *, installation: Installation, serial: str, type: str, actor: Actor,
+               now: datetime, name: str = "") -> Device:
+    actor.require_licensing(installation.org_id)
+    serial = serial.strip()
+    if not 1 <= len(serial) <= 64:
+        raise EntitleError("serial_invalid", "A serial number is 1 to 64 characters.")
+    if type not in DEVICE_TYPES:
+        raise EntitleError("device_type_invalid", f"The device type is one of: {', '.join(DEVICE_TYPES)}.",
+                           type=type, allowed=list(DEVICE_TYPES))
+    if _device(session, installation, serial) is not None:
+        raise Conflict("device_exists", f"Device {serial} is already in this installation.", serial=serial)
+    device = Device(org_id=installation.org_id, installation_id=installation.id, serial=serial, type=type,
+                    name=name[:200], active=False, created_at=now)
+    session.add(device)
+    session.flush()
+    history.record(session, org_id=installation.org_id, actor=actor, now=now, action="ac.device.added",
+                   object_type="ac_device", object_id=serial, after={"type": type, "installation": installation.uid})
+    return device
+
+
+def _device(session: Session, installation: Installation, serial: str) -> Device | None:
+    return session.scalars(select(Device).where(Device.installation_id == installation.id,
+                                                Device.serial == serial)).one_or_none()
+
+
+def device(session: Session, installation: Installation, serial: str) -> Device:
+    found = _device(session, installation, serial)
+    if found is None:
+        raise NotFound("device", serial=serial)
+    return found
+
+
+def devices_of(session: Session, installation: Installation) -> list[Device]:
+    return list(session.scalars(select(Device).where(Device.installation_id == installation.id).order_by(Device.serial)))
+
+
+def device_connected(dev: Device, now: datetime, timeout: timedelta) -> bool:
+    return dev.connected_since is not None and dev.last_seen is not None and now - dev.last_seen <= timeout
+
+
+def report_state(session: Session, *, installation: Installation, serial: str, connected: bool,
+                 now: datetime) -> Device:
+    """A device (or the installation for it) reports connect or disconnect (R-AC-4, R-AC-5)."""
+    dev = device(session, installation, serial)
+    if connected:
+        seen(session, installation, {serial: (now, now)})
+    else:
+        if dev.connected_since is not None:
+            dev.connected_since = None
+        lic = current_license(session, installation, lock=True)
+        if lic is not None and lic.license_device == serial:
+            _store(lic, rules.on_disconnect(record_of(lic), now))
+            events.emit(session, org_id=installation.org_id, type="ac.license_device.disconnected", now=now,
+                        installation=installation.uid, serial=serial)
+    session.flush()
+    return dev
+
+
+def seen(session: Session, installation: Installation, evidence: Mapping[str, tuple[datetime, datetime]]) -> int:
+    """Apply heartbeats: serial -> (first, last) moment heard in the batch. Unknown serials are
+    ignored; returns how many devices were updated. Connected time only ever extends to the
+    last evidence (never over-counted)."""
+    timeout = timeout_of(installation)
+    devs = {d.serial: d for d in session.scalars(select(Device).where(
+        Device.installation_id == installation.id, Device.serial.in_(list(evidence))))}
+    for serial, dev in devs.items():
+        first, last = evidence[serial]
+        for at in (first, last):
+            if dev.last_seen is not None and at < dev.last_seen:
+                continue
+            if dev.connected_since is None or dev.last_seen is None or at - dev.last_seen > timeout:
+                dev.connected_since = at
+            dev.last_seen = at
+    lic = current_license(session, installation, lock=True)
+    if lic is not None and lic.license_device in evidence:
+        rec = record_of(lic)
+        first, last = evidence[lic.license_device]
+        for at in (first, last):
+            rec = rules.on_seen(rec, at, timeout)
+        _store(lic, rec)
+    session.flush()
+    return len(devs)
+
+
+# --- licenses -----------------------------------------------------------------------------------
+
+def current_license(session: Session, installation: Installation, *, lock: bool = False) -> AcLicense | None:
+    stmt = select(AcLicense).where(AcLicense.installation_id == installation.id, AcLicense.replaced_at.is_(None))
+    if lock and is_postgres(session):
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).one_or_none()
+
+
+def licenses_of(session: Session, installation: Installation) -> list[AcLicense]:
+    return list(session.scalars(select(AcLicense).where(AcLicense.installation_id == installation.id)
+                                .order_by(AcLicense.id.desc())))
+
+
+def record_of(lic: AcLicense) -> rules.ConnectionRecord:
+    return rules.ConnectionRecord(license_added_at=lic.added_at, accumulated=lic.rec_accumulated_us * _US,
+                                  connected_since=lic.rec_connected_since, last_seen=lic.rec_last_seen,
+                                  suspended_at=lic.rec_suspended_at)
+
+
+def _store(lic: AcLicense, rec: rules.ConnectionRecord) -> None:
+    lic.rec_accumulated_us = rec.accumulated // _US
+    lic.rec_connected_since, lic.rec_last_seen, lic.rec_suspended_at = rec.connected_since, rec.last_seen, rec.suspended_at
+
+
+def status_of(lic: AcLicense | None, installation: Installation, now: datetime) -> rules.LicenseStatus:
+    return rules.license_state(record_of(lic) if lic else None, now, timeout_of(installation))
+
+
+def capacity_of(lic: AcLicense | None, status: rules.LicenseStatus) -> rules.Capacity:
+    if lic is None:
+        return rules.TRIAL
+    if status.state == "suspended":
+        return SUSPENDED_CAPACITY
+    return rules.Capacity.from_dict(lic.capacity)
+
+
+def ac_skus(session: Session) -> list[Sku]:
+    return list(session.scalars(select(Sku).join(Product).where(Product.model == MODEL).order_by(Sku.part_number)))
+
+
+def _requested(session: Session, packages: Iterable[tuple[str, int]]) -> dict[int, tuple[Sku, int]]:
+    skus = {s.part_number: s for s in ac_skus(session)}
+    wanted: dict[int, tuple[Sku, int]] = {}
+    for part_number, quantity in packages:
+        sku = skus.get(part_number)
+        if sku is None:
+            raise EntitleError("sku_not_access_commander",
+                               f"{part_number} is not an Access Commander package or tier in the catalog.",
+                               part_number=part_number, available=sorted(skus))
+        if quantity < 1:
+            raise EntitleError("quantity_invalid", "Each package's quantity is at least 1.",
+                               part_number=part_number, quantity=quantity)
+        prev = wanted.get(sku.id, (sku, 0))[1]
+        wanted[sku.id] = (sku, prev + quantity)
+    return wanted
+
+
+def generate_license(session: Session, *, installation: Installation, license_device: str,
+                     packages: list[tuple[str, int]] | None, actor: Actor, now: datetime,
+                     secret: bytes) -> tuple[AcLicense, str]:
+    """Sign a license for ``license_device`` (one of the installation's connected devices,
+    R-AC-4) and add it, replacing the current license whole (R-AC-3).
+
+    Units: the replaced license's units go back to the wallet and the new license's come out of
+    it, in one ledger transaction, so a license can carry the old one's packages over. With
+    ``packages`` None the new license holds the current license's packages plus every Access
+    Commander unit in the wallet."""
+    org_id = installation.org_id
+    actor.require_licensing(org_id)
+    dev = _device(session, installation, license_device)
+    if dev is None:
+        raise NotFound("device", serial=license_device)
+    if not device_connected(dev, now, timeout_of(installation)):
+        raise Conflict("license_device_not_connected",
+                       f"Device {license_device} is not connected. A license is generated for a connected "
+                       "device of the installation (its hardware key): connect it, or choose another.",
+                       serial=license_device)
+    old = current_license(session, installation, lock=True)
+    if packages is None:
+        carried = {p["part_number"]: p["quantity"] for p in (old.packages if old else [])}
+        for line in ledger.wallet(session, org_id):
+            if line.units > 0 and line.part_number in {s.part_number for s in ac_skus(session)}:
+                carried[line.part_number] = carried.get(line.part_number, 0) + line.units
+        packages = sorted(carried.items())
+    wanted = _requested(session, packages)
+    if not wanted:
+        raise EntitleError("license_packages_empty",
+                           "A license needs at least one package or tier; redeem a key into the wallet first.")
+    try:
+        payload = rules.license_payload(
+            organization=str(org_id), installation=installation.uid, license_device=license_device,
+            packages=[(sku.part_number, sku.grants, qty) for sku, qty in sorted(wanted.values(), key=lambda v: v[0].part_number)])
+    except ValueError as exc:
+        raise EntitleError("license_packages_invalid", f"These packages do not make one license: {exc}.") from None
+    lic = AcLicense(org_id=org_id, installation_id=installation.id, license_device=license_device,
+                    packages=[{"part_number": sku.part_number, "quantity": qty}
+                              for sku, qty in sorted(wanted.values(), key=lambda v: v[0].part_number)],
+                    capacity=payload["capacity"], added_at=now, added_by=actor.label, kid="", file_sha256="",
+                    file="")
+    if old is not None:
+        old.replaced_at = now
+        session.flush()  # frees the "one current license" slot
+    session.add(lic)
+    session.flush()
+    moves: list[tuple[Any, int]] = []
+    if old is not None:
+        for p in old.packages:
+            sku = session.scalars(select(Sku).where(Sku.part_number == p["part_number"])).one()
+            moves += [(ledger.account(session, org_id=org_id, kind="ac_license", sku_id=sku.id, ref=str(old.id), now=now), -p["quantity"]),
+                      (ledger.account(session, org_id=org_id, kind="wallet", sku_id=sku.id, now=now), p["quantity"])]
+    for sku, qty in wanted.values():
+        moves += [(ledger.account(session, org_id=org_id, kind="wallet", sku_id=sku.id, now=now), -qty),
+                  (ledger.account(session, org_id=org_id, kind="ac_license", sku_id=sku.id, ref=str(lic.id), now=now), qty)]
+    ledger.post(session, org_id=org_id, kind="ac_license", actor=actor, now=now, moves=moves,
+                memo=f"license {lic.id} for {installation.uid}" + (f", replacing {old.id}" if old else ""))
+    text, kid = signing.sign(session, secret=secret, now=now, subject=[installation.uid, license_device],
+                             payload=payload, expires=None)
+    lic.file, lic.kid, lic.file_sha256 = text, kid, hashlib.sha256(text.encode()).hexdigest()
+    # The device is connected now (checked above): that is the record's first evidence.
+    _store(lic, rules.on_seen(rules.ConnectionRecord(license_added_at=now), now, timeout_of(installation)))
+    session.flush()
+    history.record(session, org_id=org_id, actor=actor, now=now, action="ac.license.added",
+                   object_type="ac_installation", object_id=installation.uid,
+                   before=({"license": old.id, "license_device": old.license_device, "capacity": old.capacity}
+                           if old else None),
+                   after={"license": lic.id, "license_device": license_device, "capacity": lic.capacity,
+                          "packages": lic.packages})
+    events.emit(session, org_id=org_id, type="ac.license.added", now=now, installation=installation.uid,
+                license=lic.id, license_device=license_device)
+    return lic, text
+
+
+def add_license_file(session: Session, *, installation: Installation, text: str, actor: Actor,
+                     now: datetime) -> AcLicense:
+    """"License adding" with a file: check the file (signature against the key ring, this
+    installation, the Access Commander model) and tell which license it is. A file Entitle issued
+    for this installation is added when it generated it; the current one is accepted as it is,
+    a replaced one is refused (its units went back to the wallet)."""
+    from entitle_device import LicenseError, verify
+
+    actor.require_licensing(installation.org_id)
+    try:
+        rules.LicenseTerms.from_license(verify(text, signing.keyring(session), now, installation.uid))
+    except rules.AccessCommanderError as exc:
+        raise _error(exc) from None
+    except LicenseError as exc:
+        raise EntitleError(f"license_{exc.code}", str(exc)) from None
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    lic = session.scalars(select(AcLicense).where(AcLicense.installation_id == installation.id,
+                                                  AcLicense.file_sha256 == digest)).one_or_none()
+    if lic is None:
+        raise NotFound("license", installation=installation.uid)
+    if lic.replaced_at is not None:
+        raise Conflict("license_replaced",
+                       f"This license was replaced on {lic.replaced_at.isoformat()} by a newer one; licenses "
+                       "never add up. Generate a new license if you need different capacities.",
+                       replaced_at=lic.replaced_at.isoformat())
+    return lic
+
+
+# --- activation and enforcement (R-AC-6 … R-AC-8) -----------------------------------------------
+
+def active_count(session: Session, installation: Installation) -> int:
+    return int(session.scalar(select(func.count()).select_from(Device).where(
+        Device.installation_id == installation.id, Device.active.is_(True))) or 0)
+
+
+def activate(session: Session, *, installation: Installation, serial: str, actor: Actor, now: datetime) -> Device:
+    """Activate a device, or confirm the license device after a new license, or recover a
+    suspended license by activating its (connected) license device (R-AC-6, R-AC-7, R-AC-8)."""
+    actor.require_licensing(installation.org_id)
+    dev = device(session, installation, serial)
+    lic = current_license(session, installation, lock=True)
+    status = status_of(lic, installation, now)
+    is_license_device = lic is not None and lic.license_device == serial
+    confirming = is_license_device and lic is not None and lic.license_device_activated_at is None
+    suspended = status.state == "suspended"
+    if dev.active and not suspended and not confirming:
+        return dev  # already active: nothing to do
+    if suspended or not dev.active:
+        # An already active license device being confirmed is counted already: no count check.
+        try:
+            rules.check_activation(
+                serial, license_device_serial=lic.license_device if lic else None,
+                license_device_active=bool(lic and lic.license_device_activated_at is not None),
+                active_count=active_count(session, installation), capacity=capacity_of(lic, status),
+                status=status)
+        except rules.AccessCommanderError as exc:
+            raise _error(exc) from None
+    before = {"active": dev.active, "state": status.state}
+    if suspended and lic is not None:
+        _store(lic, rules.on_recovered(record_of(lic), now, timeout_of(installation)))
+    if is_license_device and lic is not None:
+        lic.license_device_activated_at = now
+    if not dev.active:
+        dev.active, dev.activated_at = True, now
+    session.flush()
+    history.record(session, org_id=installation.org_id, actor=actor, now=now,
+                   action="ac.license.recovered" if suspended else "ac.device.activated",
+                   object_type="ac_device", object_id=serial, before=before,
+                   after={"active": True, "state": status_of(lic, installation, now).state})
+    return dev
+
+
+def deactivate(session: Session, *, installation: Installation, serial: str, actor: Actor, now: datetime) -> Device:
+    actor.require_licensing(installation.org_id)
+    dev = device(session, installation, serial)
+    if not dev.active:
+        return dev
+    dev.active = False
+    lic = current_license(session, installation, lock=True)
+    if lic is not None and lic.license_device == serial:
+        lic.license_device_activated_at = None
+    session.flush()
+    history.record(session, org_id=installation.org_id, actor=actor, now=now, action="ac.device.deactivated",
+                   object_type="ac_device", object_id=serial, before={"active": True}, after={"active": False})
+    return dev
+
+
+def add_attendance_user(session: Session, *, installation: Installation, name: str, monitored: bool,
+                        actor: Actor, now: datetime) -> AttendanceUser:
+    actor.require_licensing(installation.org_id)
+    name = name.strip()
+    if not 1 <= len(name) <= 200:
+        raise EntitleError("name_invalid", "An Attendance user's name is 1 to 200 characters.")
+    if session.scalar(select(AttendanceUser.id).where(AttendanceUser.installation_id == installation.id,
+                                                      AttendanceUser.name == name)) is not None:
+        raise Conflict("attendance_user_exists", f"{name} is already an Attendance user here.", name=name)
+    user = AttendanceUser(org_id=installation.org_id, installation_id=installation.id, name=name,
+                          monitored=False, created_at=now)
+    session.add(user)
+    session.flush()
+    if monitored:
+        set_monitored(session, installation=installation, user_id=user.id, monitored=True, actor=actor, now=now)
+    return user
+
+
+def attendance_users_of(session: Session, installation: Installation) -> list[AttendanceUser]:
+    return list(session.scalars(select(AttendanceUser).where(AttendanceUser.installation_id == installation.id)
+                                .order_by(AttendanceUser.id)))
+
+
+def monitored_count(session: Session, installation: Installation) -> int:
+    return int(session.scalar(select(func.count()).select_from(AttendanceUser).where(
+        AttendanceUser.installation_id == installation.id, AttendanceUser.monitored.is_(True))) or 0)
+
+
+def set_monitored(session: Session, *, installation: Installation, user_id: int, monitored: bool,
+                  actor: Actor, now: datetime) -> AttendanceUser:
+    actor.require_licensing(installation.org_id)
+    user = session.get(AttendanceUser, user_id)
+    if user is None or user.installation_id != installation.id:
+        raise NotFound("attendance_user", user_id=user_id)
+    if user.monitored == monitored:
+        return user
+    if monitored:
+        lic = current_license(session, installation)
+        try:
+            rules.check_attendance(monitored_count(session, installation),
+                                   capacity_of(lic, status_of(lic, installation, now)))
+        except rules.AccessCommanderError as exc:
+            raise _error(exc) from None
+    user.monitored = monitored
+    session.flush()
+    history.record(session, org_id=installation.org_id, actor=actor, now=now,
+                   action="ac.attendance.monitored" if monitored else "ac.attendance.unmonitored",
+                   object_type="ac_attendance_user", object_id=user.name)
+    return user
+
+
+def check_integration(session: Session, *, installation: Installation, source: str, actor: Actor,
+                      now: datetime) -> None:
+    """LDAP or CSV synchronisation needs the integration feature (R-AC-8)."""
+    actor.require_licensing(installation.org_id)
+    if source not in ("ldap", "csv"):
+        raise EntitleError("sync_source_invalid", "Synchronise from 'ldap' or 'csv'.", source=source)
+    lic = current_license(session, installation)
+    try:
+        rules.check_integration(capacity_of(lic, status_of(lic, installation, now)))
+    except rules.AccessCommanderError as exc:
+        raise _error(exc) from None
+
+
+# --- the calculator (R-AC-1) --------------------------------------------------------------------
+
+def calculate(session: Session, *, devices: int, attendance_users: int, integration: bool) -> dict[str, Any]:
+    if devices < 0 or attendance_users < 0:
+        raise EntitleError("need_invalid", "Counts of devices and Attendance users are 0 or more.",
+                           devices=devices, attendance_users=attendance_users)
+    catalog = [(s.part_number, s.grants) for s in ac_skus(session)]
+    names = {s.part_number: s.name for s in ac_skus(session)}
+    try:
+        order = rules.packages_for(devices, attendance_users, integration, catalog)
+    except rules.AccessCommanderError as exc:
+        raise _error(exc) from None
+    grants = dict(catalog)
+    capacity = rules.capacity_from_grants((grants[p], q) for p, q in order) if order else rules.TRIAL
+    tier = rules.cheapest_tier_for(devices, attendance_users, integration, catalog)
+    return {"need": {"devices": devices, "attendance_users": attendance_users, "integration": integration},
+            "packages": [{"part_number": p, "name": names[p], "quantity": q} for p, q in order],
+            "capacity": capacity.as_dict(),
+            "tier": {"part_number": tier, "name": names[tier]} if tier else None}
+
+
+# --- views --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Overview:
+    installation: Installation
+    license: AcLicense | None
+    status: rules.LicenseStatus
+    capacity: rules.Capacity
+    devices: list[Device]
+    attendance_users: int
+    monitored: int
+    now: datetime
+
+
+def overview(session: Session, installation: Installation, now: datetime) -> Overview:
+    lic = current_license(session, installation)
+    status = status_of(lic, installation, now)
+    return Overview(installation, lic, status, capacity_of(lic, status), devices_of(session, installation),
+                    len(attendance_users_of(session, installation)), monitored_count(session, installation), now)
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t else None
+
+
+def installation_to_dict(inst: Installation) -> dict[str, Any]:
+    return {"id": inst.id, "uid": inst.uid, "name": inst.name, "heartbeat_timeout_seconds": inst.heartbeat_timeout_seconds,
+            "created_at": inst.created_at.isoformat()}
+
+
+def license_to_dict(lic: AcLicense) -> dict[str, Any]:
+    return {"id": lic.id, "license_device": lic.license_device, "packages": lic.packages, "capacity": lic.capacity,
+            "added_at": lic.added_at.isoformat(), "added_by": lic.added_by, "replaced_at": _iso(lic.replaced_at),
+            "license_device_activated_at": _iso(lic.license_device_activated_at), "kid": lic.kid}
+
+
+def overview_to_dict(ov: Overview) -> dict[str, Any]:
+    suspended = ov.status.state == "suspended"
+    timeout = timeout_of(ov.installation)
+    owned = ov.capacity
+    return {
+        "installation": installation_to_dict(ov.installation),
+        "license": license_to_dict(ov.license) if ov.license else None,
+        "state": ov.status.state,
+        "license_device": ov.license.license_device if ov.license else None,
+        "license_device_connected": ov.status.license_device_connected,
+        "connected_seconds": int(ov.status.connected_time.total_seconds()),
+        "disconnected_at": _iso(ov.status.disconnected_at),
+        "protective_until": _iso(ov.status.protective_until),
+        "suspended_at": _iso(ov.status.suspended_at),
+        "capacity": owned.as_dict(),
+        "devices": {"required": len(ov.devices), "active": sum(1 for d in ov.devices if d.active and not suspended),
+                    "owned": owned.devices},
+        "attendance_users": {"required": ov.attendance_users, "monitored": ov.monitored,
+                             "owned": owned.attendance_users},
+        "device_list": [device_to_dict(d, ov.now, timeout, suspended) for d in ov.devices],
+    }
+
+
+def device_to_dict(d: Device, now: datetime, timeout: timedelta, suspended: bool = False) -> dict[str, Any]:
+    return {"serial": d.serial, "type": d.type, "name": d.name, "active": d.active and not suspended,
+            "activated": d.active, "connected": device_connected(d, now, timeout),
+            "last_seen": _iso(d.last_seen), "activated_at": _iso(d.activated_at)}

@@ -1,0 +1,323 @@
+"""Access Commander: installations, devices, Attendance users, licenses, the calculator (SPEC §2)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Request, Response, status
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+from entitle.access_commander import services as ac
+from entitle.access_commander.models import DEVICE_TYPES, Installation
+from entitle.api.deps import DB, Ctx, CurrentActor, Now
+from entitle.errors import Unauthorized
+from entitle.platform import idempotency
+
+router = APIRouter(tags=["access-commander"])
+
+
+class InstallationIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    uid: str | None = Field(default=None, min_length=1, max_length=128,
+                            description="The installation's own id; made up when left out.")
+    heartbeat_timeout_seconds: int = Field(default=300, ge=30, le=86400,
+                                           description="Nothing heard from a device for longer counts as a disconnect.")
+
+
+class InstallationOut(BaseModel):
+    id: int
+    uid: str
+    name: str
+    heartbeat_timeout_seconds: int
+    created_at: str
+
+
+class NewInstallationOut(BaseModel):
+    installation: InstallationOut
+    token: str = Field(description="The installation's device-report token; shown once, stored hashed.")
+
+
+class DeviceIn(BaseModel):
+    serial: str = Field(min_length=1, max_length=64)
+    type: Literal[DEVICE_TYPES] = "ip_intercom"  # type: ignore[valid-type]
+    name: str = Field(default="", max_length=200)
+
+
+class DeviceOut(BaseModel):
+    serial: str
+    type: str
+    name: str
+    active: bool = Field(description="Managed now: activated and the license not suspended.")
+    activated: bool = Field(description="What the admin set; kept through a suspension.")
+    connected: bool
+    last_seen: str | None
+    activated_at: str | None
+
+
+class StateIn(BaseModel):
+    connected: bool
+
+
+class StateReportIn(BaseModel):
+    serial: str = Field(min_length=1, max_length=64)
+    connected: bool
+
+
+class PackageIn(BaseModel):
+    part_number: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(ge=1, le=1_000_000)
+
+
+class LicenseIn(BaseModel):
+    license_device: str = Field(min_length=1, max_length=64, description="Serial number of a connected device.")
+    packages: list[PackageIn] | None = Field(
+        default=None, max_length=100,
+        description="Packages or tier the license holds. Left out: the current license's packages "
+                    "plus every Access Commander unit in the wallet.")
+
+
+class LicenseOut(BaseModel):
+    id: int
+    license_device: str
+    packages: list[dict[str, Any]]
+    capacity: dict[str, Any]
+    added_at: str
+    added_by: str
+    replaced_at: str | None
+    license_device_activated_at: str | None
+    kid: str
+
+
+class NewLicenseOut(BaseModel):
+    license: LicenseOut
+    license_file: str
+
+
+class LicenseFileIn(BaseModel):
+    license_file: str = Field(min_length=1, max_length=65536)
+
+
+class Counts(BaseModel):
+    required: int
+    owned: int | None = Field(description="null: unlimited")
+    active: int | None = None
+    monitored: int | None = None
+
+
+class OverviewOut(BaseModel):
+    installation: InstallationOut
+    license: LicenseOut | None
+    state: Literal["trial", "active", "protective", "suspended"]
+    license_device: str | None
+    license_device_connected: bool
+    connected_seconds: int
+    disconnected_at: str | None
+    protective_until: str | None = Field(description="When the protective period ends: the license's expiry.")
+    suspended_at: str | None
+    capacity: dict[str, Any]
+    devices: Counts
+    attendance_users: Counts
+    device_list: list[DeviceOut]
+
+
+class AttendanceIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    monitored: bool = False
+
+
+class AttendanceOut(BaseModel):
+    id: int
+    name: str
+    monitored: bool
+
+
+class MonitorIn(BaseModel):
+    monitored: bool
+
+
+class SyncIn(BaseModel):
+    source: Literal["ldap", "csv"]
+
+
+class CalculateIn(BaseModel):
+    devices: int = Field(ge=0, le=1_000_000)
+    attendance_users: int = Field(default=0, ge=0, le=10_000_000)
+    integration: bool = False
+
+
+class CalculateOut(BaseModel):
+    need: dict[str, Any]
+    packages: list[dict[str, Any]]
+    capacity: dict[str, Any]
+    tier: dict[str, Any] | None
+
+
+def _inst(db: Session, actor: Any, org_id: int, installation_id: int) -> Installation:
+    actor.require_member(org_id)
+    return ac.get_installation(db, org_id, installation_id)
+
+
+@router.post("/orgs/{org_id}/ac/installations", response_model=NewInstallationOut, status_code=status.HTTP_201_CREATED)
+def create_installation(org_id: int, body: InstallationIn, actor: CurrentActor, db: DB, now: Now) -> dict[str, Any]:
+    """Register an Access Commander installation. It starts on the trial (R-AC-2)."""
+    inst, token = ac.create_installation(db, org_id=org_id, name=body.name, uid=body.uid, actor=actor, now=now,
+                                         heartbeat_timeout_seconds=body.heartbeat_timeout_seconds)
+    return {"installation": ac.installation_to_dict(inst), "token": token}
+
+
+@router.get("/orgs/{org_id}/ac/installations", response_model=list[InstallationOut])
+def list_installations(org_id: int, actor: CurrentActor, db: DB) -> list[dict[str, Any]]:
+    actor.require_member(org_id)
+    return [ac.installation_to_dict(i) for i in ac.installations_of(db, org_id)]
+
+
+@router.get("/orgs/{org_id}/ac/installations/{installation_id}", response_model=OverviewOut)
+def installation_overview(org_id: int, installation_id: int, actor: CurrentActor, db: DB, now: Now) -> dict[str, Any]:
+    """License settings: state (trial, active, protective, suspended), the protective period's
+    end, required / owned devices and Attendance users, the license device, the device list."""
+    return ac.overview_to_dict(ac.overview(db, _inst(db, actor, org_id, installation_id), now))
+
+
+@router.post("/orgs/{org_id}/ac/installations/{installation_id}/devices", response_model=DeviceOut,
+             status_code=status.HTTP_201_CREATED)
+def add_device(org_id: int, installation_id: int, body: DeviceIn, actor: CurrentActor, db: DB, now: Now) -> dict[str, Any]:
+    inst = _inst(db, actor, org_id, installation_id)
+    dev = ac.add_device(db, installation=inst, serial=body.serial, type=body.type, name=body.name, actor=actor, now=now)
+    return ac.device_to_dict(dev, now, ac.timeout_of(inst))
+
+
+@router.post("/orgs/{org_id}/ac/installations/{installation_id}/devices/{serial}/state", response_model=DeviceOut)
+def device_state(org_id: int, installation_id: int, serial: str, body: StateIn, actor: CurrentActor, db: DB,
+                 now: Now) -> dict[str, Any]:
+    """Report a device connected or disconnected (an admin acting for the installation)."""
+    inst = _inst(db, actor, org_id, installation_id)
+    actor.require_licensing(org_id)
+    dev = ac.report_state(db, installation=inst, serial=serial, connected=body.connected, now=now)
+    return ac.device_to_dict(dev, now, ac.timeout_of(inst))
+
+
+@router.post("/orgs/{org_id}/ac/installations/{installation_id}/devices/{serial}/activate", response_model=DeviceOut)
+def activate_device(org_id: int, installation_id: int, serial: str, actor: CurrentActor, db: DB, now: Now) -> dict[str, Any]:
+    """Activate a device (R-AC-7, R-AC-8); activating the connected license device of a
+    suspended license recovers it (R-AC-6). Refusals: license_device_first,
+    device_limit_reached, license_suspended, license_device_not_connected."""
+    inst = _inst(db, actor, org_id, installation_id)
+    dev = ac.activate(db, installation=inst, serial=serial, actor=actor, now=now)
+    return ac.device_to_dict(dev, now, ac.timeout_of(inst),
+                             ac.status_of(ac.current_license(db, inst), inst, now).state == "suspended")
+
+
+@router.post("/orgs/{org_id}/ac/installations/{installation_id}/devices/{serial}/deactivate", response_model=DeviceOut)
+def deactivate_device(org_id: int, installation_id: int, serial: str, actor: CurrentActor, db: DB, now: Now) -> dict[str, Any]:
+    inst = _inst(db, actor, org_id, installation_id)
+    dev = ac.deactivate(db, installation=inst, serial=serial, actor=actor, now=now)
+    return ac.device_to_dict(dev, now, ac.timeout_of(inst))
+
+
+@router.post("/orgs/{org_id}/ac/installations/{installation_id}/licenses", response_model=NewLicenseOut,
+             status_code=status.HTTP_201_CREATED, responses={400: {}, 404: {}, 409: {}, 422: {}})
+def generate_license(org_id: int, installation_id: int, body: LicenseIn, actor: CurrentActor, ctx: Ctx,
+                     request: Request, response: Response,
+                     idempotency_key: Annotated[str | None, Header(description="Required: a retry with the same key moves nothing.")] = None,
+                     ) -> dict[str, Any]:
+    """Generate and add a license for the installation's connected license device; it replaces
+    the current license whole (R-AC-3, R-AC-4). The replaced license's units go back to the
+    wallet; the new license's units come out of it. Refusals: license_device_not_connected,
+    insufficient_units, sku_not_access_commander, license_packages_empty, license_packages_invalid."""
+    actor.require_licensing(org_id)
+    key = idempotency.require_key(idempotency_key)
+    now = ctx.clock.now()
+    packages = [(p.part_number, p.quantity) for p in body.packages] if body.packages is not None else None
+
+    def work(s: Session) -> tuple[int, dict[str, Any]]:
+        inst = ac.get_installation(s, org_id, installation_id)
+        lic, text = ac.generate_license(s, installation=inst, license_device=body.license_device, packages=packages,
+                                        actor=actor, now=now, secret=ctx.secret)
+        return 201, {"license": ac.license_to_dict(lic), "license_file": text}
+
+    outcome = idempotency.run(ctx.sessions, org_id=org_id, key=key, now=now, work=work,
+                              fp=idempotency.fingerprint("POST", request.url.path, body.model_dump()))
+    if outcome.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.status_code = outcome.status
+    return outcome.body
+
+
+@router.get("/orgs/{org_id}/ac/installations/{installation_id}/licenses", response_model=list[LicenseOut])
+def list_licenses(org_id: int, installation_id: int, actor: CurrentActor, db: DB) -> list[dict[str, Any]]:
+    """Every license the installation had, newest first (replaced ones have replaced_at)."""
+    return [ac.license_to_dict(lic) for lic in ac.licenses_of(db, _inst(db, actor, org_id, installation_id))]
+
+
+@router.post("/orgs/{org_id}/ac/installations/{installation_id}/licenses/check", response_model=LicenseOut)
+def check_license_file(org_id: int, installation_id: int, body: LicenseFileIn, actor: CurrentActor, db: DB,
+                       now: Now) -> dict[str, Any]:
+    """Check a license file for this installation: signature, subject, model; answers which
+    license it is. Refusals: license_bad_signature, license_not_for_this_system, license_replaced, …"""
+    inst = _inst(db, actor, org_id, installation_id)
+    return ac.license_to_dict(ac.add_license_file(db, installation=inst, text=body.license_file, actor=actor, now=now))
+
+
+@router.post("/orgs/{org_id}/ac/installations/{installation_id}/attendance-users", response_model=AttendanceOut,
+             status_code=status.HTTP_201_CREATED)
+def add_attendance_user(org_id: int, installation_id: int, body: AttendanceIn, actor: CurrentActor, db: DB,
+                        now: Now) -> dict[str, Any]:
+    inst = _inst(db, actor, org_id, installation_id)
+    user = ac.add_attendance_user(db, installation=inst, name=body.name, monitored=body.monitored, actor=actor, now=now)
+    return {"id": user.id, "name": user.name, "monitored": user.monitored}
+
+
+@router.get("/orgs/{org_id}/ac/installations/{installation_id}/attendance-users", response_model=list[AttendanceOut])
+def list_attendance_users(org_id: int, installation_id: int, actor: CurrentActor, db: DB) -> list[dict[str, Any]]:
+    inst = _inst(db, actor, org_id, installation_id)
+    return [{"id": u.id, "name": u.name, "monitored": u.monitored} for u in ac.attendance_users_of(db, inst)]
+
+
+@router.post("/orgs/{org_id}/ac/installations/{installation_id}/attendance-users/{user_id}/monitor",
+             response_model=AttendanceOut)
+def monitor_attendance_user(org_id: int, installation_id: int, user_id: int, body: MonitorIn, actor: CurrentActor,
+                            db: DB, now: Now) -> dict[str, Any]:
+    """Start or stop monitoring a user's attendance. Refusal: attendance_limit_reached (R-AC-8)."""
+    inst = _inst(db, actor, org_id, installation_id)
+    user = ac.set_monitored(db, installation=inst, user_id=user_id, monitored=body.monitored, actor=actor, now=now)
+    return {"id": user.id, "name": user.name, "monitored": user.monitored}
+
+
+@router.post("/orgs/{org_id}/ac/installations/{installation_id}/integration/sync")
+def integration_sync(org_id: int, installation_id: int, body: SyncIn, actor: CurrentActor, db: DB,
+                     now: Now) -> dict[str, Any]:
+    """Start an LDAP or CSV synchronisation: allowed only with the integration feature
+    (R-AC-8; refusal integration_not_licensed)."""
+    inst = _inst(db, actor, org_id, installation_id)
+    ac.check_integration(db, installation=inst, source=body.source, actor=actor, now=now)
+    return {"source": body.source, "allowed": True}
+
+
+@router.post("/ac/calculate", response_model=CalculateOut)
+def calculate(body: CalculateIn, actor: CurrentActor, db: DB) -> dict[str, Any]:
+    """The packages (and the smallest tier) to order for a need (R-AC-1):
+    17 devices -> 4 x 91379040; 69 Attendance users -> 3 x 91379041."""
+    return ac.calculate(db, devices=body.devices, attendance_users=body.attendance_users,
+                        integration=body.integration)
+
+
+def installation_from_token(db: Session, authorization: str | None) -> Installation:
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise Unauthorized("authentication_required",
+                           "Send the installation's token as 'Authorization: Bearer <token>'.")
+    inst = ac.installation_for_token(db, authorization.split(None, 1)[1].strip())
+    if inst is None:
+        raise Unauthorized("token_invalid", "This installation token is unknown; use the token shown when the "
+                           "installation was registered.")
+    return inst
+
+
+@router.post("/ac/state", response_model=DeviceOut)
+def report_state(body: StateReportIn, db: DB, now: Now,
+                 authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+    """A device, or the installation for it, reports connect or disconnect, authenticated by the
+    installation's token (R-AC-4, R-AC-5)."""
+    inst = installation_from_token(db, authorization)
+    dev = ac.report_state(db, installation=inst, serial=body.serial, connected=body.connected, now=now)
+    return ac.device_to_dict(dev, now, ac.timeout_of(inst))

@@ -1,0 +1,158 @@
+"""Tenant isolation over every documented route (R-CORE-1).
+
+The route list comes from ``/openapi.json`` at test time, so routes added later are walked too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Any
+
+from sqlalchemy import select
+
+from conftest import auth
+from entitle.db import Base
+from entitle.tenancy.models import Membership, Role
+from helpers import history_of, join, org_with_owner, redeem, wallet_of
+
+PARAM = re.compile(r"{([^}]+)}")
+SECRET_NAME = "Bravo Hidden Works"
+
+
+def _b_row_ids(engine, org_b: int) -> list[int]:  # noqa: ANN001
+    """Ids of every row that belongs to B (any table with an org_id), plus B's own id."""
+    ids = {org_b}
+    with engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            if "org_id" in table.c and "id" in table.c:
+                ids.update(conn.execute(select(table.c.id).where(table.c.org_id == org_b)).scalars())
+    return sorted(ids)
+
+
+def _sample(schema: dict[str, Any], name: str, spec: dict[str, Any], plausible: dict[str, Any]) -> Any:
+    """A plausible value for a JSON-schema property; known field names get meaningful values."""
+    if "$ref" in schema:
+        ref = schema["$ref"].split("/")[-1]
+        return _body(spec["components"]["schemas"][ref], spec, plausible)
+    if name in plausible:
+        return plausible[name]
+    for choice in schema.get("anyOf", []) + schema.get("oneOf", []):
+        if choice.get("type") != "null":
+            return _sample(choice, name, spec, plausible)
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "integer":
+        return max(1, schema.get("minimum", 1))
+    if kind == "number":
+        return 1.0
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return [_sample(schema.get("items", {}), name, spec, plausible)]
+    if kind == "object":
+        return _body(schema, spec, plausible)
+    return "x" * max(1, schema.get("minLength", 1))
+
+
+def _body(schema: dict[str, Any], spec: dict[str, Any], plausible: dict[str, Any]) -> Any:
+    if "$ref" in schema:
+        return _sample(schema, "", spec, plausible)
+    props = schema.get("properties", {})
+    return {name: _sample(sub, name, spec, plausible) for name, sub in props.items()}
+
+
+def _request_body(op: dict[str, Any], spec: dict[str, Any], plausible: dict[str, Any]) -> Any:
+    content = op.get("requestBody", {}).get("content", {})
+    if "application/json" in content:
+        return _body(content["application/json"].get("schema", {}), spec, plausible)
+    return None
+
+
+def test_no_route_lets_one_organization_see_or_change_anothers_data(world, client, app):
+    # R-CORE-1: A's owner (not an issuer) calls every documented route with B's ids.
+    engine = world.ctx.engine
+    org_a, alice = org_with_owner(world, "Alpha", "alice@example.com")
+    org_b, bob = org_with_owner(world, SECRET_NAME, "bravo-owner@example.com")
+    join(world, org_b, "bravo-viewer@example.com", Role.viewer)
+    redeemed, spare_a = world.mint("9137958", count=2, quantity=3)
+    [spare_b] = world.mint("91379040")
+    assert redeem(client, bob.token, org_b, redeemed).status_code == 200
+    # B has an Access Commander installation with a device (their ids are among B's row ids).
+    r = client.post(f"/api/v1/orgs/{org_b}/ac/installations", json={"name": "Bravo Plant", "uid": "BRAVO-AC-UID"},
+                    headers=auth(bob.token))
+    assert r.status_code == 201
+    b_inst, b_device_token = r.json()["installation"]["id"], r.json()["token"]
+    assert client.post(f"/api/v1/orgs/{org_b}/ac/installations/{b_inst}/devices",
+                       json={"serial": "BRAVO-SERIAL-1"}, headers=auth(bob.token)).status_code == 201
+    b_wallet, b_history = wallet_of(engine, org_b), history_of(engine, org_b)
+    with world.ctx.sessions() as s:
+        b_members = sorted((m.user_id, m.role) for m in s.scalars(select(Membership).where(Membership.org_id == org_b)))
+    assert b_wallet == {"9137958": 3} and len(b_history) == 6
+
+    markers = [SECRET_NAME, "bravo-owner@example.com", "bravo-viewer@example.com", redeemed,
+               redeemed.replace("-", ""), "BRAVO-AC-UID", "BRAVO-SERIAL-1", b_device_token] + [h for _, _, h in b_history]
+    spec = client.get("/openapi.json").json()
+    b_ids = _b_row_ids(engine, org_b)
+    plausible = {"email": "alice@example.com", "role": "owner", "key": spare_b, "name": "x",
+                 "region": "EU", "part_number": "91379040", "password": "wrong password",
+                 "count": 1, "quantity_per_key": 1, "serial": "BRAVO-SERIAL-1",
+                 "license_device": "BRAVO-SERIAL-1"}
+
+    calls = 0
+    for path, ops in spec["paths"].items():
+        params = PARAM.findall(path)
+        for method, op in ops.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            body = _request_body(op, spec, plausible)
+            # org_id -> B's id; any other id -> every id of a row that B owns.
+            choices = [[org_b] if p == "org_id" else ["BRAVO-SERIAL-1"] if p == "serial" else b_ids for p in params]
+            for values in itertools.product(*choices):
+                url = path
+                for p, v in zip(params, values):
+                    url = url.replace("{" + p + "}", str(v))
+                calls += 1
+                r = client.request(method.upper(), url, json=body,
+                                   headers=auth(alice.token, f"iso-{calls}"))
+                where = f"{method.upper()} {url} -> {r.status_code}"
+                assert r.status_code < 500, where
+                for marker in markers:
+                    assert marker not in r.text, f"{where} shows B's data ({marker!r})"
+                if params:
+                    assert r.status_code in (401, 403, 404, 422), f"{where}: {r.text[:300]}"
+                    assert "error" in r.json(), where
+                    if r.status_code == 422:
+                        # a plausible body must not be the reason: the route refused B, not the body
+                        assert r.json()["error"]["code"] != "invalid_request", f"{where}: {r.text[:300]}"
+    assert calls >= len(spec["paths"])
+
+    # Nothing of B's changed, and alice did not become a member of B.
+    assert wallet_of(engine, org_b) == b_wallet
+    assert history_of(engine, org_b) == b_history
+    with world.ctx.sessions() as s:
+        assert sorted((m.user_id, m.role) for m in s.scalars(
+            select(Membership).where(Membership.org_id == org_b))) == b_members
+    # B's spare key was not redeemed anywhere by A's attempts against B.
+    assert redeem(client, bob.token, org_b, spare_b).status_code == 200
+    # The same plausible requests do work for A's own organization (the walk is meaningful).
+    assert redeem(client, alice.token, org_a, spare_a).status_code == 200
+    r = client.post(f"/api/v1/orgs/{org_a}/members", json={"email": "bravo-viewer@example.com", "role": "viewer"},
+                    headers=auth(alice.token))
+    assert r.status_code == 201
+
+
+def test_tables_that_hold_tenant_data_name_their_organization():
+    # R-CORE-1 / STYLE 4: a tenant-owned row has a non-null organization id. Global tables (users,
+    # the catalog, the issuer's signing keys, counters) have no org_id; any table that has one
+    # must fill it.
+    tenant_tables = {"memberships", "history_entries", "ledger_accounts", "ledger_transactions",
+                     "key_batches", "idempotency_records", "events"}
+    tables = {t.name: t for t in Base.metadata.sorted_tables}
+    assert tenant_tables <= set(tables)
+    for name, table in tables.items():
+        if name in tenant_tables:
+            assert "org_id" in table.c, f"{name} has no org_id"
+        if "org_id" in table.c:
+            assert not table.c.org_id.nullable, f"{name}.org_id is nullable"
