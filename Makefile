@@ -8,7 +8,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-dev bench clean
+.PHONY: run test install install-dev bench bench-heartbeat bench-verify clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ test: install-dev
 
 bench: install-dev
 	$(BIN)/python -m bench.run
+
+bench-heartbeat: install-dev
+	$(BIN)/python -m bench.run heartbeat
+
+bench-verify: install-dev
+	$(BIN)/python -m bench.run verify
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

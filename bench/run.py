@@ -2,6 +2,8 @@
 
     python -m bench.run [--quick] [--only mint|redeem] [--databases sqlite,postgresql]
                         [--keys N] [--duration S] [--connections C] [--workers 1,2]
+    python -m bench.run heartbeat [--quick] …   # Access Commander heartbeats (bench/heartbeat.py)
+    python -m bench.run verify [--seconds S]     # license-file verifies vs raw Ed25519 (bench/verify.py)
 
 Prints the figures as tables and writes them, with the machine and the options, to
 ``bench/results/bench-<UTC time>.json``. docs/benchmarks.md says what each figure means.
@@ -283,6 +285,15 @@ def busy(load1: float, sha_per_s: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["verify"]:  # license-file verification vs raw Ed25519 (bench/verify.py)
+        from bench import verify
+
+        return verify.main(argv[1:])
+    if argv[:1] == ["heartbeat"]:  # Access Commander heartbeats vs a bare endpoint (bench/heartbeat.py)
+        from bench import heartbeat
+
+        return heartbeat.main(argv[1:])
     args = parse_args(argv)
     started = datetime.now(UTC)
     report: dict[str, Any] = {

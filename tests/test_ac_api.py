@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from entitle_device.access_commander import add_months
+
 from conftest import auth
 from entitle.ledger import services as ledger
 from entitle.ledger.models import Account
@@ -248,10 +250,12 @@ def test_attendance_and_integration_follow_the_license(inst: Inst) -> None:
     (timedelta(hours=23, minutes=59), timedelta(days=1)),
     (timedelta(hours=24), timedelta(days=10)),
     (timedelta(days=30), timedelta(days=10)),
-    (timedelta(days=30, minutes=1), None),  # 1 calendar month
+    (timedelta(days=30, minutes=1), 1),  # calendar months from here on
+    (timedelta(days=180), 1),
+    (timedelta(days=180, minutes=1), 3),
 ])
 def test_protective_period_from_connected_time(world: Any, client: Any, connected: timedelta,
-                                               period: timedelta | None) -> None:
+                                               period: timedelta | int) -> None:
     # R-AC-5: the table, at and around its boundaries. The device heartbeats within the
     # installation's timeout (1 day here, to keep the test short) until it disconnects.
     inst = Inst(world, client, timeout=86400)
@@ -270,7 +274,8 @@ def test_protective_period_from_connected_time(world: Any, client: Any, connecte
     v = inst.view()
     assert v["state"] == "protective" and v["connected_seconds"] == int(connected.total_seconds())
     disconnected = added + connected
-    expected = disconnected + period if period else disconnected.replace(month=disconnected.month + 1)
+    expected = (disconnected + period if isinstance(period, timedelta)
+                else add_months(disconnected, period))
     assert v["protective_until"] == expected.isoformat()
     clock.set(expected - timedelta(seconds=1))
     assert inst.view()["state"] == "protective"
@@ -354,3 +359,26 @@ def test_viewers_cannot_change_the_license(world: Any, inst: Inst) -> None:
     r = inst.client.post(inst.base + "/licenses", json={"license_device": "LD-1"},
                          headers=auth(viewer.token, "v-1"))
     assert r.status_code == 403 and error_code(r) == "role_insufficient"
+
+
+def test_system_users_are_unlimited_but_a_tier_limits_administrators(inst: Inst) -> None:
+    # R-AC-2: unlimited system users on the trial; R-AC-1: the Basic tier allows 1 administrator.
+    for i in range(5):
+        assert inst.post("/system-users", {"name": f"admin{i}", "admin": True}).status_code == 201
+    basic = [s.part_number for s in _ac_skus(inst) if s.grants.get("tier") == "basic"][0]
+    inst.redeem(basic)
+    inst.add_device("LD-1")
+    assert inst.license("LD-1", [(basic, 1)]).status_code == 201
+    r = inst.post("/system-users", {"name": "sixth", "admin": True})
+    assert r.status_code == 409 and error_code(r) == "admin_limit_reached"
+    assert r.json()["error"]["detail"] == {"owned": 1, "admins": 5}
+    assert inst.post("/system-users", {"name": "sixth", "admin": False}).status_code == 201  # users: unlimited
+    users = inst.client.get(inst.base + "/system-users", headers=inst.h()).json()
+    assert len(users) == 6 and sum(u["admin"] for u in users) == 5  # nothing already there was lost
+
+
+def _ac_skus(inst: Inst) -> list[Any]:
+    from entitle.access_commander import services as ac
+
+    with inst.world.ctx.sessions() as s:
+        return ac.ac_skus(s)

@@ -366,6 +366,11 @@ EXPECTED_COMMANDS = {
     "first-run", "migrate", "serve", "admin create", "org create", "org list", "member add",
     "catalog load", "catalog show", "keys mint", "keys cancel", "redeem", "wallet show", "history",
     "token create",
+    "ac calculate", "ac status", "ac sync", "ac installation create", "ac installation list",
+    "ac device add", "ac device state", "ac device activate", "ac device deactivate",
+    "ac attendance add", "ac attendance list", "ac attendance monitor",
+    "ac license generate", "ac license list", "ac license check", "ac license export",
+    "ac system-user add", "ac system-user list", "ac system-user admin",
 }
 
 

@@ -645,6 +645,16 @@ def test_monitoring_beyond_the_owned_attendance_users_is_refused() -> None:
     check_attendance(10**6, Capacity(None, None, None, False, None))
 
 
+def test_administrators_beyond_a_tiers_limit_are_refused() -> None:
+    # R-AC-1, R-AC-8: Basic allows 1 administrator, packages leave them unlimited
+    basic = capacity_from_grants([(BASIC, 1)])
+    ac.check_admin(0, basic)
+    with pytest.raises(errors.AdminLimitReached) as refused:
+        ac.check_admin(1, basic)
+    assert (refused.value.code, refused.value.detail) == ("admin_limit_reached", {"owned": 1, "admins": 1})
+    ac.check_admin(10**6, TWENTY)
+
+
 def test_synchronisation_without_the_integration_feature_is_refused() -> None:
     # R-AC-8
     check_integration(capacity_from_grants([(INTEGRATION, 1)]))
@@ -670,6 +680,7 @@ def test_every_access_commander_error_has_its_own_documented_code() -> None:
     assert all(issubclass(error, AccessCommanderError) for error in classes)
     assert {error.__name__: error.code for error in classes} == {
         "AccessCommanderError": "access_commander_error",
+        "AdminLimitReached": "admin_limit_reached",
         "AttendanceLimitReached": "attendance_limit_reached",
         "DeviceLimitReached": "device_limit_reached",
         "IntegrationNotLicensed": "integration_not_licensed",

@@ -113,3 +113,16 @@ def test_json_that_is_not_a_plain_object_is_refused(raw: bytes) -> None:
 
 def test_json_object_is_read() -> None:
     assert parse_json_object(b'{"a":[1.5,"x"]}', MalformedLicense, "Payload") == {"a": [1.5, "x"]}
+
+
+@pytest.mark.parametrize("raw", [b' {"a":1}', b'{"a":1} ', b'\n{"a":1}\t\r\n', b'{ "a" : 1 }'])
+def test_json_whitespace_around_and_inside_the_object_is_read(raw: bytes) -> None:
+    # R-CORE-9: verifiers do not require canonical JSON from the (trusted) issuer
+    assert parse_json_object(raw, MalformedLicense, "Payload") == {"a": 1}
+
+
+@pytest.mark.parametrize("raw", [b"", b" ", b'{"a":1}{}', b'{"a":1} x', b' {"a":1}]', b"1 2"])
+def test_json_with_nothing_or_more_than_one_value_is_refused(raw: bytes) -> None:
+    with pytest.raises(MalformedLicense) as raised:
+        parse_json_object(raw, MalformedLicense, "Payload")
+    assert raised.value.detail == {"field": "Payload"}

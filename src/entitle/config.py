@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,6 +23,9 @@ class Settings(BaseSettings):
     session_max_age_seconds: int = 12 * 3600
     # Secure cookies need HTTPS; the embedded default serves plain HTTP on loopback.
     cookie_secure: bool = False
+    # Tests, demos and scripted checks only: freeze the clock at this moment (ISO 8601 with a zone)
+    # in every interface (R-CORE-7), e.g. ENTITLE_NOW=2027-03-01T12:00:00Z entitle ac status ...
+    now: datetime | None = None
     log_level: str = "INFO"
     log_json: bool = False
     # The key that encrypts the issuer's signing keys at rest (AES-256-GCM). Either the key itself
@@ -31,6 +36,24 @@ class Settings(BaseSettings):
     # Passed to argon2; tests lower them so that hashing does not dominate the suite.
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65536
+    # Access Commander heartbeats (POST /api/v1/ac/heartbeat, docs/access-commander.md,
+    # "Heartbeats: the write path"). Heartbeats are buffered in the server process and written
+    # every `heartbeat_flush_interval_seconds`, all installations in one transaction: a crash
+    # loses at most the heartbeats of one interval (plus the flush that was running).
+    heartbeat_flush_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    # How long a process trusts an installation token it has looked up: a token revoked (or an
+    # installation removed) keeps working for up to this long in a process that used it.
+    heartbeat_token_ttl_seconds: float = Field(default=30.0, ge=0, le=3600)
+    # A serial a process does not know is looked up again at most this often per installation
+    # (a device added since is accepted after at most this long).
+    heartbeat_serials_refresh_seconds: float = Field(default=2.0, ge=0, le=3600)
+
+    @field_validator("now")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("ENTITLE_NOW needs a time zone, e.g. 2027-03-01T12:00:00Z")
+        return value
 
 
 @lru_cache

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from entitle.clock import Clock, SystemClock
+from entitle.clock import Clock, FrozenClock, SystemClock
 from entitle.config import Settings, get_settings
 from entitle.db import make_engine, make_session_factory
 from entitle.platform.ratelimit import RedeemLimiter, make_storage
@@ -39,7 +39,8 @@ class Context:
 def build(settings: Settings | None = None, clock: Clock | None = None,
           engine: Engine | None = None) -> Context:
     settings = settings or get_settings()
-    clock = clock or SystemClock()
+    if clock is None:
+        clock = FrozenClock(settings.now) if settings.now is not None else SystemClock()
     engine = engine or make_engine(settings.database_url)
     limiter = RedeemLimiter(
         make_storage(engine, clock, settings.redis_url),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -21,6 +22,7 @@ VERSION = "1"
 ALGORITHM = "Ed25519"
 SIGNATURE_BYTES = 64
 _VERSION_PREFIX = "Version: "
+_VERSION_LINE = _VERSION_PREFIX + VERSION
 _ALGORITHM_LINE = f"Algorithm: {ALGORITHM}"
 _SIGNATURE_PREFIX = "Signature: "
 _VERSION_NUMBER = re.compile(r"[1-9][0-9]{0,8}", re.ASCII)
@@ -34,10 +36,19 @@ class DocumentKind:
     domain: bytes
     malformed: type[LicenseError]
     name: str  # "license file", for messages
-    prefixes: tuple[str, ...] = field(init=False)  # "Name: " for each of fields
+    prefixes: tuple[str, ...] = field(init=False)  # "Name: " for each of fields, then Signature
+    shape: re.Pattern[str] = field(init=False)  # a whole well-formed document (see parse)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "prefixes", tuple(f"{name}: " for name in self.fields))
+        prefixes = tuple(f"{name}: " for name in (*self.fields, "Signature"))
+        object.__setattr__(self, "prefixes", prefixes)
+        # Literal lines and one "(.*+)" per header value: "." is anything but "\n", so each group
+        # is the rest of its line, and "*+" never gives characters back, so a text that does not
+        # match fails without backtracking. No alternation, no nesting: one linear pass in C.
+        lines = [self.begin, _VERSION_LINE, _ALGORITHM_LINE]
+        pattern = "\n".join([*map(re.escape, lines), *(re.escape(p) + "(.*+)" for p in prefixes),
+                             re.escape(self.end)]) + "\n?"
+        object.__setattr__(self, "shape", re.compile(pattern))
 
 
 # values (one per DocumentKind.fields, in order), the signed message, the signature
@@ -52,24 +63,43 @@ def parse(text: str | bytes, kind: DocumentKind) -> Parsed:
     header line. ``\\r\\n`` line endings are read as ``\\n``.
     """
     malformed = kind.malformed
-    if isinstance(text, bytes):
+    if isinstance(text, str):
+        if len(text) > MAX_SIZE:
+            fail(malformed, f"a {kind.name} is at most {MAX_SIZE} bytes", size=str(len(text)))
+        if not text.isascii():
+            fail(malformed, f"a {kind.name} is ASCII text")
+    elif isinstance(text, bytes):
         if len(text) > MAX_SIZE:
             fail(malformed, f"a {kind.name} is at most {MAX_SIZE} bytes", size=str(len(text)))
         try:
             text = text.decode("ascii")
         except UnicodeDecodeError:
             fail(malformed, f"a {kind.name} is ASCII text")
-    elif not isinstance(text, str):
+    else:
         raise TypeError(f"a {kind.name} is str or bytes, not {type(text).__name__}")
-    elif len(text) > MAX_SIZE:
-        fail(malformed, f"a {kind.name} is at most {MAX_SIZE} bytes", size=str(len(text)))
-    elif not text.isascii():
-        fail(malformed, f"a {kind.name} is ASCII text")
 
     if "\r" in text:
         text = text.replace("\r\n", "\n")  # a lone \r left over fails the value checks below
+    # A well-formed document is exactly kind.shape: BEGIN, "Version: 1", "Algorithm: Ed25519", each
+    # "Name: value" in order, Signature and END, each line ending in "\n" but the last, which may.
+    # Any other text is refused by _refuse, line by line, with the first thing wrong in it.
+    match = kind.shape.fullmatch(text)
+    if match is None:
+        _refuse(text, kind)
+    *values, signature_text = match.groups()
+    signature = b64u_decode(signature_text, malformed, "Signature")
+    if len(signature) != SIGNATURE_BYTES:
+        fail(malformed, f"an {ALGORITHM} signature is {SIGNATURE_BYTES} bytes", field="Signature")
+    # The signed lines are the text from Version up to the Signature line: one slice of it.
+    signed = text[len(kind.begin) + 1 : match.start(len(values) + 1) - len(_SIGNATURE_PREFIX)]
+    return values, kind.domain + signed.encode("ascii"), signature
+
+
+def _refuse(text: str, kind: DocumentKind) -> NoReturn:
+    """Say what is wrong with a text that is not a well-formed document (``kind.shape``)."""
+    malformed = kind.malformed
     lines = text.split("\n")
-    if lines[-1] == "":
+    if not lines[-1]:
         lines.pop()
     if len(lines) < 3 or lines[0] != kind.begin or lines[-1] != kind.end:
         fail(malformed, f"a {kind.name} starts with {kind.begin} and ends with {kind.end}")
@@ -95,22 +125,13 @@ def parse(text: str | bytes, kind: DocumentKind) -> Parsed:
              f"Version, Algorithm, {', '.join(fields)}, Signature")
     if lines[2] != _ALGORITHM_LINE:
         fail(malformed, f"Algorithm must be {ALGORITHM}", line="3")
-    # One pass in C-speed comprehension; find the offending line only when something is wrong.
-    body = lines[3:-2]
-    values = [line[len(prefix) :] for line, prefix in zip(body, kind.prefixes) if line.startswith(prefix)]
-    if len(values) != len(fields):
-        index = next(i for i, line in enumerate(body) if not line.startswith(kind.prefixes[i]))
-        number = str(index + 4)
-        fail(malformed, f"line {number} must be the {fields[index]} header", line=number)
-    signature_line = lines[-2]
-    if not signature_line.startswith(_SIGNATURE_PREFIX):
-        fail(malformed, "the last header line must be Signature", line=str(len(lines) - 1))
-    signature = b64u_decode(signature_line[len(_SIGNATURE_PREFIX) :], malformed, "Signature")
-    if len(signature) != SIGNATURE_BYTES:
-        fail(malformed, f"an {ALGORITHM} signature is {SIGNATURE_BYTES} bytes", field="Signature")
-
-    message = kind.domain + "\n".join(lines[1:-2]).encode("ascii") + b"\n"
-    return values, message, signature
+    # What is left: a header line from the format's first to Signature without its "Name: ".
+    # (Were there none, the text would be well-formed and never have come here.)
+    index = next(i for i, line in enumerate(lines[3:-1]) if not line.startswith(kind.prefixes[i]))
+    number = str(index + 4)
+    if index == len(fields):
+        fail(malformed, "the last header line must be Signature", line=number)
+    fail(malformed, f"line {number} must be the {fields[index]} header", line=number)
 
 
 def build(kind: DocumentKind, values: list[str], private_key: Ed25519PrivateKey) -> str:

@@ -68,6 +68,20 @@ class AttendanceUser(Base):
     created_at: Mapped[datetime]
 
 
+class SystemUser(Base):
+    """A user of the installation's own software; administrators are limited by tiers (R-AC-1)."""
+
+    __tablename__ = "ac_system_users"
+    __table_args__ = (UniqueConstraint("installation_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    installation_id: Mapped[int] = mapped_column(ForeignKey("ac_installations.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    admin: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime]
+
+
 class AcLicense(Base):
     """A license generated for one installation and one license device (R-AC-3, R-AC-4).
 

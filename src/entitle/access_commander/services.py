@@ -11,14 +11,21 @@ import hashlib
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from entitle_device import access_commander as rules
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from entitle.access_commander.models import DEVICE_TYPES, AcLicense, AttendanceUser, Device, Installation
+from entitle.access_commander.models import (
+    DEVICE_TYPES,
+    AcLicense,
+    AttendanceUser,
+    Device,
+    Installation,
+    SystemUser,
+)
 from entitle.actors import Actor
 from entitle.catalog.models import Product, Sku
 from entitle.db import is_postgres
@@ -140,9 +147,10 @@ def report_state(session: Session, *, installation: Installation, serial: str, c
     if connected:
         seen(session, installation, {serial: (now, now)})
     else:
+        # The license row before the device row, the order every writer keeps (no deadlock).
+        lic = current_license(session, installation, lock=True)
         if dev.connected_since is not None:
             dev.connected_since = None
-        lic = current_license(session, installation, lock=True)
         if lic is not None and lic.license_device == serial:
             _store(lic, rules.on_disconnect(record_of(lic), now))
             events.emit(session, org_id=installation.org_id, type="ac.license_device.disconnected", now=now,
@@ -153,28 +161,129 @@ def report_state(session: Session, *, installation: Installation, serial: str, c
 
 def seen(session: Session, installation: Installation, evidence: Mapping[str, tuple[datetime, datetime]]) -> int:
     """Apply heartbeats: serial -> (first, last) moment heard in the batch. Unknown serials are
-    ignored; returns how many devices were updated. Connected time only ever extends to the
-    last evidence (never over-counted)."""
+    ignored; returns how many devices were updated. Connected time only ever extends to the last
+    evidence (never over-counted), and nothing moves backwards: evidence not later than what is
+    stored changes nothing, so batches from several server processes may arrive in any order.
+
+    A batch of thousands of heartbeats (``access_commander.heartbeat``) costs a few statements:
+    the devices are written by one driver-level statement (an ``executemany`` on SQLite, one
+    UPDATE over arrays on PostgreSQL) that applies the rule below in SQL, without reading them
+    first. On PostgreSQL the installation row is locked first (``FOR NO KEY UPDATE``): two
+    writers of one installation's heartbeats queue instead of undoing each other or locking its
+    devices in different orders; SQLite has one writer.
+    """
+    if not evidence:
+        return 0
     timeout = timeout_of(installation)
-    devs = {d.serial: d for d in session.scalars(select(Device).where(
-        Device.installation_id == installation.id, Device.serial.in_(list(evidence))))}
-    for serial, dev in devs.items():
-        first, last = evidence[serial]
-        for at in (first, last):
-            if dev.last_seen is not None and at < dev.last_seen:
-                continue
-            if dev.connected_since is None or dev.last_seen is None or at - dev.last_seen > timeout:
-                dev.connected_since = at
-            dev.last_seen = at
-    lic = current_license(session, installation, lock=True)
-    if lic is not None and lic.license_device in evidence:
+    postgres = is_postgres(session)
+    # Per device (first, last), normalized: a "first" after "last" is the only evidence; when
+    # first and last are further apart than the timeout, the connection restarts at "last"
+    # whatever was stored, exactly as if "last" were the only evidence.
+    heard = {serial: (first if first <= last and last - first <= timeout else max(first, last), max(first, last))
+             for serial, (first, last) in evidence.items()}
+    lic = _license_heard(session, installation, heard, lock=postgres)
+    if lic is not None:
         rec = record_of(lic)
         first, last = evidence[lic.license_device]
         for at in (first, last):
             rec = rules.on_seen(rec, at, timeout)
         _store(lic, rec)
+    _expire_devices(session, installation.id, heard)
+    conn = session.connection()
+    if postgres:
+        serials = list(heard)
+        result = conn.exec_driver_sql(_SEEN_POSTGRES, {
+            "installation": installation.id, "serials": serials, "timeout": timeout,
+            "firsts": [heard[s][0] for s in serials], "lasts": [heard[s][1] for s in serials]})
+    else:
+        result = conn.exec_driver_sql(_SEEN_SQLITE, [
+            (_sqlite_time(first), _sqlite_time(last), _sqlite_time(first - timeout), _sqlite_time(last - timeout),
+             installation.id, serial) for serial, (first, last) in heard.items()])
     session.flush()
-    return len(devs)
+    return max(0, result.rowcount)
+
+
+# The device rule (``_device_seen``) in SQL, for first <= last <= first + timeout. Stored
+# (since, last_seen); evidence older than last_seen is ignored:
+# - never seen                       -> since = first
+# - last_seen <= first               -> since = first after a gap longer than the timeout (or an
+#                                       explicit disconnect, since NULL), else unchanged
+# - first < last_seen <= last        -> the same test for "last"
+# - last < last_seen                 -> nothing (the WHERE clause)
+# and last_seen = last. SQLite stores times as text in one format (``_sqlite_time``), which
+# compares like time; the "- timeout" bounds come from Python. PostgreSQL gets the evidence as
+# three arrays in binary (``%(…)b``: no text quoting of thousands of elements in Python).
+_SEEN_SQLITE = """
+UPDATE ac_devices SET
+  connected_since = CASE
+    WHEN last_seen IS NULL THEN ?1
+    WHEN last_seen <= ?1 THEN CASE WHEN connected_since IS NULL OR last_seen < ?3 THEN ?1 ELSE connected_since END
+    ELSE CASE WHEN connected_since IS NULL OR last_seen < ?4 THEN ?2 ELSE connected_since END
+  END,
+  last_seen = ?2
+WHERE installation_id = ?5 AND serial = ?6 AND (last_seen IS NULL OR last_seen <= ?2)
+"""
+_SEEN_POSTGRES = """
+UPDATE ac_devices AS d SET
+  connected_since = CASE
+    WHEN d.last_seen IS NULL THEN v.first
+    WHEN d.last_seen <= v.first THEN
+      CASE WHEN d.connected_since IS NULL OR d.last_seen < v.first - %(timeout)s::interval THEN v.first
+           ELSE d.connected_since END
+    ELSE CASE WHEN d.connected_since IS NULL OR d.last_seen < v.last - %(timeout)s::interval THEN v.last
+              ELSE d.connected_since END
+  END,
+  last_seen = v.last
+FROM unnest(%(serials)b::text[], %(firsts)b::timestamptz[], %(lasts)b::timestamptz[]) AS v(serial, first, last)
+WHERE d.installation_id = %(installation)s AND d.serial = v.serial AND (d.last_seen IS NULL OR d.last_seen <= v.last)
+"""
+
+
+def _sqlite_time(t: datetime) -> str:
+    """A time as SQLAlchemy stores it in SQLite (``UTCDateTime``): UTC without the offset,
+    always with microseconds ("2026-01-15 09:00:00.000000")."""
+    if t.tzinfo is not UTC:
+        t = t.astimezone(UTC)
+    return t.isoformat(" ", "microseconds")[:26]
+
+
+def _device_seen(since: datetime | None, last_seen: datetime | None, heard: tuple[datetime, datetime],
+                 timeout: timedelta) -> tuple[datetime | None, datetime | None]:
+    """A device's (connected_since, last_seen) after being heard at ``heard`` (first, last), the
+    rule ``seen`` applies in SQL: evidence older than the last is ignored; after a gap longer
+    than the timeout, or an explicit disconnect, the connection starts again."""
+    for at in heard:
+        if last_seen is not None and at < last_seen:
+            continue
+        if since is None or last_seen is None or at - last_seen > timeout:
+            since = at
+        last_seen = at
+    return since, last_seen
+
+
+def _license_heard(session: Session, installation: Installation, heard: Mapping[str, Any], *,
+                   lock: bool) -> AcLicense | None:
+    """The current license, locked, when its license device is among those heard. With ``lock``
+    (PostgreSQL) the installation row is locked too, whatever is heard: that lock serializes
+    the writers of one installation's heartbeats (``FOR NO KEY UPDATE``: devices can still be
+    added meanwhile)."""
+    stmt = (select(AcLicense.license_device).select_from(Installation)
+            .outerjoin(AcLicense, and_(AcLicense.installation_id == Installation.id, AcLicense.replaced_at.is_(None)))
+            .where(Installation.id == installation.id))
+    if lock:
+        stmt = stmt.with_for_update(of=Installation, key_share=True)
+    device = session.scalar(stmt)
+    if device is None or device not in heard:
+        return None
+    lic = current_license(session, installation, lock=lock)  # replaced meanwhile? then read again
+    return lic if lic is not None and lic.license_device in heard else None
+
+
+def _expire_devices(session: Session, installation_id: int, serials: Mapping[str, Any]) -> None:
+    """Devices this session holds are read again after the UPDATE that bypasses the ORM."""
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, Device) and obj.installation_id == installation_id and obj.serial in serials:
+            session.expire(obj, ["connected_since", "last_seen"])
 
 
 # --- licenses -----------------------------------------------------------------------------------
@@ -189,6 +298,13 @@ def current_license(session: Session, installation: Installation, *, lock: bool 
 def licenses_of(session: Session, installation: Installation) -> list[AcLicense]:
     return list(session.scalars(select(AcLicense).where(AcLicense.installation_id == installation.id)
                                 .order_by(AcLicense.id.desc())))
+
+
+def license_by_id(session: Session, installation: Installation, license_id: int) -> AcLicense:
+    lic = session.get(AcLicense, license_id)
+    if lic is None or lic.installation_id != installation.id:
+        raise NotFound("license", license_id=license_id)
+    return lic
 
 
 def record_of(lic: AcLicense) -> rules.ConnectionRecord:
@@ -218,8 +334,7 @@ def ac_skus(session: Session) -> list[Sku]:
     return list(session.scalars(select(Sku).join(Product).where(Product.model == MODEL).order_by(Sku.part_number)))
 
 
-def _requested(session: Session, packages: Iterable[tuple[str, int]]) -> dict[int, tuple[Sku, int]]:
-    skus = {s.part_number: s for s in ac_skus(session)}
+def _requested(skus: Mapping[str, Sku], packages: Iterable[tuple[str, int]]) -> dict[int, tuple[Sku, int]]:
     wanted: dict[int, tuple[Sku, int]] = {}
     for part_number, quantity in packages:
         sku = skus.get(part_number)
@@ -256,13 +371,14 @@ def generate_license(session: Session, *, installation: Installation, license_de
                        "device of the installation (its hardware key): connect it, or choose another.",
                        serial=license_device)
     old = current_license(session, installation, lock=True)
+    skus = {s.part_number: s for s in ac_skus(session)}
     if packages is None:
         carried = {p["part_number"]: p["quantity"] for p in (old.packages if old else [])}
         for line in ledger.wallet(session, org_id):
-            if line.units > 0 and line.part_number in {s.part_number for s in ac_skus(session)}:
+            if line.units > 0 and line.part_number in skus:
                 carried[line.part_number] = carried.get(line.part_number, 0) + line.units
         packages = sorted(carried.items())
-    wanted = _requested(session, packages)
+    wanted = _requested(skus, packages)
     if not wanted:
         raise EntitleError("license_packages_empty",
                            "A license needs at least one package or tier; redeem a key into the wallet first.")
@@ -285,7 +401,7 @@ def generate_license(session: Session, *, installation: Installation, license_de
     moves: list[tuple[Any, int]] = []
     if old is not None:
         for p in old.packages:
-            sku = session.scalars(select(Sku).where(Sku.part_number == p["part_number"])).one()
+            sku = skus[p["part_number"]]
             moves += [(ledger.account(session, org_id=org_id, kind="ac_license", sku_id=sku.id, ref=str(old.id), now=now), -p["quantity"]),
                       (ledger.account(session, org_id=org_id, kind="wallet", sku_id=sku.id, now=now), p["quantity"])]
     for sku, qty in wanted.values():
@@ -448,6 +564,65 @@ def set_monitored(session: Session, *, installation: Installation, user_id: int,
     return user
 
 
+def add_system_user(session: Session, *, installation: Installation, name: str, admin: bool, actor: Actor,
+                    now: datetime) -> SystemUser:
+    """A user of the installation's software. System users are unlimited (R-AC-2); a tier may
+    limit how many are administrators (R-AC-1)."""
+    actor.require_licensing(installation.org_id)
+    name = name.strip()
+    if not 1 <= len(name) <= 200:
+        raise EntitleError("name_invalid", "A system user's name is 1 to 200 characters.")
+    if session.scalar(select(SystemUser.id).where(SystemUser.installation_id == installation.id,
+                                                  SystemUser.name == name)) is not None:
+        raise Conflict("system_user_exists", f"{name} is already a system user here.", name=name)
+    if admin:
+        _check_admin(session, installation, now)
+    user = SystemUser(org_id=installation.org_id, installation_id=installation.id, name=name, admin=admin,
+                      created_at=now)
+    session.add(user)
+    session.flush()
+    history.record(session, org_id=installation.org_id, actor=actor, now=now, action="ac.system_user.added",
+                   object_type="ac_system_user", object_id=name, after={"admin": admin})
+    return user
+
+
+def set_admin(session: Session, *, installation: Installation, user_id: int, admin: bool, actor: Actor,
+              now: datetime) -> SystemUser:
+    actor.require_licensing(installation.org_id)
+    user = session.get(SystemUser, user_id)
+    if user is None or user.installation_id != installation.id:
+        raise NotFound("system_user", user_id=user_id)
+    if user.admin == admin:
+        return user
+    if admin:
+        _check_admin(session, installation, now)
+    user.admin = admin
+    session.flush()
+    history.record(session, org_id=installation.org_id, actor=actor, now=now, action="ac.system_user.changed",
+                   object_type="ac_system_user", object_id=user.name, before={"admin": not admin},
+                   after={"admin": admin})
+    return user
+
+
+def system_users_of(session: Session, installation: Installation) -> list[SystemUser]:
+    return list(session.scalars(select(SystemUser).where(SystemUser.installation_id == installation.id)
+                                .order_by(SystemUser.id)))
+
+
+def _check_admin(session: Session, installation: Installation, now: datetime) -> None:
+    admins = int(session.scalar(select(func.count()).select_from(SystemUser).where(
+        SystemUser.installation_id == installation.id, SystemUser.admin.is_(True))) or 0)
+    lic = current_license(session, installation)
+    status = status_of(lic, installation, now)
+    # A suspended installation keeps its administrators' limit: they must sign in to recover.
+    capacity = rules.Capacity.from_dict(lic.capacity) if lic is not None and status.state == "suspended" \
+        else capacity_of(lic, status)
+    try:
+        rules.check_admin(admins, capacity)
+    except rules.AccessCommanderError as exc:
+        raise _error(exc) from None
+
+
 def check_integration(session: Session, *, installation: Installation, source: str, actor: Actor,
                       now: datetime) -> None:
     """LDAP or CSV synchronisation needs the integration feature (R-AC-8)."""
@@ -467,8 +642,9 @@ def calculate(session: Session, *, devices: int, attendance_users: int, integrat
     if devices < 0 or attendance_users < 0:
         raise EntitleError("need_invalid", "Counts of devices and Attendance users are 0 or more.",
                            devices=devices, attendance_users=attendance_users)
-    catalog = [(s.part_number, s.grants) for s in ac_skus(session)]
-    names = {s.part_number: s.name for s in ac_skus(session)}
+    skus = ac_skus(session)
+    catalog = [(s.part_number, s.grants) for s in skus]
+    names = {s.part_number: s.name for s in skus}
     try:
         order = rules.packages_for(devices, attendance_users, integration, catalog)
     except rules.AccessCommanderError as exc:
@@ -534,8 +710,8 @@ def overview_to_dict(ov: Overview) -> dict[str, Any]:
         "suspended_at": _iso(ov.status.suspended_at),
         "capacity": owned.as_dict(),
         "devices": {"required": len(ov.devices), "active": sum(1 for d in ov.devices if d.active and not suspended),
-                    "owned": owned.devices},
-        "attendance_users": {"required": ov.attendance_users, "monitored": ov.monitored,
+                    "monitored": None, "owned": owned.devices},
+        "attendance_users": {"required": ov.attendance_users, "active": None, "monitored": ov.monitored,
                              "owned": owned.attendance_users},
         "device_list": [device_to_dict(d, ov.now, timeout, suspended) for d in ov.devices],
     }

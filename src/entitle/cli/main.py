@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from entitle.cli.access_commander import ac_app
 from entitle.cli.catalog import catalog_app
 from entitle.cli.common import DatabaseUrl, settings_for
 from entitle.cli.history import show_history
@@ -35,6 +36,7 @@ app.add_typer(token_app, name="token")
 keys_app.add_typer(signing_app, name="signing")
 app.add_typer(license_app, name="license")
 app.add_typer(system_file_app, name="system-file")
+app.add_typer(ac_app, name="ac")
 
 
 @app.command()

@@ -68,7 +68,7 @@ def post(session: Session, *, org_id: int, kind: str, actor: Actor, now: datetim
             raise Conflict(
                 "insufficient_units",
                 f"The {acct.kind.replace('_', ' ')} holds {available} unit(s) of "
-                f"{acct.sku.part_number}; {-amount} are needed, {-amount - available} missing.",
+                f"{acct.sku.part_number}; {-amount} needed, {-amount - available} missing.",
                 available=available, needed=-amount, missing=-amount - available,
                 part_number=acct.sku.part_number,
             )

@@ -27,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
+from entitle.access_commander import services as ac
 from entitle.actors import Actor
 from entitle.api.deps import client_id
 from entitle.catalog import services as catalog
@@ -307,15 +308,17 @@ def switch_org(request: Request, viewer: PostingViewer, org_id: Annotated[int, F
 def dashboard(request: Request, viewer: AnyViewer) -> Response:
     lines: list[ledger.WalletLine] = []
     recent: list[Any] = []
+    installations = 0
     if viewer.org is not None:
         with reading(_ctx(request).sessions) as s:
             lines = ledger.wallet(s, viewer.org.id)
             recent = history.page(s, viewer.org.id, limit=RECENT_HISTORY)
+            installations = len(ac.installations_of(s, viewer.org.id))
     products: dict[str, list[ledger.WalletLine]] = {}
     for line in lines:
         products.setdefault(line.product, []).append(line)
     return render(request, "dashboard.html", viewer=viewer, active="dashboard", products=products,
-                  total_units=sum(line.units for line in lines), recent=recent)
+                  total_units=sum(line.units for line in lines), recent=recent, ac_installations=installations)
 
 
 # --- wallet ------------------------------------------------------------------------------------
@@ -498,5 +501,8 @@ def upload_system_file(request: Request, viewer: PostingViewer,
 
 
 def install(app: FastAPI) -> None:
+    from entitle.web import access_commander
+
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(router)
+    app.include_router(access_commander.router)

@@ -9,7 +9,7 @@ docs/access-commander.md.
 - protective period: ``protective_period``, ``protective_period_end``, ``add_months`` (R-AC-5);
 - the license device's connection: ``ConnectionRecord``, ``on_seen``, ``on_disconnect``,
   ``on_recovered``, ``connected_time``, ``license_state`` -> ``LicenseStatus`` (R-AC-4 to R-AC-6);
-- enforcement: ``check_activation``, ``check_attendance``, ``check_integration`` (R-AC-6 to
+- enforcement: ``check_activation``, ``check_attendance``, ``check_admin``, ``check_integration`` (R-AC-6 to
   R-AC-8), refusing with ``AccessCommanderError`` subclasses;
 - the offline tracker: ``InstallationLicense``, ``LicenseTerms``, ``license_payload``.
 
@@ -38,11 +38,13 @@ from entitle_device.access_commander.connection import (
 )
 from entitle_device.access_commander.enforcement import (
     check_activation,
+    check_admin,
     check_attendance,
     check_integration,
 )
 from entitle_device.access_commander.errors import (
     AccessCommanderError,
+    AdminLimitReached,
     AttendanceLimitReached,
     DeviceLimitReached,
     IntegrationNotLicensed,
@@ -71,6 +73,7 @@ __all__ = [
     "MODEL",
     "TRIAL",
     "AccessCommanderError",
+    "AdminLimitReached",
     "AttendanceLimitReached",
     "Capacity",
     "ConnectionRecord",
@@ -90,6 +93,7 @@ __all__ = [
     "capacity_from_grants",
     "cheapest_tier_for",
     "check_activation",
+    "check_admin",
     "check_attendance",
     "check_integration",
     "connected_time",

@@ -14,6 +14,7 @@ from datetime import datetime
 from entitle_device.access_commander.capacity import Capacity
 from entitle_device.access_commander.connection import LicenseStatus
 from entitle_device.access_commander.errors import (
+    AdminLimitReached,
     AttendanceLimitReached,
     DeviceLimitReached,
     IntegrationNotLicensed,
@@ -85,6 +86,18 @@ def check_attendance(monitored_count: int, capacity: Capacity) -> None:
             f"The license owns {capacity.attendance_users} Attendance users and "
             f"{monitored_count} are monitored. Add a license with more Attendance users.",
             {"owned": capacity.attendance_users, "monitored": monitored_count},
+        )
+
+
+def check_admin(admin_count: int, capacity: Capacity) -> None:
+    """May one more system user be an administrator, ``admin_count`` being administrators now?
+    Packages leave admins unlimited; tiers such as Basic (1) and Advanced (5) limit them."""
+    if capacity.admins is not None and admin_count >= capacity.admins:
+        raise AdminLimitReached(
+            f"The license allows {capacity.admins} administrators and {admin_count} are "
+            f"administrators. Make another system user an ordinary user, or add a license of a "
+            f"larger tier.",
+            {"owned": capacity.admins, "admins": admin_count},
         )
 
 

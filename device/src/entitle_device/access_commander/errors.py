@@ -11,6 +11,7 @@ from typing import ClassVar
 
 __all__ = [
     "AccessCommanderError",
+    "AdminLimitReached",
     "AttendanceLimitReached",
     "DeviceLimitReached",
     "IntegrationNotLicensed",
@@ -33,6 +34,12 @@ class AccessCommanderError(Exception):
         super().__init__(message)
         self.message = message
         self.detail: Detail = dict(detail or {})
+
+
+class AdminLimitReached(AccessCommanderError):
+    """One more system administrator than the license (a tier) allows (R-AC-1, R-AC-8)."""
+
+    code = "admin_limit_reached"
 
 
 class LicenseDeviceFirst(AccessCommanderError):

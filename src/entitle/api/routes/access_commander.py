@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Request, Response, status
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
@@ -132,6 +133,21 @@ class AttendanceOut(BaseModel):
     monitored: bool
 
 
+class SystemUserIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    admin: bool = False
+
+
+class SystemUserOut(BaseModel):
+    id: int
+    name: str
+    admin: bool
+
+
+class AdminIn(BaseModel):
+    admin: bool
+
+
 class MonitorIn(BaseModel):
     monitored: bool
 
@@ -250,6 +266,13 @@ def list_licenses(org_id: int, installation_id: int, actor: CurrentActor, db: DB
     return [ac.license_to_dict(lic) for lic in ac.licenses_of(db, _inst(db, actor, org_id, installation_id))]
 
 
+@router.get("/orgs/{org_id}/ac/installations/{installation_id}/licenses/{license_id}/file",
+            response_class=PlainTextResponse, responses={200: {"content": {"text/plain": {}}}})
+def license_file(org_id: int, installation_id: int, license_id: int, actor: CurrentActor, db: DB) -> str:
+    """The signed license file of one of the installation's licenses, as text."""
+    return ac.license_by_id(db, _inst(db, actor, org_id, installation_id), license_id).file
+
+
 @router.post("/orgs/{org_id}/ac/installations/{installation_id}/licenses/check", response_model=LicenseOut)
 def check_license_file(org_id: int, installation_id: int, body: LicenseFileIn, actor: CurrentActor, db: DB,
                        now: Now) -> dict[str, Any]:
@@ -282,6 +305,32 @@ def monitor_attendance_user(org_id: int, installation_id: int, user_id: int, bod
     inst = _inst(db, actor, org_id, installation_id)
     user = ac.set_monitored(db, installation=inst, user_id=user_id, monitored=body.monitored, actor=actor, now=now)
     return {"id": user.id, "name": user.name, "monitored": user.monitored}
+
+
+@router.post("/orgs/{org_id}/ac/installations/{installation_id}/system-users", response_model=SystemUserOut,
+             status_code=status.HTTP_201_CREATED)
+def add_system_user(org_id: int, installation_id: int, body: SystemUserIn, actor: CurrentActor, db: DB,
+                    now: Now) -> dict[str, Any]:
+    """Add a user of the installation's software; unlimited, but a tier limits administrators
+    (refusal admin_limit_reached)."""
+    inst = _inst(db, actor, org_id, installation_id)
+    user = ac.add_system_user(db, installation=inst, name=body.name, admin=body.admin, actor=actor, now=now)
+    return {"id": user.id, "name": user.name, "admin": user.admin}
+
+
+@router.get("/orgs/{org_id}/ac/installations/{installation_id}/system-users", response_model=list[SystemUserOut])
+def list_system_users(org_id: int, installation_id: int, actor: CurrentActor, db: DB) -> list[dict[str, Any]]:
+    inst = _inst(db, actor, org_id, installation_id)
+    return [{"id": u.id, "name": u.name, "admin": u.admin} for u in ac.system_users_of(db, inst)]
+
+
+@router.post("/orgs/{org_id}/ac/installations/{installation_id}/system-users/{user_id}/admin",
+             response_model=SystemUserOut)
+def set_system_user_admin(org_id: int, installation_id: int, user_id: int, body: AdminIn, actor: CurrentActor,
+                          db: DB, now: Now) -> dict[str, Any]:
+    inst = _inst(db, actor, org_id, installation_id)
+    user = ac.set_admin(db, installation=inst, user_id=user_id, admin=body.admin, actor=actor, now=now)
+    return {"id": user.id, "name": user.name, "admin": user.admin}
 
 
 @router.post("/orgs/{org_id}/ac/installations/{installation_id}/integration/sync")

@@ -70,6 +70,21 @@ def upgrade() -> None:
     with op.batch_alter_table('ac_devices', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_ac_devices_org_id'), ['org_id'], unique=False)
 
+    op.create_table('ac_system_users',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('org_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('installation_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('admin', sa.Boolean(), nullable=False),
+    sa.Column('created_at', entitle.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['installation_id'], ['ac_installations.id'], name=op.f('fk_ac_system_users_installation_id_ac_installations')),
+    sa.ForeignKeyConstraint(['org_id'], ['organizations.id'], name=op.f('fk_ac_system_users_org_id_organizations')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_ac_system_users')),
+    sa.UniqueConstraint('installation_id', 'name', name=op.f('uq_ac_system_users_installation_id'))
+    )
+    with op.batch_alter_table('ac_system_users', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_ac_system_users_org_id'), ['org_id'], unique=False)
+
     op.create_table('ac_licenses',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('org_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -108,6 +123,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_ac_licenses_file_sha256'))
 
     op.drop_table('ac_licenses')
+    with op.batch_alter_table('ac_system_users', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_ac_system_users_org_id'))
+
+    op.drop_table('ac_system_users')
     with op.batch_alter_table('ac_devices', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_ac_devices_org_id'))
 

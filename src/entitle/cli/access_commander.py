@@ -1,0 +1,655 @@
+"""`entitle ac`: Access Commander installations, devices, Attendance users, licenses (SPEC §2).
+
+Thin over ``entitle.access_commander.services``: every rule is decided there (and, below it, in
+``entitle_device.access_commander``). ``--json`` prints the same dicts as the REST API.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import typer
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from entitle.access_commander import services as ac
+from entitle.access_commander.models import DEVICE_TYPES, AttendanceUser, Installation
+from entitle.cli.common import (DatabaseUrl, JsonOut, console_actor, context, err, handles_errors, out,
+                                print_json)
+from entitle.db import reading, transaction
+from entitle.errors import EntitleError, NotFound
+from entitle.tenancy import services as tenancy
+
+ac_app = typer.Typer(help="Access Commander: installations, devices, Attendance users, licenses, the calculator.",
+                     no_args_is_help=True)
+installation_app = typer.Typer(help="Access Commander installations of an organization.", no_args_is_help=True)
+device_app = typer.Typer(help="Devices of an installation: add, report connection, activate.", no_args_is_help=True)
+attendance_app = typer.Typer(help="Attendance users of an installation.", no_args_is_help=True)
+ac_license_app = typer.Typer(help="Licenses of an installation: generate (replaces the current one), list, check.",
+                             no_args_is_help=True)
+ac_app.add_typer(installation_app, name="installation")
+ac_app.add_typer(device_app, name="device")
+ac_app.add_typer(attendance_app, name="attendance")
+ac_app.add_typer(ac_license_app, name="license")
+system_user_app = typer.Typer(help="System users of an installation (a tier limits administrators).",
+                              no_args_is_help=True)
+ac_app.add_typer(system_user_app, name="system-user")
+
+OrgId = Annotated[int, typer.Option("--org", help="Organization id (see `entitle org list`).")]
+InstallationRef = Annotated[str, typer.Option(
+    "--installation", help="Installation: its numeric id or its uid (see `entitle ac installation list`).")]
+Serial = Annotated[str, typer.Option("--serial", help="The device's serial number.")]
+OutFile = Annotated[Path | None, typer.Option("--out", dir_okay=False,
+                                              help="Write the signed license file here (replaced if it exists).")]
+
+
+# --- shared ------------------------------------------------------------------------------------
+
+def _installation(session: Session, org_id: int, ref: str) -> Installation:
+    """The organization's installation by numeric id, else by uid.
+
+    A number is an id when the organization has an installation with that id; otherwise it is
+    looked up as a uid (uids are made up as AC-…, so a clash needs a uid chosen as digits).
+    """
+    tenancy.get_organization(session, org_id, actor=console_actor())
+    ref = ref.strip()
+    if ref.isdigit():
+        inst = session.get(Installation, int(ref))
+        if inst is not None and inst.org_id == org_id:
+            return inst
+    found = session.scalars(select(Installation).where(Installation.org_id == org_id,
+                                                       Installation.uid == ref)).one_or_none()
+    if found is None:
+        raise NotFound("installation", installation=ref)
+    return found
+
+
+def _plain(text: str) -> None:
+    out.print(text, markup=False, highlight=False)
+
+
+def _count(n: int | None) -> str:
+    return "unlimited" if n is None else f"{n:,}"
+
+
+def _when(iso: str | None, *, short: bool = False) -> str:
+    if not iso:
+        return "-"
+    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S UTC")
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _packages(packages: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{p['quantity']} × {p['part_number']}" for p in packages) or "-"
+
+
+def _capacity(cap: dict[str, Any]) -> str:
+    parts = [f"{_count(cap.get('devices'))} devices", f"{_count(cap.get('attendance_users'))} Attendance users",
+             f"{_count(cap.get('admins'))} admins", f"integration {_yes(bool(cap.get('integration')))}"]
+    if cap.get("tier"):
+        parts.append(f"tier {cap['tier']}")
+    return ", ".join(parts)
+
+
+def _table(title: str, *columns: str, caption: str | None = None) -> Table:
+    """A table whose columns marked ``=`` (ids, serials, times) never wrap; the others take the
+    wrapping when a terminal is narrow."""
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left", box=box.SIMPLE_HEAD,
+                  padding=(0, 1, 0, 0), show_edge=False)
+    for column in columns:
+        fixed = column.endswith("=")
+        table.add_column(column.rstrip("="), no_wrap=fixed, overflow="ellipsis" if fixed else "fold")
+    return table
+
+
+def _capacity_lines(cap: dict[str, Any]) -> str:
+    lines = [f"{_count(cap.get('devices'))} devices", f"{_count(cap.get('attendance_users'))} Attendance"]
+    return "\n".join(lines + (["integration"] if cap.get("integration") else [])
+                     + ([f"tier {cap['tier']}"] if cap.get("tier") else []))
+
+
+def _license_lines(lic: dict[str, Any]) -> list[str]:
+    return [f"License {lic['id']} for license device {lic['license_device']} (signed by {lic['kid']})",
+            f"  packages: {_packages(lic['packages'])}",
+            f"  capacity: {_capacity(lic['capacity'])}",
+            f"  added: {_when(lic['added_at'])} by {lic['added_by']}"
+            + (f"; replaced {_when(lic['replaced_at'])}" if lic.get("replaced_at") else "")]
+
+
+def _package_args(items: list[str]) -> list[tuple[str, int]] | None:
+    if not items:
+        return None
+    packages = []
+    for item in items:
+        part, sep, qty = item.rpartition(":")
+        if not sep or not part.strip() or not qty.strip().isdigit():
+            raise EntitleError("package_invalid",
+                               f"--package {item!r}: write PART_NUMBER:QUANTITY, e.g. 91379040:4.", package=item)
+        packages.append((part.strip(), int(qty)))
+    return packages
+
+
+@contextmanager
+def _staged(target: Path) -> Iterator[IO[str]]:
+    """A file next to ``target`` that replaces it only if the block succeeds (the block commits
+    the license), so a file that cannot be written leaves no license behind, and no file is left
+    for a license that was not committed."""
+    if not target.parent.is_dir():
+        raise EntitleError("out_directory_missing", f"The directory {target.parent} does not exist; "
+                           "create it or choose another --out.", out=str(target))
+    try:
+        f = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.",
+                                        suffix=".part", delete=False)
+    except OSError as exc:
+        raise EntitleError("out_unwritable", f"Cannot write to {target.parent}: {exc.strerror}.",
+                           out=str(target)) from exc
+    staged = Path(f.name)
+    try:
+        with f:
+            yield f
+    except BaseException as exc:
+        staged.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise EntitleError("out_write_failed", f"Writing {target} failed ({exc.strerror or exc}); "
+                               "no license was generated.", out=str(target)) from exc
+        raise
+    try:
+        os.replace(staged, target)
+    except OSError as exc:
+        raise EntitleError("out_rename_failed", f"The license was generated and its file saved in {staged}, "
+                           f"but it could not be renamed to {target} ({exc.strerror}); rename it by hand.",
+                           staged=str(staged), out=str(target)) from exc
+
+
+# --- the calculator (R-AC-1) -------------------------------------------------------------------
+
+@ac_app.command("calculate")
+@handles_errors
+def calculate(
+    devices: Annotated[int, typer.Option("--devices", help="Devices the installation manages.")],
+    attendance_users: Annotated[int, typer.Option("--attendance-users", help="Attendance users to monitor.")] = 0,
+    integration: Annotated[bool, typer.Option("--integration", help="LDAP / CSV synchronisation is needed.")] = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOut = False,
+) -> None:
+    """The packages to order for a need, and the smallest tier that covers it (R-AC-1)."""
+    with context(database_url) as ctx, reading(ctx.sessions) as s:
+        result = ac.calculate(s, devices=devices, attendance_users=attendance_users, integration=integration)
+    if as_json:
+        print_json(result)
+        return
+    need = (f"{devices} device(s), {attendance_users} Attendance user(s)"
+            + (", integration" if integration else ""))
+    if result["packages"]:
+        table = _table(f"Packages for {need}", "quantity=", "part number=", "name")
+        for p in result["packages"]:
+            table.add_row(str(p["quantity"]), escape(p["part_number"]), escape(p["name"]))
+        out.print(table)
+    else:
+        _plain(f"The trial covers {need}: no package is needed.")
+    _plain(f"Capacity: {_capacity(result['capacity'])}")
+    tier = result["tier"]
+    _plain(f"Smallest tier: {tier['part_number']} ({tier['name']})" if tier else "Smallest tier: none covers this need")
+
+
+# --- installations -----------------------------------------------------------------------------
+
+@installation_app.command("create")
+@handles_errors
+def installation_create(
+    org: OrgId,
+    name: Annotated[str, typer.Option("--name", help="A name for the installation.")],
+    uid: Annotated[str | None, typer.Option("--uid", help="The installation's own id; made up (AC-…) if left out.")] = None,
+    heartbeat_timeout: Annotated[int, typer.Option(
+        "--heartbeat-timeout", help="Seconds without news from a device that count as a disconnect (30 to 86400).")] = 300,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Register an installation; it starts on the trial (R-AC-2). Prints its device-report token once."""
+    with context(database_url) as ctx, transaction(ctx.sessions) as s:
+        actor = console_actor()
+        tenancy.get_organization(s, org, actor=actor)
+        inst, token = ac.create_installation(s, org_id=org, name=name, uid=uid, actor=actor, now=ctx.clock.now(),
+                                             heartbeat_timeout_seconds=heartbeat_timeout)
+        result = {"installation": ac.installation_to_dict(inst), "token": token}
+    if as_json:
+        print_json(result)
+        return
+    i = result["installation"]
+    _plain(f"Installation {i['id']} ({i['uid']}, {i['name']}) registered in organization {org}; it runs on the trial.")
+    _plain(f"Device-report token: {token}")
+    err.print("The token is shown only this once; the installation sends it to POST /api/v1/ac/state.",
+              style="dim", highlight=False)
+
+
+@installation_app.command("list")
+@handles_errors
+def installation_list(org: OrgId, database_url: DatabaseUrl = None, as_json: JsonOut = False) -> None:
+    """The organization's installations."""
+    with context(database_url) as ctx, reading(ctx.sessions) as s:
+        tenancy.get_organization(s, org, actor=console_actor())
+        rows = [ac.installation_to_dict(i) for i in ac.installations_of(s, org)]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        _plain(f"Organization {org} has no Access Commander installation; add one with `entitle ac installation create`.")
+        return
+    table = _table(f"Installations of organization {org} (times in UTC)", "id=", "uid=", "name",
+                   "heartbeat timeout=", "created=")
+    for r in rows:
+        table.add_row(str(r["id"]), escape(r["uid"]), escape(r["name"]), f"{r['heartbeat_timeout_seconds']} s",
+                      _when(r["created_at"], short=True))
+    out.print(table)
+
+
+@ac_app.command("status")
+@handles_errors
+def status(org: OrgId, installation: InstallationRef, database_url: DatabaseUrl = None,
+           as_json: JsonOut = False) -> None:
+    """License settings: state, license device, protective period end, required / owned, devices."""
+    with context(database_url) as ctx, reading(ctx.sessions) as s:
+        inst = _installation(s, org, installation)
+        view = ac.overview_to_dict(ac.overview(s, inst, ctx.clock.now()))
+    if as_json:
+        print_json(view)
+        return
+    i, lic = view["installation"], view["license"]
+    _plain(f"Installation {i['id']} ({i['uid']}, {i['name']})")
+    summary = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
+    summary.add_column(style="bold")
+    summary.add_column()
+    summary.add_row("state", view["state"].upper())
+    if lic is None:
+        summary.add_row("license", "none (trial)")
+    else:
+        summary.add_row("license", escape(f"{lic['id']}: {_packages(lic['packages'])}"))
+        summary.add_row("license device", escape(f"{view['license_device']} ("
+                        + ("connected" if view["license_device_connected"] else "disconnected")
+                        + (", activated" if lic["license_device_activated_at"] else ", not activated yet") + ")"))
+        summary.add_row("connected time", f"{view['connected_seconds']:,} s")
+    if view["protective_until"]:
+        label = "suspended since" if view["state"] == "suspended" else "protective period ends"
+        summary.add_row(label, _when(view["suspended_at"] or view["protective_until"]))
+    d, a = view["devices"], view["attendance_users"]
+    summary.add_row("devices", f"{d['required']} required, {d['active']} active, {_count(d['owned'])} owned")
+    summary.add_row("Attendance users", f"{a['required']} required, {a['monitored']} monitored, {_count(a['owned'])} owned")
+    summary.add_row("integration", _yes(bool(view["capacity"]["integration"])))
+    if view["capacity"].get("tier"):
+        summary.add_row("tier", escape(str(view["capacity"]["tier"])))
+    out.print(summary)
+    if not view["device_list"]:
+        _plain("No devices yet; add them with `entitle ac device add`.")
+        return
+    table = _table("Devices (times in UTC)", "serial=", "type=", "name", "active=", "connected=",
+                   "last seen=",
+                   caption="* license device" if view["license_device"] else None)
+    for dev in view["device_list"]:
+        serial = dev["serial"] + (" *" if dev["serial"] == view["license_device"] else "")
+        # While suspended every device is inactive; "kept" ones are active again after recovery.
+        active = _yes(dev["active"]) + (" (kept)" if dev["activated"] and not dev["active"] else "")
+        table.add_row(escape(serial), dev["type"], escape(dev["name"]), active, _yes(dev["connected"]),
+                      _when(dev["last_seen"], short=True))
+    out.print(table)
+
+
+# --- devices -----------------------------------------------------------------------------------
+
+def _device_out(dev: dict[str, Any], as_json: bool, what: str) -> None:
+    if as_json:
+        print_json(dev)
+    else:
+        _plain(f"Device {dev['serial']} {what}: active {_yes(dev['active'])}, connected {_yes(dev['connected'])}.")
+
+
+@device_app.command("add")
+@handles_errors
+def device_add(
+    org: OrgId, installation: InstallationRef, serial: Serial,
+    type: Annotated[str, typer.Option("--type", help=f"One of: {', '.join(DEVICE_TYPES)}.")] = "ip_intercom",
+    name: Annotated[str, typer.Option("--name", help="A name for the device.")] = "",
+    database_url: DatabaseUrl = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Add a device to the installation (not active, not connected until it reports)."""
+    with context(database_url) as ctx, transaction(ctx.sessions) as s:
+        inst = _installation(s, org, installation)
+        now = ctx.clock.now()
+        dev = ac.add_device(s, installation=inst, serial=serial, type=type, name=name, actor=console_actor(), now=now)
+        result = ac.device_to_dict(dev, now, ac.timeout_of(inst))
+    _device_out(result, as_json, f"added to installation {installation}")
+
+
+@device_app.command("state")
+@handles_errors
+def device_state(
+    org: OrgId, installation: InstallationRef, serial: Serial,
+    connected: Annotated[bool, typer.Option("--connected/--disconnected", help="What the device reports.")],
+    database_url: DatabaseUrl = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Report a device connected or disconnected, for the installation (R-AC-4, R-AC-5)."""
+    with context(database_url) as ctx, transaction(ctx.sessions) as s:
+        inst = _installation(s, org, installation)
+        console_actor().require_licensing(org)
+        now = ctx.clock.now()
+        dev = ac.report_state(s, installation=inst, serial=serial, connected=connected, now=now)
+        result = ac.device_to_dict(dev, now, ac.timeout_of(inst))
+    _device_out(result, as_json, "reported " + ("connected" if connected else "disconnected"))
+
+
+@device_app.command("activate")
+@handles_errors
+def device_activate(org: OrgId, installation: InstallationRef, serial: Serial, database_url: DatabaseUrl = None,
+                    as_json: JsonOut = False) -> None:
+    """Activate a device; after a new license the license device comes first (R-AC-7); activating
+    the connected license device of a suspended license recovers it (R-AC-6)."""
+    with context(database_url) as ctx, transaction(ctx.sessions) as s:
+        inst = _installation(s, org, installation)
+        now = ctx.clock.now()
+        dev = ac.activate(s, installation=inst, serial=serial, actor=console_actor(), now=now)
+        suspended = ac.status_of(ac.current_license(s, inst), inst, now).state == "suspended"
+        result = ac.device_to_dict(dev, now, ac.timeout_of(inst), suspended)
+    _device_out(result, as_json, "activated")
+
+
+@device_app.command("deactivate")
+@handles_errors
+def device_deactivate(org: OrgId, installation: InstallationRef, serial: Serial, database_url: DatabaseUrl = None,
+                      as_json: JsonOut = False) -> None:
+    """Deactivate a device; it stops counting against the license."""
+    with context(database_url) as ctx, transaction(ctx.sessions) as s:
+        inst = _installation(s, org, installation)
+        now = ctx.clock.now()
+        dev = ac.deactivate(s, installation=inst, serial=serial, actor=console_actor(), now=now)
+        result = ac.device_to_dict(dev, now, ac.timeout_of(inst))
+    _device_out(result, as_json, "deactivated")
+
+
+# --- Attendance users --------------------------------------------------------------------------
+
+def _user_dict(user: AttendanceUser) -> dict[str, Any]:
+    return {"id": user.id, "name": user.name, "monitored": user.monitored}
+
+
+def _user_out(user: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(user)
+    else:
+        _plain(f"Attendance user {user['id']} ({user['name']}): "
+               + ("monitored." if user["monitored"] else "not monitored."))
+
+
+@attendance_app.command("add")
+@handles_errors
+def attendance_add(
+    org: OrgId, installation: InstallationRef,
+    name: Annotated[str, typer.Option("--name", help="The user's name.")],
+    monitored: Annotated[bool, typer.Option("--monitored", help="Monitor the user's attendance (counted, R-AC-8).")] = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Add an Attendance user; with --monitored, counted against the license's Attendance users."""
+    with context(database_url) as ctx, transaction(ctx.sessions) as s:
+        inst = _installation(s, org, installation)
+        user = ac.add_attendance_user(s, installation=inst, name=name, monitored=monitored, actor=console_actor(),
+                                      now=ctx.clock.now())
+        result = _user_dict(user)
+    _user_out(result, as_json)
+
+
+@attendance_app.command("list")
+@handles_errors
+def attendance_list(org: OrgId, installation: InstallationRef, database_url: DatabaseUrl = None,
+                    as_json: JsonOut = False) -> None:
+    """The installation's Attendance users (their ids are what `attendance monitor` takes)."""
+    with context(database_url) as ctx, reading(ctx.sessions) as s:
+        inst = _installation(s, org, installation)
+        rows = [_user_dict(u) for u in ac.attendance_users_of(s, inst)]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        _plain("No Attendance users yet; add them with `entitle ac attendance add`.")
+        return
+    table = _table("Attendance users", "id=", "name", "monitored=")
+    for r in rows:
+        table.add_row(str(r["id"]), escape(r["name"]), _yes(r["monitored"]))
+    out.print(table)
+
+
+@attendance_app.command("monitor")
+@handles_errors
+def attendance_monitor(
+    org: OrgId, installation: InstallationRef,
+    user_id: Annotated[int, typer.Option("--user-id", help="The Attendance user's id (see `entitle ac attendance list`).")],
+    off: Annotated[bool, typer.Option("--off", help="Stop monitoring instead.")] = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Start (or with --off stop) monitoring a user's attendance (R-AC-8)."""
+    with context(database_url) as ctx, transaction(ctx.sessions) as s:
+        inst = _installation(s, org, installation)
+        user = ac.set_monitored(s, installation=inst, user_id=user_id, monitored=not off, actor=console_actor(),
+                                now=ctx.clock.now())
+        result = _user_dict(user)
+    _user_out(result, as_json)
+
+
+# --- system users ------------------------------------------------------------------------------
+
+def _system_user_out(user: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(user)
+    else:
+        _plain(f"System user {user['id']} ({user['name']}): " + ("administrator." if user["admin"] else "user."))
+
+
+@system_user_app.command("add")
+@handles_errors
+def system_user_add(
+    org: OrgId, installation: InstallationRef,
+    name: Annotated[str, typer.Option("--name", help="The user's name.")],
+    admin: Annotated[bool, typer.Option("--admin", help="Make the user an administrator (a tier limits them).")] = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Add a system user; administrators beyond the tier's limit are refused (admin_limit_reached)."""
+    with context(database_url) as ctx, transaction(ctx.sessions) as s:
+        inst = _installation(s, org, installation)
+        user = ac.add_system_user(s, installation=inst, name=name, admin=admin, actor=console_actor(),
+                                  now=ctx.clock.now())
+        result = {"id": user.id, "name": user.name, "admin": user.admin}
+    _system_user_out(result, as_json)
+
+
+@system_user_app.command("list")
+@handles_errors
+def system_user_list(org: OrgId, installation: InstallationRef, database_url: DatabaseUrl = None,
+                     as_json: JsonOut = False) -> None:
+    """The installation's system users."""
+    with context(database_url) as ctx, reading(ctx.sessions) as s:
+        inst = _installation(s, org, installation)
+        rows = [{"id": u.id, "name": u.name, "admin": u.admin} for u in ac.system_users_of(s, inst)]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        _plain("No system users yet; add them with `entitle ac system-user add`.")
+        return
+    table = _table("System users", "id=", "name", "administrator=")
+    for r in rows:
+        table.add_row(str(r["id"]), escape(r["name"]), _yes(r["admin"]))
+    out.print(table)
+
+
+@system_user_app.command("admin")
+@handles_errors
+def system_user_admin(
+    org: OrgId, installation: InstallationRef,
+    user_id: Annotated[int, typer.Option("--user-id", help="The system user's id (see `entitle ac system-user list`).")],
+    off: Annotated[bool, typer.Option("--off", help="Make the user an ordinary user instead.")] = False,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Make a system user an administrator (or with --off an ordinary user)."""
+    with context(database_url) as ctx, transaction(ctx.sessions) as s:
+        inst = _installation(s, org, installation)
+        user = ac.set_admin(s, installation=inst, user_id=user_id, admin=not off, actor=console_actor(),
+                            now=ctx.clock.now())
+        result = {"id": user.id, "name": user.name, "admin": user.admin}
+    _system_user_out(result, as_json)
+
+
+# --- licenses ----------------------------------------------------------------------------------
+
+@ac_license_app.command("generate")
+@handles_errors
+def license_generate(
+    org: OrgId, installation: InstallationRef,
+    license_device: Annotated[str, typer.Option("--license-device", help="Serial of a connected device of the installation.")],
+    package: Annotated[list[str], typer.Option(
+        "--package", help="PART_NUMBER:QUANTITY, repeatable. Left out: the current license's packages plus "
+        "every Access Commander unit in the wallet.")] = [],  # noqa: B006
+    out_file: OutFile = None,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Generate a signed license for the installation; it replaces the current one whole (R-AC-3, R-AC-4).
+
+    The replaced license's units go back to the wallet; the new one's come out of it.
+    Without --out the license file goes to stdout (and the summary to stderr).
+    """
+    packages = _package_args(package)
+
+    def generate(staged: IO[str] | None) -> dict[str, Any]:
+        with context(database_url) as ctx, transaction(ctx.sessions) as s:
+            inst = _installation(s, org, installation)
+            lic, text = ac.generate_license(s, installation=inst, license_device=license_device, packages=packages,
+                                            actor=console_actor(), now=ctx.clock.now(), secret=ctx.secret)
+            if staged is not None:  # written before the commit: a full disk generates nothing
+                staged.write(text)
+                staged.flush()
+                os.fsync(staged.fileno())
+            return {"license": ac.license_to_dict(lic), "license_file": text}
+
+    if out_file is None:
+        result = generate(None)
+    else:
+        with _staged(out_file) as staged:
+            result = generate(staged)
+    if as_json:
+        print_json(result)
+        return
+    lines = _license_lines(result["license"])
+    lines.append(f"  It replaces the current license; activate {license_device} first (R-AC-7).")
+    if out_file is None:
+        typer.echo(result["license_file"], nl=not result["license_file"].endswith("\n"))
+        for line in lines:
+            err.print(line, markup=False, highlight=False)
+    else:
+        for line in lines:
+            _plain(line)
+        _plain(f"License file written to {out_file}.")
+
+
+@ac_license_app.command("list")
+@handles_errors
+def license_list(org: OrgId, installation: InstallationRef, database_url: DatabaseUrl = None,
+                 as_json: JsonOut = False) -> None:
+    """Every license the installation had, newest first; replaced ones are marked."""
+    with context(database_url) as ctx, reading(ctx.sessions) as s:
+        inst = _installation(s, org, installation)
+        rows = [ac.license_to_dict(lic) for lic in ac.licenses_of(s, inst)]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        _plain("No license yet: the installation runs on the trial.")
+        return
+    # A license is replaced when the next one is added: its "added" time.
+    table = _table("Licenses, newest first (times in UTC)", "id=", "license device=", "packages=", "capacity=",
+                   "added=", "status=")
+    for r in rows:
+        table.add_row(str(r["id"]), escape(r["license_device"]),
+                      escape("\n".join(f"{p['quantity']} × {p['part_number']}" for p in r["packages"])),
+                      escape(_capacity_lines(r["capacity"])), _when(r["added_at"], short=True),
+                      "replaced" if r["replaced_at"] else "current")
+    out.print(table)
+
+
+@ac_license_app.command("export")
+@handles_errors
+def license_export(
+    org: OrgId, installation: InstallationRef,
+    license_id: Annotated[int, typer.Option("--id", help="The license's id (see `entitle ac license list`).")],
+    out_file: OutFile = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Write a license's signed file again (to stdout, or --out FILE)."""
+    with context(database_url) as ctx, reading(ctx.sessions) as s:
+        inst = _installation(s, org, installation)
+        text = ac.license_by_id(s, inst, license_id).file
+    if out_file is None:
+        typer.echo(text, nl=False)
+    else:
+        out_file.write_text(text)
+        _plain(f"Wrote license {license_id} to {out_file}.")
+
+
+@ac_license_app.command("check")
+@handles_errors
+def license_check(
+    file: Annotated[Path, typer.Argument(help="The license file.", dir_okay=False)],
+    org: OrgId, installation: InstallationRef,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Check a license file for the installation (signature, subject, model) and tell which license
+    it is; a replaced license is refused (license_replaced)."""
+    try:
+        text = file.read_text(encoding="utf-8", errors="strict")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EntitleError("file_unreadable", f"Cannot read {file}: {exc}") from None
+    with context(database_url) as ctx, reading(ctx.sessions) as s:
+        inst = _installation(s, org, installation)
+        lic = ac.add_license_file(s, installation=inst, text=text, actor=console_actor(), now=ctx.clock.now())
+        result = ac.license_to_dict(lic)
+    if as_json:
+        print_json(result)
+        return
+    _plain(f"VALID: the current license of installation {inst.uid}.")
+    for line in _license_lines(result):
+        _plain(line)
+
+
+# --- integration (R-AC-8) ----------------------------------------------------------------------
+
+@ac_app.command("sync")
+@handles_errors
+def sync(
+    org: OrgId, installation: InstallationRef,
+    source: Annotated[str, typer.Option("--source", help="ldap or csv.")],
+    database_url: DatabaseUrl = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Start an LDAP or CSV synchronisation: only with the integration feature (R-AC-8)."""
+    with context(database_url) as ctx, reading(ctx.sessions) as s:
+        inst = _installation(s, org, installation)
+        ac.check_integration(s, installation=inst, source=source, actor=console_actor(), now=ctx.clock.now())
+    if as_json:
+        print_json({"source": source, "allowed": True})
+    else:
+        _plain(f"Synchronisation from {source} is allowed: the license includes the integration feature.")
