@@ -127,3 +127,29 @@ def test_license_file_vectors_through_the_cli(cli, vector):
         assert r.exit_code == 0, r.output
     else:
         assert r.exit_code == 1 and f"license_{vector['expect']}" in r.stderr, r.output
+
+
+def test_offline_verify_follows_entitle_now(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    # R-CORE-7: ENTITLE_NOW moves the clock of the offline commands too (an expired file is expired then).
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from entitle_device import sign_license
+    from entitle_device.keyring import public_key_bytes
+    from typer.testing import CliRunner
+
+    from entitle.cli.main import app
+    from entitle.signing.services import b64u
+
+    key = Ed25519PrivateKey.generate()
+    issued = datetime(2027, 1, 1, tzinfo=UTC)
+    text = sign_license(key, "k1", {"x": 1}, issued, issued + timedelta(days=10), 0, "SYS1")
+    (tmp_path / "l.lic").write_text(text)
+    ring = {"keys": [{"kid": "k1", "alg": "Ed25519", "public_key": b64u(public_key_bytes(key.public_key()))}]}
+    (tmp_path / "ring.json").write_text(__import__("json").dumps(ring))
+    args = ["license", "verify", str(tmp_path / "l.lic"), "--public-keys", str(tmp_path / "ring.json"), "--json"]
+    monkeypatch.setenv("ENTITLE_NOW", "2027-01-05T00:00:00Z")
+    assert CliRunner().invoke(app, args).exit_code == 0
+    monkeypatch.setenv("ENTITLE_NOW", "2027-01-12T00:00:00Z")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "license_expired" in result.stderr

@@ -14,6 +14,7 @@ from entitle_device import KeyRing, License, LicenseError, make_system_file, rea
 
 from entitle.cli.common import (DatabaseUrl, JsonOut, console_actor, context, handles_errors, out,
                                 print_json)
+from entitle.config import Settings
 from entitle.db import reading, transaction
 from entitle.errors import EntitleError
 from entitle.signing import services as signing
@@ -72,9 +73,14 @@ def _license_dict(lic: License) -> dict[str, Any]:
             "subject": list(lic.subject), "payload": lic.payload}
 
 
+def _now() -> datetime:
+    """The offline commands' clock: the machine's, or ENTITLE_NOW when set (R-CORE-7)."""
+    return Settings().now or datetime.now(UTC)
+
+
 def _when(at: str | None) -> datetime:
     if at is None:
-        return datetime.now(UTC)
+        return _now()
     try:
         moment = datetime.fromisoformat(at.replace("Z", "+00:00"))
     except ValueError:
@@ -167,7 +173,7 @@ def system_file_make(
     """Make a signed system file on an offline installation (identity, need, devices, nonce)."""
     try:
         text = make_system_file(_system_key(key_file), system_id, product, _need(need), device,
-                                datetime.now(UTC))
+                                _now())
     except (ValueError, TypeError) as exc:
         raise EntitleError("system_file_invalid", str(exc)) from None
     _write(text, out_file)
