@@ -24,6 +24,20 @@ from entitle.tenancy.models import Organization
 
 MAX_KEYS_PER_BATCH = 10_000_000
 CHUNK = 5_000
+# A batch's unredeemed units sit in 16 ledger accounts (``key_batch``, ref "<batch>/<shard>"),
+# a key's shard being the first hex digit of its hash: redeems of one batch then take one of 16
+# account locks instead of all queueing on one (docs/benchmarks.md, "What the figures say").
+BATCH_SHARDS = 16
+
+
+def shard_of(key_hash: str) -> int:
+    return int(key_hash[0], 16) % BATCH_SHARDS
+
+
+def batch_account(session: Session, batch: KeyBatch, key_hash: str, now: datetime) -> Any:
+    """The ledger account that holds this key's units until it is redeemed or cancelled."""
+    return ledger.account(session, org_id=batch.org_id, kind="key_batch", sku_id=batch.sku_id,
+                          ref=f"{batch.id}/{shard_of(key_hash)}", now=now)
 
 
 @dataclass(frozen=True)
@@ -55,13 +69,16 @@ def mint(session: Session, *, sku_part: str, quantity_per_key: int, count: int, 
     session.add(batch)
     session.flush()
     kept: list[str] = []
+    per_shard = [0] * BATCH_SHARDS
     done = 0
     while done < count:
         n = min(CHUNK, count - done)
         chunk = [codes.generate() for _ in range(n)]
+        hashes = [codes.digest(c.replace("-", "")) for c in chunk]
+        for h in hashes:
+            per_shard[shard_of(h)] += 1
         session.execute(insert(LicenseKey), [
-            {"batch_id": batch.id, "key_hash": codes.digest(c.replace("-", "")), "state": "active"}
-            for c in chunk
+            {"batch_id": batch.id, "key_hash": h, "state": "active"} for h in hashes
         ])
         if sink is not None:
             sink(chunk)
@@ -71,13 +88,12 @@ def mint(session: Session, *, sku_part: str, quantity_per_key: int, count: int, 
         if on_progress is not None:
             on_progress(n)
     units = quantity_per_key * count
-    ledger.transfer(
-        session, org_id=issuer.id, kind="mint", actor=actor, now=now, amount=units,
-        source=ledger.account(session, org_id=issuer.id, kind="issued", sku_id=sku.id, now=now),
-        target=ledger.account(session, org_id=issuer.id, kind="key_batch", sku_id=sku.id,
-                              ref=str(batch.id), now=now),
-        memo=f"batch {batch.id}",
-    )
+    issued = ledger.account(session, org_id=issuer.id, kind="issued", sku_id=sku.id, now=now)
+    ledger.post(session, org_id=issuer.id, kind="mint", actor=actor, now=now, memo=f"batch {batch.id}", moves=[
+        (issued, -units),
+        *((ledger.account(session, org_id=issuer.id, kind="key_batch", sku_id=sku.id, ref=f"{batch.id}/{shard}",
+                          now=now), quantity_per_key * n) for shard, n in enumerate(per_shard) if n),
+    ])
     batch.completed_at = now
     history.record(session, org_id=issuer.id, actor=actor, now=now, action="keys.minted",
                    object_type="key_batch", object_id=batch.id,
@@ -163,14 +179,8 @@ def redeem(session: Session, *, org_id: int, typed_key: str, actor: Actor, now: 
         _refuse_state(key, org)
         raise Conflict("key_already_redeemed", "This key was already redeemed; each key can be redeemed once.")
     qty = key.batch.quantity_per_key
+    history.lock_organization(session, org.id)  # the wallet figure below stays true until commit
     before = ledger.wallet_units(session, org.id, sku.id)
-    ledger.transfer(
-        session, org_id=org.id, kind="redeem", actor=actor, now=now, amount=qty,
-        source=ledger.account(session, org_id=key.batch.org_id, kind="key_batch", sku_id=sku.id,
-                              ref=str(key.batch_id), now=now),
-        target=ledger.account(session, org_id=org.id, kind="wallet", sku_id=sku.id, now=now),
-        memo=f"key {key.id}",
-    )
     after = before + qty
     history.record(session, org_id=org.id, actor=actor, now=now, action="key.redeemed",
                    object_type="license_key", object_id=key.id,
@@ -178,6 +188,13 @@ def redeem(session: Session, *, org_id: int, typed_key: str, actor: Actor, now: 
                    after={"part_number": sku.part_number, "wallet": after})
     events.emit(session, org_id=org.id, type="key.redeemed", now=now, key_id=key.id,
                 part_number=sku.part_number, quantity=qty)
+    # Last: on PostgreSQL the ledger locks the accounts until commit, so take them late.
+    ledger.transfer(
+        session, org_id=org.id, kind="redeem", actor=actor, now=now, amount=qty,
+        source=batch_account(session, key.batch, key.key_hash, now),
+        target=ledger.account(session, org_id=org.id, kind="wallet", sku_id=sku.id, now=now),
+        memo=f"key {key.id}",
+    )
     return {"key_id": key.id, "part_number": sku.part_number, "product": sku.product.code,
             "quantity": qty, "wallet_units": after, "redeemed_at": now.isoformat()}
 
@@ -197,8 +214,7 @@ def cancel(session: Session, *, typed_key: str, actor: Actor, now: datetime) -> 
     b = key.batch
     ledger.transfer(
         session, org_id=b.org_id, kind="cancel", actor=actor, now=now, amount=b.quantity_per_key,
-        source=ledger.account(session, org_id=b.org_id, kind="key_batch", sku_id=b.sku_id,
-                              ref=str(b.id), now=now),
+        source=batch_account(session, b, key.key_hash, now),
         target=ledger.account(session, org_id=b.org_id, kind="cancelled", sku_id=b.sku_id, now=now),
     )
     history.record(session, org_id=b.org_id, actor=actor, now=now, action="key.cancelled",
