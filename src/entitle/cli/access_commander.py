@@ -7,9 +7,6 @@ Thin over ``entitle.access_commander.services``: every rule is decided there (an
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Annotated, Any
@@ -23,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from entitle.access_commander import services as ac
 from entitle.access_commander.models import DEVICE_TYPES, AttendanceUser, Installation
-from entitle.cli.common import (DatabaseUrl, JsonOut, console_actor, context, err, handles_errors, out,
+from entitle.cli.common import (DatabaseUrl, JsonOut, staged_file, console_actor, context, err, handles_errors, out,
                                 print_json)
 from entitle.db import reading, transaction
 from entitle.errors import EntitleError, NotFound
@@ -141,36 +138,10 @@ def _package_args(items: list[str]) -> list[tuple[str, int]] | None:
     return packages
 
 
-@contextmanager
-def _staged(target: Path) -> Iterator[IO[str]]:
-    """A file next to ``target`` that replaces it only if the block succeeds (the block commits
-    the license), so a file that cannot be written leaves no license behind, and no file is left
-    for a license that was not committed."""
-    if not target.parent.is_dir():
-        raise EntitleError("out_directory_missing", f"The directory {target.parent} does not exist; "
-                           "create it or choose another --out.", out=str(target))
-    try:
-        f = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.",
-                                        suffix=".part", delete=False)
-    except OSError as exc:
-        raise EntitleError("out_unwritable", f"Cannot write to {target.parent}: {exc.strerror}.",
-                           out=str(target)) from exc
-    staged = Path(f.name)
-    try:
-        with f:
-            yield f
-    except BaseException as exc:
-        staged.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise EntitleError("out_write_failed", f"Writing {target} failed ({exc.strerror or exc}); "
-                               "no license was generated.", out=str(target)) from exc
-        raise
-    try:
-        os.replace(staged, target)
-    except OSError as exc:
-        raise EntitleError("out_rename_failed", f"The license was generated and its file saved in {staged}, "
-                           f"but it could not be renamed to {target} ({exc.strerror}); rename it by hand.",
-                           staged=str(staged), out=str(target)) from exc
+def _staged(target: Path) -> Any:
+    """The license file replaces ``target`` only if the license is committed."""
+    return staged_file(target, undone="no license was generated",
+                       saved="The license was generated and its file saved in")
 
 
 # --- the calculator (R-AC-1) -------------------------------------------------------------------

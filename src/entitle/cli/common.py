@@ -10,9 +10,11 @@ import functools
 import getpass
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, ParamSpec, TypeVar
+from pathlib import Path
+from typing import IO, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -100,3 +102,37 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
         raise AssertionError("unreachable")  # fail() always exits
 
     return wrapper
+
+
+@contextmanager
+def staged_file(target: Path, *, undone: str, saved: str, newline: str | None = None) -> Iterator[IO[str]]:
+    """A file next to ``target`` that becomes ``target`` only if the block succeeds (the block
+    commits what the file describes): a file that cannot be written leaves nothing in the
+    database, and nothing is left on disk for a transaction that did not commit. ``undone`` and
+    ``saved`` say what happened in the user's terms ("no keys were minted", "The keys were minted
+    and saved in")."""
+    if not target.parent.is_dir():
+        raise EntitleError("out_directory_missing", f"The directory {target.parent} does not exist; "
+                           "create it or choose another --out.", out=str(target))
+    try:
+        f = tempfile.NamedTemporaryFile("w", newline=newline, encoding="utf-8", dir=target.parent,
+                                        prefix=f".{target.name}.", suffix=".part", delete=False)
+    except OSError as exc:
+        raise EntitleError("out_unwritable", f"Cannot write to {target.parent}: {exc.strerror}.",
+                           out=str(target)) from exc
+    staged = Path(f.name)
+    try:
+        with f:
+            yield f
+    except BaseException as exc:
+        staged.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise EntitleError("out_write_failed", f"Writing {target} failed ({exc.strerror or exc}); "
+                               f"{undone}.", out=str(target)) from exc
+        raise
+    try:
+        os.replace(staged, target)
+    except OSError as exc:
+        raise EntitleError("out_rename_failed", f"{saved} {staged}, but it could not be renamed to "
+                           f"{target} ({exc.strerror}); rename it by hand.",
+                           staged=str(staged), out=str(target)) from exc

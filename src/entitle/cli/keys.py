@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +14,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn,
 from rich.table import Table
 from rich.text import Text
 
-from entitle.cli.common import (DatabaseUrl, JsonOut, console_actor, context, err, handles_errors, out,
+from entitle.cli.common import (DatabaseUrl, JsonOut, staged_file, console_actor, context, err, handles_errors, out,
                                 print_json)
 from entitle.db import reading, transaction
 from entitle.errors import EntitleError
@@ -93,39 +92,14 @@ def _minted(batch: dict[str, object]) -> str:
 
 @contextmanager
 def _staged_csv(target: Path) -> Iterator[IO[str]]:
-    """A file in the target's directory that becomes ``target`` only if the block succeeds.
-
-    The block commits the minting transaction; a failure anywhere leaves no CSV of keys that do
-    not exist. The file is created owner-only: it holds secrets.
-    """
+    """The CSV of keys becomes ``target`` only if minting commits; owner-only (it holds secrets),
+    and never overwrites a file."""
     if target.exists():
         raise EntitleError("out_exists", f"{target} already exists; choose another file name "
                            "(a file of keys is never overwritten).", out=str(target))
-    if not target.parent.is_dir():
-        raise EntitleError("out_directory_missing", f"The directory {target.parent} does not exist; "
-                           "create it or choose another --out.", out=str(target))
-    try:
-        f = tempfile.NamedTemporaryFile("w", newline="", encoding="utf-8", dir=target.parent,
-                                        prefix=f".{target.name}.", suffix=".part", delete=False)
-    except OSError as exc:
-        raise EntitleError("out_unwritable", f"Cannot write to {target.parent}: {exc.strerror}.",
-                           out=str(target)) from exc
-    staged = Path(f.name)
-    try:
-        with f:
-            yield f
-    except BaseException as exc:
-        staged.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise EntitleError("out_write_failed", f"Writing {target} failed ({exc.strerror or exc}); "
-                               "no keys were minted.", out=str(target)) from exc
-        raise
-    try:
-        os.replace(staged, target)
-    except OSError as exc:
-        raise EntitleError("out_rename_failed", f"The keys were minted and saved in {staged}, but it "
-                           f"could not be renamed to {target} ({exc.strerror}); rename it by hand.",
-                           staged=str(staged), out=str(target)) from exc
+    with staged_file(target, newline="", undone="no keys were minted",
+                     saved="The keys were minted and saved in") as f:
+        yield f  # mkstemp makes it owner-only
 
 
 class _RateColumn(ProgressColumn):

@@ -13,7 +13,7 @@ class Account(Base):
     """A place where units of one SKU can be (R-CORE-5).
 
     kinds: ``issued`` (the issuer's source: its balance is minus everything minted),
-    ``key_batch`` (units held by a batch's unredeemed keys), ``wallet`` (an organization's
+    ``key_batch`` (units held by a batch's unredeemed keys, in 16 shards: ref "<batch>/<shard>"), ``wallet`` (an organization's
     redeemed units), ``cancelled``, ``expired``, and the licensing models' own kinds
     (allocations, licenses). A balance is never stored: it is the sum of the account's entries.
     """
