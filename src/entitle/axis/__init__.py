@@ -1,1 +1,2 @@
-"""The axis licensing model (its own issue; the folder is reserved so the tree shows all three)."""
+"""The AXIS License Manager model (SPEC §3). ``rules`` holds the rules as plain code; the
+models, services and interfaces come with the rest of the AXIS issue."""
