@@ -38,8 +38,6 @@ from entitle.signing import services as signing
 MODEL = "access_commander"
 TOKEN_PREFIX = "eac_"
 _US = timedelta(microseconds=1)
-# A suspended license owns nothing but the right to recover (docs/access-commander.md).
-SUSPENDED_CAPACITY = rules.Capacity(devices=0, attendance_users=0, admins=None, integration=False, tier=None)
 
 
 def _error(exc: rules.AccessCommanderError) -> EntitleError:
@@ -325,9 +323,7 @@ def status_of(lic: AcLicense | None, installation: Installation, now: datetime) 
 def capacity_of(lic: AcLicense | None, status: rules.LicenseStatus) -> rules.Capacity:
     if lic is None:
         return rules.TRIAL
-    if status.state == "suspended":
-        return SUSPENDED_CAPACITY
-    return rules.Capacity.from_dict(lic.capacity)
+    return rules.capacity_in_state(rules.Capacity.from_dict(lic.capacity), status)
 
 
 def ac_skus(session: Session) -> list[Sku]:
@@ -513,15 +509,22 @@ def deactivate(session: Session, *, installation: Installation, serial: str, act
     return dev
 
 
+def _new_name(session: Session, model: type[AttendanceUser] | type[SystemUser], installation: Installation,
+              name: str, kind: str, a_kind: str) -> str:
+    """A user's name, stripped, 1 to 200 characters and not taken in the installation."""
+    name = name.strip()
+    if not 1 <= len(name) <= 200:
+        raise EntitleError("name_invalid", f"The name of {a_kind} is 1 to 200 characters.")
+    if session.scalar(select(model.id).where(model.installation_id == installation.id,
+                                             model.name == name)) is not None:
+        raise Conflict(f"{kind}_exists", f"{name} is already {a_kind} here.", name=name)
+    return name
+
+
 def add_attendance_user(session: Session, *, installation: Installation, name: str, monitored: bool,
                         actor: Actor, now: datetime) -> AttendanceUser:
     actor.require_licensing(installation.org_id)
-    name = name.strip()
-    if not 1 <= len(name) <= 200:
-        raise EntitleError("name_invalid", "An Attendance user's name is 1 to 200 characters.")
-    if session.scalar(select(AttendanceUser.id).where(AttendanceUser.installation_id == installation.id,
-                                                      AttendanceUser.name == name)) is not None:
-        raise Conflict("attendance_user_exists", f"{name} is already an Attendance user here.", name=name)
+    name = _new_name(session, AttendanceUser, installation, name, "attendance_user", "an Attendance user")
     user = AttendanceUser(org_id=installation.org_id, installation_id=installation.id, name=name,
                           monitored=False, created_at=now)
     session.add(user)
@@ -569,12 +572,7 @@ def add_system_user(session: Session, *, installation: Installation, name: str, 
     """A user of the installation's software. System users are unlimited (R-AC-2); a tier may
     limit how many are administrators (R-AC-1)."""
     actor.require_licensing(installation.org_id)
-    name = name.strip()
-    if not 1 <= len(name) <= 200:
-        raise EntitleError("name_invalid", "A system user's name is 1 to 200 characters.")
-    if session.scalar(select(SystemUser.id).where(SystemUser.installation_id == installation.id,
-                                                  SystemUser.name == name)) is not None:
-        raise Conflict("system_user_exists", f"{name} is already a system user here.", name=name)
+    name = _new_name(session, SystemUser, installation, name, "system_user", "a system user")
     if admin:
         _check_admin(session, installation, now)
     user = SystemUser(org_id=installation.org_id, installation_id=installation.id, name=name, admin=admin,
@@ -613,12 +611,8 @@ def _check_admin(session: Session, installation: Installation, now: datetime) ->
     admins = int(session.scalar(select(func.count()).select_from(SystemUser).where(
         SystemUser.installation_id == installation.id, SystemUser.admin.is_(True))) or 0)
     lic = current_license(session, installation)
-    status = status_of(lic, installation, now)
-    # A suspended installation keeps its administrators' limit: they must sign in to recover.
-    capacity = rules.Capacity.from_dict(lic.capacity) if lic is not None and status.state == "suspended" \
-        else capacity_of(lic, status)
     try:
-        rules.check_admin(admins, capacity)
+        rules.check_admin(admins, capacity_of(lic, status_of(lic, installation, now)))
     except rules.AccessCommanderError as exc:
         raise _error(exc) from None
 

@@ -58,6 +58,7 @@ from entitle_device.access_commander.installation import (
     MODEL,
     InstallationLicense,
     LicenseTerms,
+    capacity_in_state,
     license_payload,
 )
 from entitle_device.access_commander.protective import (
@@ -91,6 +92,7 @@ __all__ = [
     "Period",
     "add_months",
     "capacity_from_grants",
+    "capacity_in_state",
     "cheapest_tier_for",
     "check_activation",
     "check_admin",

@@ -106,6 +106,17 @@ def license_payload(
     }
 
 
+def capacity_in_state(capacity: Capacity, status: LicenseStatus) -> Capacity:
+    """What a license of ``capacity`` owns in ``status``: all of it while active or protective.
+    **Decision:** while suspended, no device and no Attendance user, no integration; admins keep
+    their limit (they must log in to recover), and only the license device may be activated
+    (``check_activation``)."""
+    if status.state == "suspended":
+        return Capacity(devices=0, attendance_users=0, admins=capacity.admins,
+                        integration=False, tier=capacity.tier)
+    return capacity
+
+
 class InstallationLicense:
     """The installation's license and its license device's connection, tracked offline.
 
@@ -164,14 +175,8 @@ class InstallationLicense:
         return license_state(self._record, now, self.heartbeat_timeout)
 
     def capacity(self, now: datetime) -> Capacity:
-        """The license's capacity while active or protective. **Decision:** while suspended,
-        no device and no Attendance user, no integration; admins keep their limit (they must log
-        in to recover), and only the license device may be activated (``check_activation``)."""
-        capacity = self.terms.capacity
-        if self.status(now).state == "suspended":
-            return Capacity(devices=0, attendance_users=0, admins=capacity.admins,
-                            integration=False, tier=capacity.tier)
-        return capacity
+        """The license's capacity at ``now`` (``capacity_in_state``)."""
+        return capacity_in_state(self.terms.capacity, self.status(now))
 
     def check_activation(
         self, serial: str, now: datetime, *, license_device_active: bool, active_count: int
