@@ -66,8 +66,17 @@ def year_at(subscription_start: datetime, now: datetime) -> Year | None:
     return year(subscription_start, index)
 
 
+def grace_end(period: Year, registered_at: datetime | None = None) -> datetime:
+    """The end of the grace period of ``period`` for a product: 30 days from the year's start,
+    or, for a product registered during the year, 30 days from its registration (a new product
+    gets its own 30 days to be licensed; R-AX-3, R-AX-7)."""
+    if registered_at is not None and period.start < registered_at < period.end:
+        return max(period.grace_end, registered_at + GRACE)
+    return period.grace_end
+
+
 def licensing_state(*, now: datetime, subscription_start: datetime | None, need: int, allocated: int,
-                    trial_until: datetime | None = None) -> State:
+                    trial_until: datetime | None = None, registered_at: datetime | None = None) -> State:
     """The product's state for the year ``now`` falls in (R-AX-3, R-AX-5, R-AX-6, R-AX-13), right
     whenever it is read: fully licensed when the allocation covers the need; else in grace within
     30 days of the year's start (the first year or a renewal); else partially or not licensed. A
@@ -79,7 +88,7 @@ def licensing_state(*, now: datetime, subscription_start: datetime | None, need:
         return "not_licensed" if need > 0 else "fully_licensed"
     if allocated >= need:
         return "fully_licensed"
-    if now < current.grace_end:
+    if now < grace_end(current, registered_at):
         return "in_grace"
     return "partially_licensed" if allocated > 0 else "not_licensed"
 

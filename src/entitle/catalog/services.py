@@ -19,7 +19,8 @@ from entitle.history import services as history
 from entitle.tenancy import services as tenancy
 
 DEFAULT_CATALOG = Path(__file__).with_name("default_catalog.yaml")
-GRANT_KINDS = ("capacity", "feature", "tier", "subscription", "apartment_year", "expansion")
+GRANT_KINDS = ("capacity", "feature", "tier", "subscription", "apartment_year", "expansion", "preloaded",
+               "upgrade")
 MODELS = ("access_commander", "axis", "my2n")
 
 

@@ -16,7 +16,9 @@ from entitle.catalog import services as catalog
 from entitle.errors import Conflict, EntitleError, Forbidden, NotFound
 from entitle.history import services as history
 from entitle.keys import codes
+from entitle.catalog.models import Sku
 from entitle.keys.models import KeyBatch, LicenseKey
+from entitle.ledger.models import Account
 from entitle.ledger import services as ledger
 from entitle.platform import events
 from entitle.tenancy import services as tenancy
@@ -152,8 +154,26 @@ def _refuse_state(key: LicenseKey, org: Organization) -> None:
         )
 
 
-def redeem(session: Session, *, org_id: int, typed_key: str, actor: Actor, now: datetime) -> dict[str, Any]:
-    """Move a key's units into the organization's wallet, exactly once across all processes."""
+# A key of these kinds goes somewhere other than the wallet: a preloaded key activates the
+# hardware it came with (``axis.services.register_hardware``).
+NOT_FOR_WALLET = frozenset({"preloaded"})
+
+Into = Callable[[Session, Organization, Sku, LicenseKey], Account]
+
+
+def _wallet_target(session: Session, org: Organization, sku: Sku, key: LicenseKey, now: datetime) -> Account:
+    if sku.grant_kind in NOT_FOR_WALLET:
+        raise Conflict("key_not_for_wallet",
+                       f"This key ({sku.part_number}) holds the licenses preloaded on a piece of hardware: "
+                       "register the hardware with it instead of redeeming it into the wallet.",
+                       part_number=sku.part_number)
+    return ledger.wallet_account(session, org_id=org.id, sku=sku, source=f"key/{key.id}", now=now)
+
+
+def redeem(session: Session, *, org_id: int, typed_key: str, actor: Actor, now: datetime,
+           into: Into | None = None) -> dict[str, Any]:
+    """Move a key's units into the organization's wallet (or the account ``into`` picks, which
+    may refuse the key), exactly once across all processes."""
     actor.require_licensing(org_id)
     org = session.get(Organization, org_id)
     if org is None:
@@ -168,6 +188,7 @@ def redeem(session: Session, *, org_id: int, typed_key: str, actor: Actor, now: 
             f"organization is in {org.region}. Ask your distributor for the part sold in your region.",
             part_number=sku.part_number, key_regions=sku.regions, organization_region=org.region,
         )
+    target = (into or _wallet_target)(session, org, sku, key, now)  # refuses before anything changes
     # The one statement that decides who wins when many redeem the same key at once.
     won = session.execute(
         update(LicenseKey).where(LicenseKey.id == key.id, LicenseKey.state == "active")
@@ -181,19 +202,19 @@ def redeem(session: Session, *, org_id: int, typed_key: str, actor: Actor, now: 
     qty = key.batch.quantity_per_key
     history.lock_organization(session, org.id)  # the wallet figure below stays true until commit
     before = ledger.wallet_units(session, org.id, sku.id)
-    after = before + qty
+    after = before + qty if target.kind == "wallet" else before
     history.record(session, org_id=org.id, actor=actor, now=now, action="key.redeemed",
                    object_type="license_key", object_id=key.id,
                    before={"part_number": sku.part_number, "wallet": before},
-                   after={"part_number": sku.part_number, "wallet": after})
+                   after={"part_number": sku.part_number, "wallet": after,
+                          **({} if target.kind == "wallet" else {"into": target.kind})})
     events.emit(session, org_id=org.id, type="key.redeemed", now=now, key_id=key.id,
                 part_number=sku.part_number, quantity=qty)
     # Last: on PostgreSQL the ledger locks the accounts until commit, so take them late.
     ledger.transfer(
         session, org_id=org.id, kind="redeem", actor=actor, now=now, amount=qty,
         source=batch_account(session, key.batch, key.key_hash, now),
-        target=ledger.account(session, org_id=org.id, kind="wallet", sku_id=sku.id, now=now),
-        memo=f"key {key.id}",
+        target=target, memo=f"key {key.id}",
     )
     return {"key_id": key.id, "part_number": sku.part_number, "product": sku.product.code,
             "quantity": qty, "wallet_units": after, "redeemed_at": now.isoformat()}

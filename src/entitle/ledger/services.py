@@ -37,6 +37,20 @@ def account(session: Session, *, org_id: int, kind: str, sku_id: int, ref: str =
     ).one()
 
 
+# Units of these kinds keep in the wallet at most five years (R-AX-4): each receipt is its own
+# ``wallet`` account, a *lot*, whose ref starts with LOT_PREFIX and whose created_at is the moment
+# the units entered the wallet. Other kinds have one wallet account per SKU (ref "").
+LOT_KINDS = frozenset({"subscription", "expansion", "upgrade"})
+LOT_PREFIX = "lot/"
+
+
+def wallet_account(session: Session, *, org_id: int, sku: Sku, source: str, now: datetime) -> Account:
+    """The wallet account that receives units of ``sku``: a new lot (``source`` names where the
+    units came from, e.g. "key/17") for lot kinds, else the SKU's one wallet account."""
+    ref = f"{LOT_PREFIX}{source}" if sku.grant_kind in LOT_KINDS else ""
+    return account(session, org_id=org_id, kind="wallet", sku_id=sku.id, ref=ref, now=now)
+
+
 def balance(session: Session, account_id: int) -> int:
     """The running balance on the account's latest entry (0 for an account never used)."""
     return int(session.scalar(select(Entry.balance_after).where(Entry.account_id == account_id)

@@ -68,7 +68,11 @@ def upload_system_file(session: Session, *, org_id: int, text: str, actor: Actor
         system.product, system.need, system.devices = sf.product, sf.need, list(sf.devices)
         system.offline, system.updated_at = True, now
     session.flush()
+    from entitle.axis import services as axis  # the licensing model of the system's product
+
+    axis.sync_system_file(session, system=system, actor=actor, now=now)
     payload = license_payload(system)
+    payload["licensed"] = axis.licensed_payload(session, system, now)
     text_out, kid = signing.sign(session, secret=secret, now=now, subject=system.uid, payload=payload,
                                  expires=now + OFFLINE_LICENSE_VALIDITY)
     try:

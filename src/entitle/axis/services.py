@@ -1,0 +1,855 @@
+"""AXIS License Manager licensing on the server (SPEC §3, R-AX-1 … R-AX-13).
+
+The rules are plain code in ``entitle.axis.rules``; this module loads what they read, moves
+units in the ledger, writes history and events, inside the caller's transaction. Every writer
+of an organization's AXIS licensing takes the organization's lock first
+(``history.lock_organization``), so two allocations never both spend the same wallet units.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import String, and_, cast, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from entitle.actors import Actor
+from entitle.axis import rules
+from entitle.axis.models import Allocation, AxisDevice, CompensationRemainder, Hardware, OrgProduct
+from entitle.catalog.models import Product, Sku
+from entitle.errors import Conflict, EntitleError, NotFound
+from entitle.history import services as history
+from entitle.keys import services as keys
+from entitle.keys.models import LicenseKey
+from entitle.ledger import services as ledger
+from entitle.ledger.models import Account, Entry
+from entitle.platform import events
+from entitle.systems.models import System
+from entitle.tenancy.models import Organization
+
+MODEL = "axis"
+TRIAL = timedelta(days=90)  # R-AX-13: a product's trial from its registration
+MAX_UNITS = 1_000_000
+TERMS = (1, 5)  # R-AX-4: Axis sells one-year and five-year units
+MAX_DEVICES_PER_CALL = 100_000
+
+
+# --- products ------------------------------------------------------------------------------------
+
+def product_by_code(session: Session, code: str) -> Product:
+    product = session.scalars(select(Product).where(Product.code == code)).one_or_none()
+    if product is None or product.model != MODEL:
+        raise NotFound("product", product=code)
+    return product
+
+
+def license_types(product: Product) -> list[str]:
+    """The license types the product's SKUs grant (core, universal, ...)."""
+    return sorted({str(s.grants["license_type"]) for s in product.skus if "license_type" in s.grants})
+
+
+def _require_type(product: Product, license_type: str) -> None:
+    known = license_types(product)
+    if license_type not in known:
+        raise EntitleError("license_type_unknown",
+                           f"{product.name} has no license type {license_type!r}; use one of: {', '.join(known)}.",
+                           license_type=license_type, allowed=known)
+
+
+def org_product(session: Session, org_id: int, product: Product) -> OrgProduct | None:
+    return session.scalars(select(OrgProduct).where(OrgProduct.org_id == org_id,
+                                                    OrgProduct.product_id == product.id)).one_or_none()
+
+
+def _registered(session: Session, org_id: int, product: Product) -> OrgProduct:
+    op = org_product(session, org_id, product)
+    if op is None:
+        raise Conflict("product_not_registered",
+                       f"Register a {product.name} system to this organization before licensing it.",
+                       product=product.code)
+    return op
+
+
+def _ensure_org_product(session: Session, org_id: int, product: Product, actor: Actor, now: datetime) -> OrgProduct:
+    op = org_product(session, org_id, product)
+    if op is None:
+        op = OrgProduct(org_id=org_id, product_id=product.id, registered_at=now, trial_ends_at=now + TRIAL)
+        session.add(op)
+        session.flush()
+        history.record(session, org_id=org_id, actor=actor, now=now, action="axis.product.registered",
+                       object_type="axis_product", object_id=product.code,
+                       after={"trial_ends_at": op.trial_ends_at.isoformat() if op.trial_ends_at else None})
+    return op
+
+
+# --- systems and devices (R-AX-1, R-AX-2, R-AX-8) -------------------------------------------------
+
+def register_system(session: Session, *, org_id: int, uid: str, name: str, product_code: str, actor: Actor,
+                    now: datetime) -> System:
+    """Register an online system of an AXIS product; a registration never moves (R-AX-1)."""
+    actor.require_licensing(org_id)
+    product = product_by_code(session, product_code)
+    uid, name = uid.strip(), (name.strip() or uid.strip())
+    if not 1 <= len(uid) <= 128:
+        raise EntitleError("uid_invalid", "A system id is 1 to 128 characters.")
+    if len(name) > 200:
+        raise EntitleError("name_invalid", "A system name is at most 200 characters.")
+    existing = session.scalars(select(System).where(System.uid == uid)).one_or_none()
+    if existing is not None:
+        if existing.org_id != org_id:
+            raise Conflict("system_registered_elsewhere",
+                           "This system is registered to another organization; a registration cannot move "
+                           "between organizations.")
+        raise Conflict("system_exists", f"System {uid} is already registered here.", system=uid)
+    history.lock_organization(session, org_id)
+    _ensure_org_product(session, org_id, product, actor, now)
+    system = System(org_id=org_id, uid=uid, name=name, product=product.code, public_key=None, offline=False,
+                    need={}, devices=[], registered_at=now, updated_at=now)
+    session.add(system)
+    session.flush()
+    history.record(session, org_id=org_id, actor=actor, now=now, action="system.registered",
+                   object_type="system", object_id=uid, after={"product": product.code, "name": name})
+    return system
+
+
+def axis_system(session: Session, org_id: int, system_id: int) -> tuple[System, Product]:
+    system = session.get(System, system_id)
+    if system is None or system.org_id != org_id:
+        raise NotFound("system", system_id=system_id)
+    return system, product_by_code(session, system.product)
+
+
+@dataclass(frozen=True)
+class NewDevice:
+    serial: str
+    license_type: str
+    hardware_serial: str | None = None
+
+
+def add_devices(session: Session, *, org_id: int, system_id: int, devices: Sequence[NewDevice], actor: Actor,
+                now: datetime) -> int:
+    """Add devices to a system. No allocation is needed at once (R-AX-8): they count toward the
+    next renewal's need, and a year's growth beyond the allowance is flagged (R-AX-9)."""
+    actor.require_licensing(org_id)
+    system, product = axis_system(session, org_id, system_id)
+    if not 1 <= len(devices) <= MAX_DEVICES_PER_CALL:
+        raise EntitleError("devices_invalid", f"Add 1 to {MAX_DEVICES_PER_CALL:,} devices at a time.")
+    serials = [d.serial.strip() for d in devices]
+    if any(not 1 <= len(s) <= 128 for s in serials):
+        raise EntitleError("serial_invalid", "A device serial number is 1 to 128 characters.")
+    if len(set(serials)) != len(serials):
+        raise EntitleError("serial_duplicate", "The same serial number is listed twice.")
+    for d in devices:
+        _require_type(product, d.license_type)
+    history.lock_organization(session, org_id)
+    taken = set(session.scalars(select(AxisDevice.serial).where(AxisDevice.system_id == system.id,
+                                                                AxisDevice.serial.in_(serials),
+                                                                AxisDevice.removed_at.is_(None))))
+    if taken:
+        first = sorted(taken)[0]
+        raise Conflict("device_exists", f"Device {first} is already in this system.", serials=sorted(taken))
+    hardware_ids: dict[str, int] = {}
+    for hs in {d.hardware_serial for d in devices if d.hardware_serial}:
+        hw = session.scalars(select(Hardware).where(Hardware.serial == hs, Hardware.org_id == org_id)).one_or_none()
+        if hw is None:
+            raise NotFound("hardware", serial=hs)
+        hardware_ids[hs] = hw.id
+    # A serial removed earlier comes back as a new row (its old row keeps the past need right).
+    session.execute(update(AxisDevice).where(AxisDevice.system_id == system.id, AxisDevice.serial.in_(serials))
+                    .values(serial=AxisDevice.serial + "#" + cast(AxisDevice.id, String))
+                    .execution_options(synchronize_session=False))
+    session.execute(insert(AxisDevice), [
+        {"org_id": org_id, "product_id": product.id, "system_id": system.id, "serial": s, "license_type": d.license_type,
+         "hardware_id": hardware_ids.get(d.hardware_serial) if d.hardware_serial else None, "added_at": now}
+        for s, d in zip(serials, devices, strict=True)])
+    system.updated_at = now
+    counts: dict[str, int] = defaultdict(int)
+    for d in devices:
+        counts[d.license_type] += 1
+    history.record(session, org_id=org_id, actor=actor, now=now, action="axis.devices.added",
+                   object_type="system", object_id=system.uid, after={"added": dict(counts)})
+    _check_growth(session, org_id, product, now)
+    return len(devices)
+
+
+def remove_devices(session: Session, *, org_id: int, system_id: int, serials: Sequence[str], actor: Actor,
+                   now: datetime) -> int:
+    actor.require_licensing(org_id)
+    system, _product = axis_system(session, org_id, system_id)
+    history.lock_organization(session, org_id)
+    removed = session.execute(update(AxisDevice).where(AxisDevice.system_id == system.id,
+                                                       AxisDevice.serial.in_(list(serials)),
+                                                       AxisDevice.removed_at.is_(None))
+                              .values(removed_at=now).execution_options(synchronize_session=False)).rowcount
+    if removed != len(set(serials)):
+        raise NotFound("device", system=system.uid)
+    history.record(session, org_id=org_id, actor=actor, now=now, action="axis.devices.removed",
+                   object_type="system", object_id=system.uid, after={"removed": removed})
+    return int(removed)
+
+
+def devices_of(session: Session, system: System, *, limit: int = 1000) -> list[AxisDevice]:
+    return list(session.scalars(select(AxisDevice).where(AxisDevice.system_id == system.id,
+                                                         AxisDevice.removed_at.is_(None))
+                                .order_by(AxisDevice.serial).limit(limit)))
+
+
+def sync_system_file(session: Session, *, system: System, actor: Actor, now: datetime) -> None:
+    """An offline system reports its need as counts per license type (R-AX-11): keep one device
+    row per counted channel ("<type>-<n>"), so that the need over time is counted the same way
+    for online and offline systems."""
+    product = session.scalars(select(Product).where(Product.code == system.product)).one_or_none()
+    if product is None or product.model != MODEL:
+        return
+    _ensure_org_product(session, system.org_id, product, actor, now)
+    current: dict[str, int] = {t: int(n) for t, n in session.execute(
+        select(AxisDevice.license_type, func.count()).where(AxisDevice.system_id == system.id,
+                                                           AxisDevice.removed_at.is_(None))
+        .group_by(AxisDevice.license_type)).all()}
+    for license_type in sorted(set(current) | set(system.need)):
+        want, have = int(system.need.get(license_type, 0)), int(current.get(license_type, 0))
+        if want > have:
+            serials = [f"{license_type}-{n}" for n in range(have + 1, want + 1)]
+            session.execute(update(AxisDevice).where(AxisDevice.system_id == system.id,
+                                                     AxisDevice.serial.in_(serials))
+                            .values(serial=AxisDevice.serial + "#" + cast(AxisDevice.id, String))
+                            .execution_options(synchronize_session=False))
+            session.execute(insert(AxisDevice), [
+                {"org_id": system.org_id, "product_id": product.id, "system_id": system.id, "serial": s,
+                 "license_type": license_type, "added_at": now} for s in serials])
+        elif want < have:
+            gone = [f"{license_type}-{n}" for n in range(want + 1, have + 1)]
+            session.execute(update(AxisDevice).where(AxisDevice.system_id == system.id,
+                                                     AxisDevice.serial.in_(gone), AxisDevice.removed_at.is_(None))
+                            .values(removed_at=now).execution_options(synchronize_session=False))
+    _check_growth(session, system.org_id, product, now)
+
+
+# --- the need (R-AX-2) ----------------------------------------------------------------------------
+
+def need(session: Session, org_id: int, product_id: int, *, now: datetime, at: datetime | None = None
+         ) -> dict[str, tuple[int, int]]:
+    """License type -> (devices needing a license now, devices that did at ``at``), counted in
+    one pass over the product's devices (an index-only scan of ``ix_axis_devices_need``).
+    Devices on hardware are licensed by the hardware (R-AX-10) and not counted here."""
+    at = at or now
+    present_now = and_(AxisDevice.added_at <= now, or_(AxisDevice.removed_at.is_(None), AxisDevice.removed_at > now))
+    present_at = and_(AxisDevice.added_at <= at, or_(AxisDevice.removed_at.is_(None), AxisDevice.removed_at > at))
+    rows = session.execute(
+        select(AxisDevice.license_type, func.count().filter(present_now), func.count().filter(present_at))
+        .where(AxisDevice.org_id == org_id, AxisDevice.product_id == product_id, AxisDevice.hardware_id.is_(None))
+        .group_by(AxisDevice.license_type)).all()
+    return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
+
+def allocated(session: Session, org_id: int, product_id: int) -> dict[str, dict[int, int]]:
+    """License type -> {year index: units licensed for that year} (a five-year unit counts in
+    each of its five years)."""
+    rows = session.execute(
+        select(Allocation.license_type, Allocation.first_year, Allocation.years, func.sum(Allocation.units))
+        .where(Allocation.org_id == org_id, Allocation.product_id == product_id)
+        .group_by(Allocation.license_type, Allocation.first_year, Allocation.years)).all()
+    out: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for license_type, first, years, units in rows:
+        for index in range(first, first + years):
+            out[license_type][index] += int(units)
+    return {t: dict(by_year) for t, by_year in out.items()}
+
+
+# --- the wallet (R-AX-4) --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LotView:
+    account: Account
+    sku: Sku
+    units: int
+
+    @property
+    def received_at(self) -> datetime:
+        return self.account.created_at
+
+    @property
+    def expires_at(self) -> datetime:
+        return rules.add_years(self.account.created_at, rules.STORAGE_YEARS)
+
+    @property
+    def license_type(self) -> str:
+        return str(self.sku.grants.get("license_type", ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lot": self.account.ref, "part_number": self.sku.part_number, "grant_kind": self.sku.grant_kind,
+                "license_type": self.license_type, "term_years": self.sku.term_years or 1, "units": self.units,
+                "received_at": self.received_at.isoformat(), "expires_at": self.expires_at.isoformat()}
+
+
+def lots(session: Session, org_id: int, product: Product, *, now: datetime, expired: bool = False) -> list[LotView]:
+    """The product's wallet lots holding units, oldest first: those still usable at ``now``, or
+    (``expired=True``) those past their five years whose expiry is not recorded yet."""
+    latest = (select(Entry.account_id, func.max(Entry.id).label("entry_id"))
+              .join(Account, Account.id == Entry.account_id)
+              .where(Account.org_id == org_id, Account.kind == "wallet", Account.ref.startswith(ledger.LOT_PREFIX))
+              .group_by(Entry.account_id).subquery())
+    rows = session.execute(
+        select(Account, Sku, Entry.balance_after)
+        .join(Sku, Sku.id == Account.sku_id)
+        .join(latest, latest.c.account_id == Account.id)
+        .join(Entry, Entry.id == latest.c.entry_id)
+        .where(Sku.product_id == product.id, Entry.balance_after > 0)
+        .order_by(Account.created_at, Account.id)).all()
+    out = [LotView(a, s, int(b)) for a, s, b in rows]
+    return [lot for lot in out if (lot.expires_at <= now) == expired]
+
+
+def expire_lots(session: Session, *, org_id: int, product: Product, actor: Actor, now: datetime) -> int:
+    """Record the expiry of wallet units older than five years (R-AX-4) in the ledger and
+    history. Reads are right without it (``lots`` leaves expired lots out); every writer of the
+    product's licensing calls it first, and so will the sweep."""
+    gone = lots(session, org_id, product, now=now, expired=True)
+    for lot in gone:
+        target = ledger.account(session, org_id=org_id, kind="expired", sku_id=lot.sku.id, now=now)
+        ledger.transfer(session, org_id=org_id, kind="expiry", actor=actor, now=now, amount=lot.units,
+                        source=lot.account, target=target, memo=f"{lot.account.ref} expired {lot.expires_at.isoformat()}")
+        history.record(session, org_id=org_id, actor=actor, now=now, action="axis.units.expired",
+                       object_type="wallet_lot", object_id=lot.account.ref,
+                       before={"units": lot.units, "part_number": lot.sku.part_number},
+                       after={"units": 0, "expired_at": lot.expires_at.isoformat()})
+        events.emit(session, org_id=org_id, type="axis.units.expired", now=now, product=product.code,
+                    part_number=lot.sku.part_number, units=lot.units, lot=lot.account.ref)
+    return sum(lot.units for lot in gone)
+
+
+def _remainders(session: Session, org_id: int, product: Product) -> dict[str, int]:
+    rows = session.execute(select(Sku.part_number, CompensationRemainder.license_days)
+                           .join(Sku, Sku.id == CompensationRemainder.sku_id)
+                           .where(CompensationRemainder.org_id == org_id, Sku.product_id == product.id)).all()
+    return {p: int(d) for p, d in rows if d}
+
+
+def _take(available: Iterable[LotView], units: int) -> list[tuple[LotView, int]]:
+    """Oldest lots first (R-AX-4); ``available`` is already oldest first."""
+    taken: list[tuple[LotView, int]] = []
+    left = units
+    for lot in available:
+        if left == 0:
+            break
+        n = min(lot.units, left)
+        taken.append((lot, n))
+        left -= n
+    return taken
+
+
+# --- subscriptions (R-AX-3, R-AX-6, R-AX-13) ------------------------------------------------------
+
+def start_subscription(session: Session, *, org_id: int, product_code: str, actor: Actor, now: datetime) -> OrgProduct:
+    """Fix the subscription years from now and open the first 30-day grace period (R-AX-3)."""
+    actor.require_licensing(org_id)
+    product = product_by_code(session, product_code)
+    history.lock_organization(session, org_id)
+    op = _registered(session, org_id, product)
+    if op.subscription_start is not None:
+        raise Conflict("subscription_already_started",
+                       f"The subscription for {product.name} started on {op.subscription_start.date()}; its "
+                       "years are fixed. Allocate licenses to renew it instead.",
+                       subscription_start=op.subscription_start.isoformat())
+    op.subscription_start, op.started_by = now, actor.label
+    session.flush()
+    first = rules.year(now, 0)
+    history.record(session, org_id=org_id, actor=actor, now=now, action="axis.subscription.started",
+                   object_type="axis_product", object_id=product.code,
+                   after={"subscription_start": now.isoformat(), "grace_end": first.grace_end.isoformat()})
+    events.emit(session, org_id=org_id, type="axis.grace.started", now=now, product=product.code, year=0,
+                grace_end=first.grace_end.isoformat())
+    return op
+
+
+# --- allocation (R-AX-5, R-AX-7) ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Line:
+    license_type: str
+    year: int
+    units: int
+    term_years: int = 1
+
+
+def allocate(session: Session, *, org_id: int, product_code: str, lines: Sequence[Line], actor: Actor,
+             now: datetime) -> dict[str, Any]:
+    """Confirm an allocation: every line or none. Units come from the wallet's oldest lots of the
+    line's license type and term; a short wallet refuses the whole confirmation with how many are
+    missing (R-AX-5). Overlapping time is compensated back to the wallet (R-AX-7)."""
+    actor.require_licensing(org_id)
+    product = product_by_code(session, product_code)
+    if not lines:
+        raise EntitleError("allocation_empty", "Name at least one license type, year and number of units.")
+    history.lock_organization(session, org_id)  # one allocator per organization at a time
+    op = _registered(session, org_id, product)
+    start = _started(op, product)
+    years = rules.allocatable_years(start, now)
+    for line in lines:
+        _require_type(product, line.license_type)
+        if not 1 <= line.units <= MAX_UNITS:
+            raise EntitleError("units_invalid", f"Allocate 1 to {MAX_UNITS:,} units per line.", units=line.units)
+        if line.term_years not in TERMS:
+            raise EntitleError("term_invalid", "Units last 1 or 5 subscription years.", term_years=line.term_years)
+        if line.year not in years:
+            raise EntitleError("year_out_of_range",
+                               f"Allocate to the current subscription year ({years.start}) or up to five years "
+                               f"ahead ({years.stop - 1}).", year=line.year, first=years.start, last=years.stop - 1)
+    expire_lots(session, org_id=org_id, product=product, actor=actor, now=now)
+    state_before = status(session, org_id=org_id, product=product, now=now)["state"]
+    usable = lots(session, org_id, product, now=now)
+    wanted: dict[tuple[str, int], int] = defaultdict(int)
+    for line in lines:
+        wanted[(line.license_type, line.term_years)] += line.units
+    plan: dict[tuple[str, int], list[tuple[LotView, int]]] = {}
+    short = []
+    for (license_type, term), units in sorted(wanted.items()):
+        pool = [lot for lot in usable if lot.sku.grant_kind == "subscription" and lot.license_type == license_type
+                and (lot.sku.term_years or 1) == term]
+        have = sum(lot.units for lot in pool)
+        if have < units:
+            short.append({"license_type": license_type, "term_years": term, "needed": units, "available": have,
+                          "missing": units - have})
+        plan[(license_type, term)] = _take(pool, units)
+    if short:
+        missing = sum(s["missing"] for s in short)
+        what = "; ".join(f"{s['license_type']} ({s['term_years']}-year): {s['missing']} missing" for s in short)
+        raise Conflict("insufficient_units",
+                       f"The wallet holds too few units to confirm this allocation ({what}). Redeem more license "
+                       "keys or allocate fewer.", missing=missing, lines=short)
+    made = []
+    for line in lines:
+        take = _take_from_plan(plan[(line.license_type, line.term_years)], line.units)
+        made.extend(_allocate_line(session, org_id=org_id, product=product, op=op, line=line, take=take,
+                                   actor=actor, now=now, start=start))
+    after = status(session, org_id=org_id, product=product, now=now)
+    if after["state"] == "fully_licensed" and state_before != "fully_licensed":
+        events.emit(session, org_id=org_id, type="axis.fully_licensed", now=now, product=product.code,
+                    year=after["current_year"]["index"] if after["current_year"] else None)
+    return {"allocations": made, "state": after["state"]}
+
+
+def _started(op: OrgProduct, product: Product) -> datetime:
+    if op.subscription_start is None:
+        raise Conflict("subscription_not_started",
+                       f"Start the subscription for {product.name} first; it fixes the subscription years.",
+                       product=product.code)
+    return op.subscription_start
+
+
+def _take_from_plan(plan: list[tuple[LotView, int]], units: int) -> list[tuple[LotView, int]]:
+    """Hand the next ``units`` of a planned take to one line (lines share a plan per type/term)."""
+    out: list[tuple[LotView, int]] = []
+    while units:
+        lot, n = plan[0]
+        k = min(n, units)
+        out.append((lot, k))
+        units -= k
+        if k == n:
+            plan.pop(0)
+        else:
+            plan[0] = (lot, n - k)
+    return out
+
+
+def _allocate_line(session: Session, *, org_id: int, product: Product, op: OrgProduct, line: Line,
+                   take: list[tuple[LotView, int]], actor: Actor, now: datetime, start: datetime) -> list[dict[str, Any]]:
+    made = []
+    by_sku: dict[int, list[tuple[LotView, int]]] = defaultdict(list)
+    for lot, n in take:
+        by_sku[lot.sku.id].append((lot, n))
+    period = rules.year(start, line.year)
+    for sku_id, parts in by_sku.items():
+        sku = parts[0][0].sku
+        units = sum(n for _, n in parts)
+        target = ledger.account(session, org_id=org_id, kind="axis_allocation", sku_id=sku_id,
+                                ref=f"{product.id}/{line.year}", now=now)
+        txn = ledger.post(session, org_id=org_id, kind="allocation", actor=actor, now=now,
+                          memo=f"{product.code} {line.license_type} year {line.year}",
+                          moves=[*((lot.account, -n) for lot, n in parts), (target, units)])
+        days = rules.compensation_license_days(units, period, allocated_at=now, registered_at=op.registered_at)
+        row = Allocation(org_id=org_id, product_id=product.id, license_type=line.license_type, sku_id=sku_id,
+                         kind="allocation", first_year=line.year, years=line.term_years, units=units,
+                         compensation_days=days, allocated_at=now, actor=actor.label)
+        session.add(row)
+        session.flush()
+        credited = _compensate(session, org_id=org_id, sku=sku, allocation=row, source=target, period=period,
+                               actor=actor, now=now) if days else 0
+        history.record(session, org_id=org_id, actor=actor, now=now, action="axis.allocated",
+                       object_type="axis_product", object_id=product.code,
+                       after={"license_type": line.license_type, "year": line.year, "term_years": line.term_years,
+                              "units": units, "part_number": sku.part_number, "ledger_txn": txn.id,
+                              "compensation_license_days": days, "compensation_units": credited})
+        made.append({"id": row.id, "license_type": line.license_type, "year": line.year, "years": line.term_years,
+                     "units": units, "part_number": sku.part_number, "period_start": period.start.isoformat(),
+                     "period_end": period.end.isoformat(), "compensation_license_days": days,
+                     "compensation_units": credited})
+    return made
+
+
+def _compensate(session: Session, *, org_id: int, sku: Sku, allocation: Allocation, source: Account,
+                period: rules.Year, actor: Actor, now: datetime) -> int:
+    """R-AX-7: the overlapping time, in license-days, goes back to the wallet: whole units as a
+    new lot (five years from now), the rest kept as license-days until they make a unit."""
+    whole, rest = rules.as_units(allocation.compensation_days, period.days)
+    rem = session.scalars(select(CompensationRemainder).where(CompensationRemainder.org_id == org_id,
+                                                              CompensationRemainder.sku_id == sku.id)).one_or_none()
+    if rem is None:
+        rem = CompensationRemainder(org_id=org_id, sku_id=sku.id, license_days=0)
+        session.add(rem)
+    extra, rem.license_days = divmod(rem.license_days + rest, period.days)
+    credit = whole + extra
+    allocation.compensation_units = credit
+    if credit:
+        lot = ledger.wallet_account(session, org_id=org_id, sku=sku, source=f"comp/{allocation.id}", now=now)
+        ledger.transfer(session, org_id=org_id, kind="compensation", actor=actor, now=now, amount=credit,
+                        source=source, target=lot, memo=f"allocation {allocation.id}: {allocation.compensation_days} "
+                        "license-days")
+    session.flush()
+    return credit
+
+
+def renew(session: Session, *, org_id: int, product_code: str, years_ahead: int = 1, term_years: int = 1,
+          actor: Actor, now: datetime) -> dict[str, Any]:
+    """Renew: allocate, for each of the next ``years_ahead`` years, the units that year still
+    misses against the current need (R-AX-5, R-AX-6). Refused as a whole when the wallet is short."""
+    actor.require_licensing(org_id)
+    product = product_by_code(session, product_code)
+    if not 1 <= years_ahead <= rules.AHEAD_YEARS:
+        raise EntitleError("years_invalid", f"Renew 1 to {rules.AHEAD_YEARS} years ahead.", years=years_ahead)
+    history.lock_organization(session, org_id)
+    st = status(session, org_id=org_id, product=product, now=now)
+    if st["current_year"] is None:
+        _started(_registered(session, org_id, product), product)
+    current = st["current_year"]["index"]
+    lines = []
+    for y in st["years"]:
+        if current < y["index"] <= current + years_ahead:
+            for license_type, v in y["license_types"].items():
+                if v["missing"] > 0:
+                    lines.append(Line(license_type, y["index"], v["missing"], term_years))
+    if not lines:
+        return {"allocations": [], "state": st["state"], "message": "Nothing to renew: the coming years are covered."}
+    return allocate(session, org_id=org_id, product_code=product_code, lines=lines, actor=actor, now=now)
+
+
+# --- upgrades (R-AX-13) ---------------------------------------------------------------------------
+
+def upgrade(session: Session, *, org_id: int, product_code: str, year: int, units: int, actor: Actor,
+            now: datetime) -> dict[str, Any]:
+    """Convert allocated one-year units of one license type into another (Core -> Universal),
+    using upgrade units from the wallet: the old units go to the ``upgraded`` sink, the upgrade
+    units are allocated to the year. Each upgrade unit is used once."""
+    actor.require_licensing(org_id)
+    product = product_by_code(session, product_code)
+    if not 1 <= units <= MAX_UNITS:
+        raise EntitleError("units_invalid", f"Upgrade 1 to {MAX_UNITS:,} units.", units=units)
+    history.lock_organization(session, org_id)
+    op = _registered(session, org_id, product)
+    start = _started(op, product)
+    years = rules.allocatable_years(start, now)
+    if year not in years:
+        raise EntitleError("year_out_of_range", f"Upgrade units of the current year ({years.start}) or up to five "
+                           f"years ahead ({years.stop - 1}).", year=year, first=years.start, last=years.stop - 1)
+    expire_lots(session, org_id=org_id, product=product, actor=actor, now=now)
+    pool = [lot for lot in lots(session, org_id, product, now=now) if lot.sku.grant_kind == "upgrade"]
+    if sum(lot.units for lot in pool) < units:
+        have = sum(lot.units for lot in pool)
+        raise Conflict("insufficient_units", f"The wallet holds {have} upgrade unit(s); {units - have} missing.",
+                       missing=units - have, available=have, needed=units)
+    take = _take(pool, units)
+    done = []
+    for lot, n in take:
+        from_type, to_type = str(lot.sku.grants["from_license_type"]), lot.license_type
+        sources = session.execute(
+            select(Account).join(Sku, Sku.id == Account.sku_id)
+            .where(Account.org_id == org_id, Account.kind == "axis_allocation", Account.ref == f"{product.id}/{year}",
+                   Sku.grant_kind == "subscription", Sku.term_years == 1)
+            .order_by(Account.id)).scalars().all()
+        sources = [a for a in sources if a.sku.grants.get("license_type") == from_type]
+        have_old = sum(ledger.balance(session, a.id) for a in sources)
+        if have_old < n:
+            raise Conflict("upgrade_nothing_to_convert",
+                           f"Year {year} has {have_old} one-year {from_type} unit(s) allocated; {n} needed to upgrade.",
+                           license_type=from_type, year=year, available=have_old, needed=n)
+        moves: list[tuple[Account, int]] = [(lot.account, -n)]
+        left = n
+        for acct in sources:
+            k = min(left, ledger.balance(session, acct.id))
+            if k:
+                moves.append((acct, -k))
+                moves.append((ledger.account(session, org_id=org_id, kind="upgraded", sku_id=acct.sku_id, now=now), k))
+                left -= k
+        moves.append((ledger.account(session, org_id=org_id, kind="axis_allocation", sku_id=lot.sku.id,
+                                     ref=f"{product.id}/{year}", now=now), n))
+        ledger.post(session, org_id=org_id, kind="upgrade", actor=actor, now=now, moves=moves,
+                    memo=f"{product.code} year {year}: {from_type} -> {to_type}")
+        old_sku = sources[0].sku_id
+        session.add_all([
+            Allocation(org_id=org_id, product_id=product.id, license_type=to_type, sku_id=lot.sku.id, kind="upgrade",
+                       first_year=year, years=1, units=n, allocated_at=now, actor=actor.label),
+            Allocation(org_id=org_id, product_id=product.id, license_type=from_type, sku_id=old_sku, kind="upgraded",
+                       first_year=year, years=1, units=-n, allocated_at=now, actor=actor.label)])
+        history.record(session, org_id=org_id, actor=actor, now=now, action="axis.upgraded",
+                       object_type="axis_product", object_id=product.code,
+                       after={"year": year, "units": n, "from": from_type, "to": to_type,
+                              "part_number": lot.sku.part_number})
+        done.append({"year": year, "units": n, "from": from_type, "to": to_type})
+    session.flush()
+    return {"upgrades": done}
+
+
+# --- tied to hardware (R-AX-10) -------------------------------------------------------------------
+
+def register_hardware(session: Session, *, org_id: int, product_code: str, serial: str, name: str = "",
+                      license_type: str | None = None, preloaded_key: str | None = None, actor: Actor,
+                      now: datetime) -> Hardware:
+    """Register hardware to the organization for its lifetime. Its preloaded licenses (the key
+    that came with it) are activated at once onto the hardware, never into the wallet."""
+    actor.require_licensing(org_id)
+    product = product_by_code(session, product_code)
+    serial = serial.strip()
+    if not 1 <= len(serial) <= 128:
+        raise EntitleError("serial_invalid", "A hardware serial number is 1 to 128 characters.")
+    if license_type is not None:
+        _require_type(product, license_type)
+    existing = session.scalars(select(Hardware).where(Hardware.serial == serial)).one_or_none()
+    if existing is not None:
+        if existing.org_id != org_id:
+            raise Conflict("hardware_registered_elsewhere",
+                           "This hardware is registered to another organization; a registration cannot move.")
+        raise Conflict("hardware_exists", f"Hardware {serial} is already registered here.", serial=serial)
+    if license_type is None and preloaded_key is None:
+        raise EntitleError("license_type_required",
+                           "Give the hardware's license type, or the preloaded-license key that came with it.")
+    history.lock_organization(session, org_id)
+    _ensure_org_product(session, org_id, product, actor, now)
+    hw = Hardware(org_id=org_id, product_id=product.id, serial=serial, name=name.strip()[:200],
+                  license_type=license_type or "", preloaded_units=0, registered_at=now)
+    session.add(hw)
+    session.flush()
+    if preloaded_key:
+        def into(s: Session, org: Organization, sku: Sku, key: LicenseKey, at: datetime) -> Account:
+            if sku.grant_kind != "preloaded" or sku.product_id != product.id:
+                raise Conflict("key_not_preloaded",
+                               f"This key ({sku.part_number}) is not a preloaded-license key for {product.name}; "
+                               "redeem it into the wallet instead.", part_number=sku.part_number)
+            sku_type = str(sku.grants.get("license_type", ""))
+            if license_type is not None and sku_type != license_type:
+                raise Conflict("license_type_mismatch",
+                               f"The preloaded key grants {sku_type} licenses, not {license_type}.",
+                               license_type=sku_type)
+            hw.license_type = sku_type
+            return ledger.account(s, org_id=org.id, kind="hardware_license", sku_id=sku.id, ref=f"hw/{hw.id}", now=at)
+
+        result = keys.redeem(session, org_id=org_id, typed_key=preloaded_key, actor=actor, now=now, into=into)
+        hw.preloaded_units = int(result["quantity"])
+    session.flush()
+    history.record(session, org_id=org_id, actor=actor, now=now, action="axis.hardware.registered",
+                   object_type="axis_hardware", object_id=serial,
+                   after={"license_type": hw.license_type, "preloaded_units": hw.preloaded_units})
+    return hw
+
+
+def hardware_of(session: Session, org_id: int) -> list[Hardware]:
+    return list(session.scalars(select(Hardware).where(Hardware.org_id == org_id).order_by(Hardware.id)))
+
+
+def get_hardware(session: Session, org_id: int, serial: str) -> Hardware:
+    hw = session.scalars(select(Hardware).where(Hardware.serial == serial)).one_or_none()
+    if hw is None or hw.org_id != org_id:
+        raise NotFound("hardware", serial=serial)
+    return hw
+
+
+def hardware_licenses(session: Session, hw: Hardware) -> int:
+    ids = session.scalars(select(Account.id).where(Account.org_id == hw.org_id, Account.kind == "hardware_license",
+                                                   Account.ref == f"hw/{hw.id}"))
+    return sum(ledger.balance(session, i) for i in ids)
+
+
+def hardware_to_dict(session: Session, hw: Hardware, now: datetime) -> dict[str, Any]:
+    licensed = hardware_licenses(session, hw)
+    devices = int(session.scalar(select(func.count()).select_from(AxisDevice).where(
+        AxisDevice.hardware_id == hw.id, AxisDevice.removed_at.is_(None))) or 0)
+    return {"serial": hw.serial, "name": hw.name, "license_type": hw.license_type,
+            "preloaded_units": hw.preloaded_units, "licenses": licensed,
+            "expansion_units": licensed - hw.preloaded_units, "devices": devices,
+            "licensed": devices <= licensed, "registered_at": hw.registered_at.isoformat()}
+
+
+def allocate_to_hardware(session: Session, *, org_id: int, serial: str, units: int, actor: Actor,
+                         now: datetime) -> dict[str, Any]:
+    """Allocate expansion units from the wallet (oldest first) to one piece of hardware, for
+    good: nothing moves them back or elsewhere (R-AX-10)."""
+    actor.require_licensing(org_id)
+    hw = get_hardware(session, org_id, serial)
+    product = session.get(Product, hw.product_id)
+    assert product is not None
+    if not 1 <= units <= MAX_UNITS:
+        raise EntitleError("units_invalid", f"Allocate 1 to {MAX_UNITS:,} units.", units=units)
+    history.lock_organization(session, org_id)
+    expire_lots(session, org_id=org_id, product=product, actor=actor, now=now)
+    pool = [lot for lot in lots(session, org_id, product, now=now)
+            if lot.sku.grant_kind == "expansion" and lot.license_type == hw.license_type]
+    have = sum(lot.units for lot in pool)
+    if have < units:
+        raise Conflict("insufficient_units",
+                       f"The wallet holds {have} {hw.license_type} expansion unit(s); {units - have} missing. "
+                       "Redeem an expansion license key first.", missing=units - have, available=have, needed=units)
+    take = _take(pool, units)
+    moves: list[tuple[Account, int]] = []
+    for lot, n in take:
+        moves.append((lot.account, -n))
+        moves.append((ledger.account(session, org_id=org_id, kind="hardware_license", sku_id=lot.sku.id,
+                                     ref=f"hw/{hw.id}", now=now), n))
+    ledger.post(session, org_id=org_id, kind="hardware_allocation", actor=actor, now=now, moves=moves,
+                memo=f"hardware {hw.serial}")
+    history.record(session, org_id=org_id, actor=actor, now=now, action="axis.hardware.expanded",
+                   object_type="axis_hardware", object_id=hw.serial,
+                   after={"units": units, "licenses": hardware_licenses(session, hw)})
+    return hardware_to_dict(session, hw, now)
+
+
+# --- status: what the overview, licensing tab and CLI show --------------------------------------
+
+def _check_growth(session: Session, org_id: int, product: Product, now: datetime) -> None:
+    """R-AX-9: flag (once per subscription year) when the need grows past twice the allocation."""
+    op = org_product(session, org_id, product)
+    if op is None or op.subscription_start is None:
+        return
+    st = status(session, org_id=org_id, product=product, now=now)
+    growth = st["growth"]
+    if growth["over"] and op.growth_flagged_year != st["current_year"]["index"]:
+        op.growth_flagged_year = st["current_year"]["index"]
+        events.emit(session, org_id=org_id, type="axis.growth_allowance.exceeded", now=now, product=product.code,
+                    year=st["current_year"]["index"], license_types=growth["license_types"])
+
+
+def status(session: Session, *, org_id: int, product: Product, now: datetime) -> dict[str, Any]:
+    """Everything about one product's licensing at ``now``, right whenever it is read: state,
+    the current year and its grace end, need and allocation per year and license type, the
+    wallet, growth allowance and buying guidance."""
+    op = org_product(session, org_id, product)
+    types = license_types(product)
+    start = op.subscription_start if op else None
+    current = rules.year_at(start, now) if start else None
+    grace_end = rules.grace_end(current, op.registered_at if op else None) if current else None
+    lock = min(now, grace_end) if grace_end else now
+    need_rows = need(session, org_id, product.id, now=now, at=lock) if op else {}
+    alloc = allocated(session, org_id, product.id) if op else {}
+    types = sorted(set(types) | set(need_rows) | set(alloc))
+    trial_until = op.trial_ends_at if op else None
+    per_type = {}
+    for t in types:
+        need_now, need_lock = need_rows.get(t, (0, 0))
+        units = alloc.get(t, {}).get(current.index, 0) if current else 0
+        per_type[t] = {
+            "need_now": need_now, "need": need_lock, "allocated": units,
+            "state": rules.licensing_state(now=now, subscription_start=start, need=need_lock, allocated=units,
+                                           trial_until=trial_until, registered_at=op.registered_at if op else None),
+        }
+    state = _combine(per_type, now=now, grace_end=grace_end, trial=bool(trial_until and now < trial_until),
+                     started=current is not None)
+    wallet = lots(session, org_id, product, now=now) if op else []
+    years_out = []
+    if current is not None:
+        assert start is not None
+        for index in rules.allocatable_years(start, now):
+            period = rules.year(start, index)
+            lt = {}
+            for t in types:
+                need_y = per_type[t]["need"] if index == current.index else per_type[t]["need_now"]
+                got = alloc.get(t, {}).get(index, 0)
+                lt[t] = {"need": need_y, "allocated": got, "missing": max(0, need_y - got)}
+            years_out.append({"index": index, "start": period.start.isoformat(), "end": period.end.isoformat(),
+                              "grace_end": (grace_end if index == current.index else period.grace_end).isoformat(),
+                              "fully_licensed": all(v["missing"] == 0 for v in lt.values()), "license_types": lt})
+    over = {t: {"need": v["need_now"], "allocated": v["allocated"], "limit": rules.GROWTH_FACTOR * v["allocated"]}
+            for t, v in per_type.items()
+            if current is not None and v["allocated"] > 0 and rules.over_growth_allowance(v["need_now"], v["allocated"])}
+    wallet_by_type: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for lot in wallet:
+        wallet_by_type[lot.license_type or "-"][f"{lot.sku.grant_kind}:{lot.sku.term_years or 1}"] += lot.units
+    guidance = {}
+    if current is not None:
+        coming = [y["index"] for y in years_out]
+        for t in types:
+            unit_years = sum(lot.units * (lot.sku.term_years or 1) for lot in wallet
+                             if lot.sku.grant_kind == "subscription" and lot.license_type == t)
+            guidance[t] = rules.buying_guidance(
+                {y["index"]: y["license_types"][t]["need"] for y in years_out},
+                {y["index"]: y["license_types"][t]["allocated"] for y in years_out}, unit_years, coming)
+    return {
+        "product": product.code, "name": product.name, "registered": op is not None,
+        "registered_at": op.registered_at.isoformat() if op else None,
+        "trial_ends_at": trial_until.isoformat() if trial_until else None,
+        "subscription_start": start.isoformat() if start else None,
+        "current_year": None if current is None else {
+            "index": current.index, "start": current.start.isoformat(), "end": current.end.isoformat(),
+            "grace_end": grace_end.isoformat() if grace_end else None},
+        "state": state, "license_types": per_type, "years": years_out,
+        "wallet": {"lots": [lot.to_dict() for lot in wallet],
+                   "units": {t: dict(v) for t, v in wallet_by_type.items()},
+                   "remainder_license_days": _remainders(session, org_id, product) if op else {}},
+        "growth": {"over": bool(over), "license_types": over},
+        "buying_guidance": {t: {str(k): v for k, v in g.items()} for t, g in guidance.items()},
+    }
+
+
+def _combine(per_type: dict[str, dict[str, Any]], *, now: datetime, grace_end: datetime | None, trial: bool,
+             started: bool) -> str:
+    """One state for the product from its license types' (R-AX-5, R-AX-6, R-AX-13): fully
+    licensed when every type's allocation covers its need; else in grace, a trial, partially
+    licensed (some needed type has units allocated) or not licensed."""
+    if all(v["allocated"] >= v["need"] for v in per_type.values()) and (started or not trial):
+        return "fully_licensed" if started or all(v["need"] == 0 for v in per_type.values()) else "not_licensed"
+    if not started:
+        return "trial" if trial else "not_licensed"
+    if grace_end is not None and now < grace_end:
+        return "in_grace"
+    if any(v["allocated"] > 0 for v in per_type.values() if v["need"] > 0):
+        return "partially_licensed"
+    return "not_licensed"
+
+
+def products(session: Session, *, org_id: int, now: datetime) -> list[dict[str, Any]]:
+    """The product list: every AXIS product registered to the organization, with its state."""
+    rows = session.execute(select(OrgProduct, Product).join(Product, Product.id == OrgProduct.product_id)
+                           .where(OrgProduct.org_id == org_id).order_by(Product.name)).all()
+    out = []
+    for _op, product in rows:
+        st = status(session, org_id=org_id, product=product, now=now)
+        systems = int(session.scalar(select(func.count()).select_from(System).where(
+            System.org_id == org_id, System.product == product.code)) or 0)
+        out.append({"product": product.code, "name": product.name, "state": st["state"], "systems": systems,
+                    "subscription_start": st["subscription_start"], "current_year": st["current_year"],
+                    "trial_ends_at": st["trial_ends_at"]})
+    return out
+
+
+def allocations_of(session: Session, org_id: int, product: Product) -> list[dict[str, Any]]:
+    rows = session.execute(select(Allocation, Sku.part_number).join(Sku, Sku.id == Allocation.sku_id)
+                           .where(Allocation.org_id == org_id, Allocation.product_id == product.id)
+                           .order_by(Allocation.id)).all()
+    return [{"id": a.id, "kind": a.kind, "license_type": a.license_type, "part_number": part, "year": a.first_year,
+             "years": a.years, "units": a.units, "compensation_license_days": a.compensation_days,
+             "compensation_units": a.compensation_units, "allocated_at": a.allocated_at.isoformat(), "actor": a.actor}
+            for a, part in rows]
+
+
+def licensed_payload(session: Session, system: System, now: datetime) -> dict[str, Any]:
+    """What an offline system's license file states (R-AX-11): the subscription years it is
+    licensed for and the counts allocated per license type."""
+    product = session.scalars(select(Product).where(Product.code == system.product)).one_or_none()
+    if product is None or product.model != MODEL:
+        return {}
+    st = status(session, org_id=system.org_id, product=product, now=now)
+    return {"state": st["state"], "subscription_start": st["subscription_start"],
+            "years": [{"index": y["index"], "start": y["start"], "end": y["end"],
+                       "allocated": {t: v["allocated"] for t, v in y["license_types"].items()}}
+                      for y in st["years"] if any(v["allocated"] for v in y["license_types"].values())]}
