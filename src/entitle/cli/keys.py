@@ -151,7 +151,7 @@ def wallet_show(org: OrgId, database_url: DatabaseUrl = None, as_json: JsonOut =
     with context(database_url) as ctx, reading(ctx.sessions) as s:
         tenancy.get_organization(s, org, actor=console_actor())
         lines = [{"part_number": w.part_number, "name": w.name, "product": w.product,
-                  "grant_kind": w.grant_kind, "units": w.units} for w in ledger.wallet(s, org)]
+                  "grant_kind": w.grant_kind, "units": w.units} for w in ledger.wallet(s, org, now=ctx.clock.now())]
     if as_json:
         print_json({"org_id": org, "lines": lines})
         return

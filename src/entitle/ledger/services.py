@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from entitle.actors import Actor
+from entitle.axis.rules import STORAGE_YEARS, add_years
 from entitle.catalog.models import Sku
 from entitle.db import is_postgres
 from entitle.errors import Conflict
@@ -121,8 +122,15 @@ class WalletLine:
     units: int
 
 
-def wallet(session: Session, org_id: int) -> list[WalletLine]:
-    """The organization's unallocated units, one line per SKU, derived from entries."""
+def lot_expires_at(received_at: datetime) -> datetime:
+    """A lot's units leave the wallet five years after they entered it (R-AX-4)."""
+    return add_years(received_at, STORAGE_YEARS)
+
+
+def wallet(session: Session, org_id: int, *, now: datetime | None = None) -> list[WalletLine]:
+    """The organization's unallocated units, one line per SKU, derived from entries. With
+    ``now``, lots past their five years are left out even before their expiry is recorded
+    (R-CORE-7: right whenever read)."""
     from entitle.catalog.models import Product
 
     latest = (select(Entry.account_id, func.max(Entry.id).label("entry_id"))
@@ -130,18 +138,23 @@ def wallet(session: Session, org_id: int) -> list[WalletLine]:
               .where(Account.org_id == org_id, Account.kind == "wallet")
               .group_by(Entry.account_id).subquery())
     rows = session.execute(
-        select(Sku.id, Sku.part_number, Sku.name, Product.name, Sku.grant_kind,
-               func.coalesce(func.sum(Entry.balance_after), 0))
+        select(Sku.id, Sku.part_number, Sku.name, Product.name, Sku.grant_kind, Account.ref, Account.created_at,
+               Entry.balance_after)
         .select_from(Account)
         .join(Sku, Sku.id == Account.sku_id)
         .join(Product, Product.id == Sku.product_id)
         .join(latest, latest.c.account_id == Account.id)
         .join(Entry, Entry.id == latest.c.entry_id)
         .where(Account.org_id == org_id, Account.kind == "wallet")
-        .group_by(Sku.id, Sku.part_number, Sku.name, Product.name, Sku.grant_kind)
         .order_by(Sku.part_number)
     ).all()
-    return [WalletLine(r[0], r[1], r[2], r[3], r[4], int(r[5])) for r in rows]
+    lines: dict[int, WalletLine] = {}
+    for sku_id, part, name, product, kind, ref, created_at, units in rows:
+        if now is not None and ref.startswith(LOT_PREFIX) and lot_expires_at(created_at) <= now:
+            units = 0
+        line = lines.get(sku_id) or WalletLine(sku_id, part, name, product, kind, 0)
+        lines[sku_id] = WalletLine(sku_id, part, name, product, kind, line.units + int(units))
+    return list(lines.values())
 
 
 def wallet_units(session: Session, org_id: int, sku_id: int) -> int:

@@ -110,7 +110,7 @@ def _settings(s: Session, inst: Installation, org_id: int, now: datetime) -> dic
                          lic is not None and lic.license_device == d.serial,
                          first and lic is not None and lic.license_device == d.serial)
                for d in ov.devices]
-    wallet = {line.part_number: line.units for line in ledger.wallet(s, org_id)}
+    wallet = {line.part_number: line.units for line in ledger.wallet(s, org_id, now=now)}
     held = {p["part_number"]: int(p["quantity"]) for p in (lic.packages if lic else [])}
     packages = [PackageRow(sku.part_number, sku.name, sku.grant_kind, held.get(sku.part_number, 0),
                            max(wallet.get(sku.part_number, 0), 0)) for sku in ac.ac_skus(s)]

@@ -311,7 +311,7 @@ def dashboard(request: Request, viewer: AnyViewer) -> Response:
     installations = 0
     if viewer.org is not None:
         with reading(_ctx(request).sessions) as s:
-            lines = ledger.wallet(s, viewer.org.id)
+            lines = ledger.wallet(s, viewer.org.id, now=_ctx(request).clock.now())
             recent = history.page(s, viewer.org.id, limit=RECENT_HISTORY)
             installations = len(ac.installations_of(s, viewer.org.id))
     products: dict[str, list[ledger.WalletLine]] = {}
@@ -327,7 +327,7 @@ def _wallet(request: Request, viewer: Viewer, *, fragment: bool, status: int = 2
             message: str | None = None, error: EntitleError | None = None, typed_key: str = "") -> Response:
     org = viewer.require_org()
     with reading(_ctx(request).sessions) as s:
-        lines = ledger.wallet(s, org.id)
+        lines = ledger.wallet(s, org.id, now=_ctx(request).clock.now())
     context = dict(org=org, lines=lines, may_redeem=org.role.may_license, message=message,
                    error=error, typed_key=typed_key)
     if fragment:
@@ -501,8 +501,9 @@ def upload_system_file(request: Request, viewer: PostingViewer,
 
 
 def install(app: FastAPI) -> None:
-    from entitle.web import access_commander
+    from entitle.web import access_commander, axis
 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(router)
     app.include_router(access_commander.router)
+    app.include_router(axis.router)

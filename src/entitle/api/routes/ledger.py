@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
 
-from entitle.api.deps import DB, Ctx, CurrentActor, Paging, client_id
+from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, client_id
 from entitle.api.schemas import LedgerPage, RedeemIn, RedeemOut, WalletOut
 from entitle.keys import services as keys
 from entitle.ledger import services as ledger
@@ -15,12 +15,12 @@ router = APIRouter(tags=["wallet"])
 
 
 @router.get("/orgs/{org_id}/wallet", response_model=WalletOut)
-def wallet(org_id: int, actor: CurrentActor, db: DB) -> dict[str, object]:
+def wallet(org_id: int, actor: CurrentActor, db: DB, now: Now) -> dict[str, object]:
     """Units redeemed into the organization and not yet allocated, per part number."""
     actor.require_member(org_id)
     return {"org_id": org_id, "lines": [
         {"part_number": w.part_number, "name": w.name, "product": w.product,
-         "grant_kind": w.grant_kind, "units": w.units} for w in ledger.wallet(db, org_id)]}
+         "grant_kind": w.grant_kind, "units": w.units} for w in ledger.wallet(db, org_id, now=now)]}
 
 
 @router.post("/orgs/{org_id}/wallet/redeem", response_model=RedeemOut,
