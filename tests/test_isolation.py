@@ -86,13 +86,24 @@ def test_no_route_lets_one_organization_see_or_change_anothers_data(world, clien
     b_inst, b_device_token = r.json()["installation"]["id"], r.json()["token"]
     assert client.post(f"/api/v1/orgs/{org_b}/ac/installations/{b_inst}/devices",
                        json={"serial": "BRAVO-SERIAL-1"}, headers=auth(bob.token)).status_code == 201
+    # B has an AXIS system with a device, a started subscription and a piece of hardware.
+    axis = f"/api/v1/orgs/{org_b}/axis"
+    r = client.post(f"{axis}/systems", json={"uid": "BRAVO-AXIS-UID", "name": "Bravo Cams",
+                                              "product": "axis-camera-station"}, headers=auth(bob.token))
+    assert r.status_code == 201
+    assert client.post(f"{axis}/systems/{r.json()['id']}/devices", headers=auth(bob.token), json={
+        "devices": [{"serial": "BRAVO-AXIS-CAM", "license_type": "core"}]}).status_code == 201
+    assert client.post(f"{axis}/products/axis-camera-station/subscription", headers=auth(bob.token)).status_code == 201
+    assert client.post(f"{axis}/hardware", json={"serial": "BRAVO-HW-1", "product": "axis-camera-station",
+                                                 "license_type": "core"}, headers=auth(bob.token)).status_code == 201
     b_wallet, b_history = wallet_of(engine, org_b), history_of(engine, org_b)
     with world.ctx.sessions() as s:
         b_members = sorted((m.user_id, m.role) for m in s.scalars(select(Membership).where(Membership.org_id == org_b)))
-    assert b_wallet == {"9137958": 3} and len(b_history) == 6
+    assert b_wallet == {"9137958": 3} and len(b_history) == 11
 
     markers = [SECRET_NAME, "bravo-owner@example.com", "bravo-viewer@example.com", redeemed,
-               redeemed.replace("-", ""), "BRAVO-AC-UID", "BRAVO-SERIAL-1", b_device_token] + [h for _, _, h in b_history]
+               redeemed.replace("-", ""), "BRAVO-AC-UID", "BRAVO-SERIAL-1", b_device_token,
+               "BRAVO-AXIS-UID", "BRAVO-AXIS-CAM", "BRAVO-HW-1"] + [h for _, _, h in b_history]
     spec = client.get("/openapi.json").json()
     b_ids = _b_row_ids(engine, org_b)
     plausible = {"email": "alice@example.com", "role": "owner", "key": spare_b, "name": "x",
@@ -100,6 +111,8 @@ def test_no_route_lets_one_organization_see_or_change_anothers_data(world, clien
                  "count": 1, "quantity_per_key": 1, "serial": "BRAVO-SERIAL-1",
                  "license_device": "BRAVO-SERIAL-1"}
 
+    by_name: dict[str, list[Any]] = {"org_id": [org_b], "serial": ["BRAVO-SERIAL-1", "BRAVO-HW-1"],
+                                     "product": ["axis-camera-station"]}
     calls = 0
     for path, ops in spec["paths"].items():
         params = PARAM.findall(path)
@@ -107,8 +120,8 @@ def test_no_route_lets_one_organization_see_or_change_anothers_data(world, clien
             if method not in ("get", "post", "put", "patch", "delete"):
                 continue
             body = _request_body(op, spec, plausible)
-            # org_id -> B's id; any other id -> every id of a row that B owns.
-            choices = [[org_b] if p == "org_id" else ["BRAVO-SERIAL-1"] if p == "serial" else b_ids for p in params]
+            # org_id -> B's id; serials and product codes -> B's; any other id -> every id of a row that B owns.
+            choices = [by_name.get(p, b_ids) for p in params]
             for values in itertools.product(*choices):
                 url = path
                 for p, v in zip(params, values):

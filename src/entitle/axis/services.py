@@ -136,6 +136,7 @@ def add_devices(session: Session, *, org_id: int, system_id: int, devices: Seque
     next renewal's need, and a year's growth beyond the allowance is flagged (R-AX-9)."""
     actor.require_licensing(org_id)
     system, product = axis_system(session, org_id, system_id)
+    _require_online(system)
     if not 1 <= len(devices) <= MAX_DEVICES_PER_CALL:
         raise EntitleError("devices_invalid", f"Add 1 to {MAX_DEVICES_PER_CALL:,} devices at a time.")
     serials = [d.serial.strip() for d in devices]
@@ -157,6 +158,12 @@ def add_devices(session: Session, *, org_id: int, system_id: int, devices: Seque
         hw = session.scalars(select(Hardware).where(Hardware.serial == hs, Hardware.org_id == org_id)).one_or_none()
         if hw is None:
             raise NotFound("hardware", serial=hs)
+        wrong = [d.serial for d in devices if d.hardware_serial == hs and d.license_type != hw.license_type]
+        if hw.product_id != product.id or wrong:
+            raise Conflict("hardware_mismatch",
+                           f"Hardware {hs} carries {hw.license_type} licenses of another product or type than "
+                           "these devices need; attach devices of its product and license type only.",
+                           hardware=hs, license_type=hw.license_type, serials=wrong)
         hardware_ids[hs] = hw.id
     # A serial removed earlier comes back as a new row (its old row keeps the past need right).
     session.execute(update(AxisDevice).where(AxisDevice.system_id == system.id, AxisDevice.serial.in_(serials))
@@ -180,6 +187,9 @@ def remove_devices(session: Session, *, org_id: int, system_id: int, serials: Se
                    now: datetime) -> int:
     actor.require_licensing(org_id)
     system, _product = axis_system(session, org_id, system_id)
+    _require_online(system)
+    if not 1 <= len(serials) <= MAX_DEVICES_PER_CALL:
+        raise EntitleError("devices_invalid", f"Remove 1 to {MAX_DEVICES_PER_CALL:,} devices at a time.")
     history.lock_organization(session, org_id)
     removed = session.execute(update(AxisDevice).where(AxisDevice.system_id == system.id,
                                                        AxisDevice.serial.in_(list(serials)),
@@ -190,6 +200,56 @@ def remove_devices(session: Session, *, org_id: int, system_id: int, serials: Se
     history.record(session, org_id=org_id, actor=actor, now=now, action="axis.devices.removed",
                    object_type="system", object_id=system.uid, after={"removed": removed})
     return int(removed)
+
+
+def system_by_ref(session: Session, org_id: int, ref: str) -> tuple[System, Product]:
+    """The organization's AXIS system by numeric id, else by uid (another organization's
+    looks like none)."""
+    ref = ref.strip()
+    if ref.isdigit():
+        found = session.get(System, int(ref))
+        if found is not None and found.org_id == org_id:
+            return axis_system(session, org_id, found.id)
+    by_uid = session.scalars(select(System).where(System.org_id == org_id, System.uid == ref)).one_or_none()
+    if by_uid is None:
+        raise NotFound("system", system=ref)
+    return axis_system(session, org_id, by_uid.id)
+
+
+def systems_summary(session: Session, org_id: int, system_id: int | None = None) -> list[dict[str, Any]]:
+    """The organization's AXIS systems (online and offline) with their devices per license type."""
+    q = (select(System).join(Product, Product.code == System.product)
+         .where(System.org_id == org_id, Product.model == MODEL).order_by(System.id))
+    if system_id is not None:
+        q = q.where(System.id == system_id)
+    rows = list(session.scalars(q))
+    counts: dict[int, dict[str, int]] = defaultdict(dict)
+    if rows:
+        for sid, license_type, n in session.execute(
+                select(AxisDevice.system_id, AxisDevice.license_type, func.count())
+                .where(AxisDevice.org_id == org_id, AxisDevice.removed_at.is_(None),
+                       AxisDevice.system_id.in_([x.id for x in rows]))
+                .group_by(AxisDevice.system_id, AxisDevice.license_type)).all():
+            counts[sid][license_type] = int(n)
+    return [{"id": x.id, "uid": x.uid, "name": x.name, "product": x.product, "offline": x.offline,
+             "devices": counts.get(x.id, {}), "registered_at": x.registered_at.isoformat(),
+             "updated_at": x.updated_at.isoformat()} for x in rows]
+
+
+def device_rows(session: Session, system: System, *, limit: int = 1000) -> list[dict[str, Any]]:
+    """The system's devices now, by serial, with the hardware that licenses each (if any)."""
+    rows = session.execute(select(AxisDevice, Hardware.serial).outerjoin(Hardware, Hardware.id == AxisDevice.hardware_id)
+                           .where(AxisDevice.system_id == system.id, AxisDevice.removed_at.is_(None))
+                           .order_by(AxisDevice.serial).limit(limit)).all()
+    return [{"serial": d.serial, "license_type": d.license_type, "hardware_serial": hw,
+             "added_at": d.added_at.isoformat()} for d, hw in rows]
+
+
+def _require_online(system: System) -> None:
+    if system.offline:
+        raise Conflict("system_offline",
+                       f"System {system.uid} is offline: its devices come from its system file. Make a new "
+                       "system file on the system and upload it.", system=system.uid)
 
 
 def devices_of(session: Session, system: System, *, limit: int = 1000) -> list[AxisDevice]:
@@ -477,7 +537,9 @@ def _allocate_line(session: Session, *, org_id: int, product: Product, op: OrgPr
                          compensation_days=days, allocated_at=now, actor=actor.label)
         session.add(row)
         session.flush()
-        credited = _compensate(session, org_id=org_id, sku=sku, allocation=row, source=target, period=period,
+        # A unit is worth the license-days of all the years it licenses (365 or 366 each).
+        unit_days = (rules.year(start, line.year + line.term_years - 1).end - period.start).days
+        credited = _compensate(session, org_id=org_id, sku=sku, allocation=row, source=target, unit_days=unit_days,
                                actor=actor, now=now) if days else 0
         history.record(session, org_id=org_id, actor=actor, now=now, action="axis.allocated",
                        object_type="axis_product", object_id=product.code,
@@ -492,16 +554,17 @@ def _allocate_line(session: Session, *, org_id: int, product: Product, op: OrgPr
 
 
 def _compensate(session: Session, *, org_id: int, sku: Sku, allocation: Allocation, source: Account,
-                period: rules.Year, actor: Actor, now: datetime) -> int:
-    """R-AX-7: the overlapping time, in license-days, goes back to the wallet: whole units as a
-    new lot (five years from now), the rest kept as license-days until they make a unit."""
-    whole, rest = rules.as_units(allocation.compensation_days, period.days)
+                unit_days: int, actor: Actor, now: datetime) -> int:
+    """R-AX-7: the overlapping time, in license-days, goes back to the wallet: whole units of
+    ``unit_days`` license-days as a new lot (five years from now), the rest kept as license-days
+    until they make a unit."""
+    whole, rest = rules.as_units(allocation.compensation_days, unit_days)
     rem = session.scalars(select(CompensationRemainder).where(CompensationRemainder.org_id == org_id,
                                                               CompensationRemainder.sku_id == sku.id)).one_or_none()
     if rem is None:
         rem = CompensationRemainder(org_id=org_id, sku_id=sku.id, license_days=0)
         session.add(rem)
-    extra, rem.license_days = divmod(rem.license_days + rest, period.days)
+    extra, rem.license_days = divmod(rem.license_days + rest, unit_days)
     credit = whole + extra
     allocation.compensation_units = credit
     if credit:
@@ -753,8 +816,8 @@ def status(session: Session, *, org_id: int, product: Product, now: datetime) ->
             "state": rules.licensing_state(now=now, subscription_start=start, need=need_lock, allocated=units,
                                            trial_until=trial_until, registered_at=op.registered_at if op else None),
         }
-    state = _combine(per_type, now=now, grace_end=grace_end, trial=bool(trial_until and now < trial_until),
-                     started=current is not None)
+    state = "not_registered" if op is None else _combine(
+        per_type, now=now, grace_end=grace_end, trial=bool(trial_until and now < trial_until), started=current is not None)
     wallet = lots(session, org_id, product, now=now) if op else []
     years_out = []
     if current is not None:

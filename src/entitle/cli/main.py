@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from entitle.cli.access_commander import ac_app
+from entitle.cli.axis import allocate, axis_app, renew, subscription_app
 from entitle.cli.catalog import catalog_app
 from entitle.cli.common import DatabaseUrl, settings_for
 from entitle.cli.history import show_history
@@ -37,6 +38,10 @@ keys_app.add_typer(signing_app, name="signing")
 app.add_typer(license_app, name="license")
 app.add_typer(system_file_app, name="system-file")
 app.add_typer(ac_app, name="ac")
+app.add_typer(subscription_app, name="subscription")
+app.command("allocate")(allocate)
+app.command("renew")(renew)
+app.add_typer(axis_app, name="axis")
 
 
 @app.command()

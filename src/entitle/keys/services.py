@@ -158,10 +158,10 @@ def _refuse_state(key: LicenseKey, org: Organization) -> None:
 # hardware it came with (``axis.services.register_hardware``).
 NOT_FOR_WALLET = frozenset({"preloaded"})
 
-Into = Callable[[Session, Organization, Sku, LicenseKey], Account]
+Into = Callable[[Session, Organization, Sku, LicenseKey, datetime], Account]
 
 
-def _wallet_target(session: Session, org: Organization, sku: Sku, key: LicenseKey, now: datetime) -> Account:
+def wallet_target(session: Session, org: Organization, sku: Sku, key: LicenseKey, now: datetime) -> Account:
     if sku.grant_kind in NOT_FOR_WALLET:
         raise Conflict("key_not_for_wallet",
                        f"This key ({sku.part_number}) holds the licenses preloaded on a piece of hardware: "
@@ -188,7 +188,7 @@ def redeem(session: Session, *, org_id: int, typed_key: str, actor: Actor, now: 
             f"organization is in {org.region}. Ask your distributor for the part sold in your region.",
             part_number=sku.part_number, key_regions=sku.regions, organization_region=org.region,
         )
-    target = (into or _wallet_target)(session, org, sku, key, now)  # refuses before anything changes
+    target = (into or wallet_target)(session, org, sku, key, now)  # refuses before anything changes
     # The one statement that decides who wins when many redeem the same key at once.
     won = session.execute(
         update(LicenseKey).where(LicenseKey.id == key.id, LicenseKey.state == "active")
