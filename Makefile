@@ -8,7 +8,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-dev bench bench-heartbeat bench-verify clean
+.PHONY: run test install install-dev bench bench-heartbeat bench-axis bench-verify clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ bench: install-dev
 
 bench-heartbeat: install-dev
 	$(BIN)/python -m bench.run heartbeat
+
+bench-axis: install-dev
+	$(BIN)/python -m bench.axis
 
 bench-verify: install-dev
 	$(BIN)/python -m bench.run verify
