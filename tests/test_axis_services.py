@@ -248,7 +248,7 @@ def test_starting_fixes_the_years_and_opens_thirty_days_of_grace(world: World) -
     assert org.status(s0 + 30 * DAY)["state"] == "not_licensed"
     assert org.status(s0 + 30 * DAY)["license_types"]["core"]["state"] == "not_licensed"
     [started] = org.history("axis.subscription.started")
-    assert started.after == {"subscription_start": s0.isoformat(), "grace_end": (s0 + 30 * DAY).isoformat()}
+    assert started.after == {"subscription_start": s0.isoformat(), "year": 0, "grace_end": (s0 + 30 * DAY).isoformat()}
     [grace] = org.events("axis.grace.started")
     assert grace.payload["grace_end"] == (s0 + 30 * DAY).isoformat()
     # The dates are fixed: a second start is refused.
@@ -606,6 +606,45 @@ def test_a_system_registered_mid_period_does_not_move_the_period(world: World) -
     org.redeem("AXIS-ACS-CORE-1Y", 5, day100)
     [a] = org.allocate(s0 + 110 * DAY, ("core", 0, 5))["allocations"]
     assert (a["compensation_license_days"], a["compensation_units"]) == (550, 1)
+
+
+def test_a_product_registered_mid_period_joins_the_organizations_period(world: World) -> None:  # R-AX-7 R-AX-3
+    # A second AXIS product, registered 120 days into the organization's running period.
+    with transaction(world.ctx.sessions) as s:
+        catalog.load(s, catalog.parse_obj({"products": [{
+            "code": "axis-body-worn", "name": "AXIS Body Worn Manager", "model": "axis", "skus": [
+                {"part_number": "AXIS-BW-CORE-1Y", "name": "Body worn camera license, 1 year",
+                 "grant_kind": "subscription", "grants": {"license_type": "core", "devices": 1}, "term_years": 1}]}]}),
+            actor=OP, now=world.now)
+    s0 = utc(2026, 1, 1)  # year 0: 2026-01-01 .. 2027-01-01, 365 days
+    org = new_org(world)
+    org.register(s0, core=1)
+    org.start(s0)
+    reg = s0 + 120 * DAY
+    code = world.mint("AXIS-BW-CORE-1Y", count=1, quantity=10)[0]
+    with org.tx() as s:
+        bw = axis.register_system(s, org_id=org.id, uid="BW-1", name="Body worn", product_code="axis-body-worn",
+                                  actor=OP, now=reg)
+        axis.add_devices(s, org_id=org.id, system_id=bw.id, devices=[axis.NewDevice(f"BW-{i}", "core") for i in range(4)],
+                         actor=OP, now=reg)
+        op = axis.start_subscription(s, org_id=org.id, product_code="axis-body-worn", actor=OP, now=reg + DAY)
+        assert op.subscription_start == s0  # the organization's dates, not moved
+        keys.redeem(s, org_id=org.id, typed_key=code, actor=OP, now=reg + DAY)
+    product = "axis-body-worn"
+    with org.tx() as s:
+        st = axis.status(s, org_id=org.id, product=axis.product_by_code(s, product), now=reg + 29 * DAY)
+        # Its own 30 days from its registration (day 120 .. day 150), not the period's.
+        assert st["state"] == "in_grace" and st["current_year"]["grace_end"] == (reg + 30 * DAY).isoformat()
+        # Allocated inside its grace: covered from its registration, so 4 units x 120 days =
+        # 480 license-days go back = 1 unit (365) + 115 license-days.
+        out = axis.allocate(s, org_id=org.id, product_code=product, lines=[axis.Line("core", 0, 4)], actor=OP,
+                            now=reg + 29 * DAY)
+        [a] = out["allocations"]
+        assert (a["compensation_license_days"], a["compensation_units"]) == (480, 1)
+        assert out["state"] == "fully_licensed"
+        st = axis.status(s, org_id=org.id, product=axis.product_by_code(s, product), now=reg + 29 * DAY)
+        assert st["wallet"]["remainder_license_days"] == {"AXIS-BW-CORE-1Y": 115}
+        assert sum(lot["units"] for lot in st["wallet"]["lots"]) == 10 - 4 + 1
 
 
 # --- R-AX-8 devices added mid-period ------------------------------------------------------------

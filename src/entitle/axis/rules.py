@@ -100,9 +100,9 @@ def over_growth_allowance(need: int, allocated: int) -> bool:
 
 def coverage_start(period: Year, *, allocated_at: datetime, registered_at: datetime) -> datetime:
     """R-AX-7: from when allocated units really cover the year: the allocation moment when it
-    is after the grace end; else the registration moment when the product was registered after
+    is after the grace end (the product's own, when it was registered during the year); else the registration moment when the product was registered after
     the period started; else the period start (no overlap)."""
-    if allocated_at >= period.grace_end:
+    if allocated_at >= grace_end(period, registered_at):
         return min(allocated_at, period.end)
     if registered_at > period.start:
         return min(registered_at, period.end)

@@ -366,8 +366,8 @@ def lots(session: Session, org_id: int, product: Product, *, now: datetime, expi
 
 def expire_lots(session: Session, *, org_id: int, product: Product, actor: Actor, now: datetime) -> int:
     """Record the expiry of wallet units older than five years (R-AX-4) in the ledger and
-    history. Reads are right without it (``lots`` leaves expired lots out); every writer of the
-    product's licensing calls it first, and so will the sweep."""
+    history. Reads are right without it (``lots`` leaves expired lots out); every writer that
+    takes units from the wallet calls it first, and so will the sweep."""
     gone = lots(session, org_id, product, now=now, expired=True)
     for lot in gone:
         target = ledger.account(session, org_id=org_id, kind="expired", sku_id=lot.sku.id, now=now)
@@ -405,7 +405,8 @@ def _take(available: Iterable[LotView], units: int) -> list[tuple[LotView, int]]
 # --- subscriptions (R-AX-3, R-AX-6, R-AX-13) ------------------------------------------------------
 
 def start_subscription(session: Session, *, org_id: int, product_code: str, actor: Actor, now: datetime) -> OrgProduct:
-    """Fix the subscription years from now and open the first 30-day grace period (R-AX-3)."""
+    """Fix the subscription years from now and open the first 30-day grace period (R-AX-3); in
+    an organization whose period already runs, the product joins it."""
     actor.require_licensing(org_id)
     product = product_by_code(session, product_code)
     history.lock_organization(session, org_id)
@@ -415,14 +416,21 @@ def start_subscription(session: Session, *, org_id: int, product_code: str, acto
                        f"The subscription for {product.name} started on {op.subscription_start.date()}; its "
                        "years are fixed. Allocate licenses to renew it instead.",
                        subscription_start=op.subscription_start.isoformat())
-    op.subscription_start, op.started_by = now, actor.label
+    # The subscription period dates are the organization's (R-AX-3, R-AX-7): a product whose
+    # subscription starts after another's joins the running period instead of moving its dates.
+    period_start = session.scalar(select(func.min(OrgProduct.subscription_start)).where(
+        OrgProduct.org_id == org_id, OrgProduct.subscription_start.is_not(None)))
+    op.subscription_start, op.started_by = period_start or now, actor.label
     session.flush()
-    first = rules.year(now, 0)
+    current = rules.year_at(op.subscription_start, now)
+    assert current is not None
+    grace = rules.grace_end(current, op.registered_at)
     history.record(session, org_id=org_id, actor=actor, now=now, action="axis.subscription.started",
                    object_type="axis_product", object_id=product.code,
-                   after={"subscription_start": now.isoformat(), "grace_end": first.grace_end.isoformat()})
-    events.emit(session, org_id=org_id, type="axis.grace.started", now=now, product=product.code, year=0,
-                grace_end=first.grace_end.isoformat())
+                   after={"subscription_start": op.subscription_start.isoformat(), "year": current.index,
+                          "grace_end": grace.isoformat()})
+    events.emit(session, org_id=org_id, type="axis.grace.started", now=now, product=product.code, year=current.index,
+                grace_end=grace.isoformat())
     return op
 
 
