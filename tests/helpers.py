@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -159,3 +160,44 @@ def uvicorn_process(database_url: str, **settings: str) -> Iterator[str]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+class CliDriver:
+    """Runs ``entitle PREFIX ARGS --database-url URL`` in-process and checks its answers; each
+    CLI test file subclasses it to set the prefix or the clock."""
+
+    prefix: tuple[str, ...] = ()
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __call__(self, *args: str) -> Any:
+        return self.top(*self.prefix, *args)
+
+    def top(self, *args: str) -> Any:
+        from typer.testing import CliRunner
+
+        from entitle.cli.main import app
+
+        return CliRunner().invoke(app, [*args, "--database-url", self.url], prog_name="entitle")
+
+    def json(self, *args: str) -> Any:
+        result = self(*args, "--json")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)  # --json: stdout is nothing but JSON
+
+    def ok(self, *args: str) -> str:
+        result = self(*args)
+        assert result.exit_code == 0, result.output
+        return str(result.stdout)
+
+    def refused(self, code: str, *args: str) -> dict[str, Any]:
+        """Exit 1, nothing on stdout; the code and message on stderr, as text and as --json."""
+        text = self(*args)
+        assert text.exit_code == 1, text.output
+        assert text.stdout == "" and f"error {code}:" in text.stderr, text.stderr
+        as_json = self(*args, "--json")
+        assert as_json.exit_code == 1 and as_json.stdout == ""
+        body: dict[str, Any] = json.loads(as_json.stderr)["error"]
+        assert body["code"] == code and body["message"]
+        return body

@@ -13,50 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import Result
-from typer.testing import CliRunner
 
 from conftest import TEST_SECRET_KEY, World, auth
 from entitle.cli import common
 from entitle.cli.main import app
 from entitle.config import get_settings
 from entitle.context import Context
-from helpers import org_with_owner
+from helpers import CliDriver, org_with_owner
 
-runner = CliRunner()
 API = "/api/v1"
 
 
-class Cli:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def __call__(self, *args: str) -> Result:
-        return runner.invoke(app, ["ac", *args, "--database-url", self.url], prog_name="entitle")
-
-    def top(self, *args: str) -> Result:
-        return runner.invoke(app, [*args, "--database-url", self.url], prog_name="entitle")
-
-    def json(self, *args: str) -> Any:
-        result = self(*args, "--json")
-        assert result.exit_code == 0, result.output
-        return json.loads(result.stdout)  # --json: stdout is nothing but JSON
-
-    def ok(self, *args: str) -> str:
-        result = self(*args)
-        assert result.exit_code == 0, result.output
-        return result.stdout
-
-    def refused(self, code: str, *args: str) -> dict[str, Any]:
-        """Exit 1, nothing on stdout; the code and message on stderr, as text and as --json."""
-        text = self(*args)
-        assert text.exit_code == 1, text.output
-        assert text.stdout == "" and f"error {code}:" in text.stderr
-        as_json = self(*args, "--json")
-        assert as_json.exit_code == 1 and as_json.stdout == ""
-        body: dict[str, Any] = json.loads(as_json.stderr)["error"]
-        assert body["code"] == code and body["message"]
-        return body
+class Cli(CliDriver):
+    prefix = ("ac",)
 
 
 @pytest.fixture

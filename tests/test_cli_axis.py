@@ -18,51 +18,29 @@ from typing import Any
 
 import pytest
 from click.testing import Result
-from typer.testing import CliRunner
 
 from conftest import START, TEST_SECRET_KEY, World
 from entitle.cli.main import app
 from entitle.config import get_settings
 from entitle.context import Context
-from helpers import REPO
+from helpers import REPO, CliDriver
 
-runner = CliRunner()
 P = "axis-camera-station"
 CORE_1Y = "AXIS-ACS-CORE-1Y"
 
 
-class Cli:
+class Cli(CliDriver):
     """`entitle ARGS --database-url …` with ENTITLE_NOW set to ``now``."""
 
     def __init__(self, url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.url, self.mp = url, monkeypatch
+        super().__init__(url)
+        self.mp = monkeypatch
         self.now = START
 
-    def __call__(self, *args: str) -> Result:
+    def top(self, *args: str) -> Result:
         self.mp.setenv("ENTITLE_NOW", self.now.isoformat())
         get_settings.cache_clear()  # the console reads its settings (ENTITLE_NOW) once per process
-        return runner.invoke(app, [*args, "--database-url", self.url], prog_name="entitle")
-
-    def json(self, *args: str) -> Any:
-        result = self(*args, "--json")
-        assert result.exit_code == 0, result.output
-        return json.loads(result.stdout)  # --json: stdout is nothing but JSON
-
-    def ok(self, *args: str) -> str:
-        result = self(*args)
-        assert result.exit_code == 0, result.output
-        return result.stdout
-
-    def refused(self, code: str, *args: str) -> dict[str, Any]:
-        """Exit 1, nothing on stdout; the code and message on stderr, as text and as --json."""
-        text = self(*args)
-        assert text.exit_code == 1, text.output
-        assert text.stdout == "" and f"error {code}:" in text.stderr, text.stderr
-        as_json = self(*args, "--json")
-        assert as_json.exit_code == 1 and as_json.stdout == ""
-        body: dict[str, Any] = json.loads(as_json.stderr)["error"]
-        assert body["code"] == code and body["message"]
-        return body
+        return super().top(*args)
 
 
 @pytest.fixture
