@@ -42,7 +42,7 @@ bench-heartbeat: install-dev
 	$(BIN)/python -m bench.run heartbeat
 
 bench-axis: install-dev
-	$(BIN)/python -m bench.axis
+	$(BIN)/python -m bench.run axis
 
 bench-verify: install-dev
 	$(BIN)/python -m bench.run verify

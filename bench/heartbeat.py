@@ -20,7 +20,6 @@ import itertools
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,7 +33,6 @@ os.environ.setdefault("ENTITLE_ARGON2_MEMORY_COST", "8192")
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from sqlalchemy import func, insert, make_url, select  # noqa: E402
-from sqlalchemy.exc import OperationalError  # noqa: E402
 
 from bench import databases  # noqa: E402
 from bench.load import LoadResult, get, post_json, run_load  # noqa: E402
@@ -320,7 +318,7 @@ def print_tables(report: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.run import busy, cpu_speed, machine
+    from bench.run import machine, run_report
 
     args = parse_args(argv)
     started = datetime.now(UTC)
@@ -332,27 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         "notes": ["The load generator runs on the same cores as the server."],
         "databases": {},
     }
-    m = report["machine"]
-    console.print(f"[bold]Entitle heartbeat benchmark[/] — {m['cpus']} CPUs, Python {m['python']}")
-    busy(m["load_average_at_start"][0], m["sha256_1kib_per_s_at_start"])
-    with tempfile.TemporaryDirectory(prefix="entitle-bench-hb-") as tmp:
-        for name in args.databases:
-            try:
-                report["databases"][name] = bench_database(name, args, Path(tmp))
-            except OperationalError as exc:
-                reason = " ".join(str(exc.orig or exc).split())
-                report["databases"][name] = {"skipped": f"cannot reach the database: {reason}"}
-    report["seconds"] = round((datetime.now(UTC) - started).total_seconds(), 1)
-    report["machine"]["load_average_at_end"] = os.getloadavg()
-    report["machine"]["sha256_1kib_per_s_at_end"] = cpu_speed()
-    print_tables(report)
-    busy(report["machine"]["load_average_at_end"][0], report["machine"]["sha256_1kib_per_s_at_end"])
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"heartbeat-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    console.print(f"Written to {path.relative_to(ROOT)} in {report['seconds']:.0f} s.")
-    failed = any(not h["check"]["ok"] for d in report["databases"].values() for h in d.get("http", []))
-    return 1 if failed else 0
+    return run_report(report, title="Entitle heartbeat benchmark", stem="heartbeat", args=args, bench_database=bench_database,
+                      print_tables=print_tables,
+                      failed=lambda r: any(not h["check"]["ok"] for d in r["databases"].values() for h in d.get("http", [])))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -284,12 +285,45 @@ def busy(load1: float, sha_per_s: int) -> None:
         console.print(line)
 
 
+def run_report(report: dict[str, Any], *, title: str, stem: str, args: Any,
+               bench_database: Callable[[str, Any, Path], dict[str, Any]],
+               print_tables: Callable[[dict[str, Any]], None], failed: Callable[[dict[str, Any]], bool]) -> int:
+    """What every benchmark does around its measurements: note the machine's load before and
+    after, run ``bench_database`` for each database asked for (one that cannot be reached is
+    reported as skipped), print the tables and write the report to bench/results/STEM-*.json."""
+    started = datetime.fromisoformat(report["started_at"])
+    m = report["machine"]
+    console.print(f"[bold]{title}[/] — {m['cpus']} CPUs, Python {m['python']}")
+    busy(m["load_average_at_start"][0], m["sha256_1kib_per_s_at_start"])
+    with tempfile.TemporaryDirectory(prefix=f"entitle-bench-{stem}-") as tmp:
+        for name in args.databases:
+            try:
+                report["databases"][name] = bench_database(name, args, Path(tmp))
+            except OperationalError as exc:
+                reason = " ".join(str(exc.orig or exc).split())
+                report["databases"][name] = {"skipped": f"cannot reach the database: {reason}"}
+    report["seconds"] = round((datetime.now(UTC) - started).total_seconds(), 1)
+    report["machine"]["load_average_at_end"] = os.getloadavg()
+    report["machine"]["sha256_1kib_per_s_at_end"] = cpu_speed()
+    print_tables(report)
+    busy(report["machine"]["load_average_at_end"][0], report["machine"]["sha256_1kib_per_s_at_end"])
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{stem}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    console.print(f"Written to {path.relative_to(ROOT)} in {report['seconds']:.0f} s.")
+    return 1 if failed(report) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["verify"]:  # license-file verification vs raw Ed25519 (bench/verify.py)
         from bench import verify
 
         return verify.main(argv[1:])
+    if argv[:1] == ["axis"]:  # AXIS need and licensing state of one organization (bench/axis.py)
+        from bench import axis
+
+        return axis.main(argv[1:])
     if argv[:1] == ["heartbeat"]:  # Access Commander heartbeats vs a bare endpoint (bench/heartbeat.py)
         from bench import heartbeat
 
@@ -304,28 +338,10 @@ def main(argv: list[str] | None = None) -> int:
                   "The load generator runs on the same cores as the server."],
         "databases": {},
     }
-    m = report["machine"]
-    console.print(f"[bold]Entitle benchmark[/] — {m['cpus']} CPUs, Python {m['python']}; "
-                  "rate limits OFF for the HTTP runs")
-    busy(m["load_average_at_start"][0], m["sha256_1kib_per_s_at_start"])
-    with tempfile.TemporaryDirectory(prefix="entitle-bench-") as tmp:
-        for name in args.databases:
-            try:
-                report["databases"][name] = bench_database(name, args, Path(tmp))
-            except OperationalError as exc:
-                reason = " ".join(str(exc.orig or exc).split())
-                report["databases"][name] = {"skipped": f"cannot reach the database: {reason}"}
-    report["seconds"] = round((datetime.now(UTC) - started).total_seconds(), 1)
-    report["machine"]["load_average_at_end"] = os.getloadavg()
-    report["machine"]["sha256_1kib_per_s_at_end"] = cpu_speed()
-    print_tables(report)
-    busy(report["machine"]["load_average_at_end"][0], report["machine"]["sha256_1kib_per_s_at_end"])
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    console.print(f"Written to {path.relative_to(ROOT)} in {report['seconds']:.0f} s.")
-    failed = any(not d.get("check", {"ok": True})["ok"] for d in report["databases"].values())
-    return 1 if failed else 0
+    console.print("Rate limits are OFF for the HTTP runs.")
+    return run_report(report, title="Entitle benchmark", stem="bench", args=args, bench_database=bench_database,
+                      print_tables=print_tables,
+                      failed=lambda r: any(not d.get("check", {"ok": True})["ok"] for d in r["databases"].values()))
 
 
 if __name__ == "__main__":
