@@ -36,6 +36,22 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
+def open_page(browser: Any) -> tuple[Any, list[str]]:
+    """A new page with a 10 s default timeout, and the list its console errors land in."""
+    page = browser.new_page()
+    page.set_default_timeout(10_000)
+    console: list[str] = []
+    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+    return page, console
+
+
+def sign_in(page: Any, url: str, email: str, password: str) -> None:
+    page.goto(url + "/login")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     skipped = terminalreporter.stats.get("skipped", [])
     if any(MISSING in str(getattr(report, "longrepr", "")) for report in skipped):

@@ -6,6 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from conftest import PASSWORD
+from conftest_browser import open_page
 from entitle.db import transaction
 from entitle.keys import services as keys
 from entitle.tenancy.models import Role
@@ -27,10 +28,7 @@ def test_sign_in_redeem_and_switch_organization(world, live_server, chromium):
         keys.redeem(s, org_id=alpha, typed_key=earlier, actor=world.actor(ann), now=world.now)
     [code] = world.mint("91379040", quantity=5)
 
-    page = chromium.new_page()
-    page.set_default_timeout(10_000)
-    console: list[str] = []
-    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+    page, console = open_page(chromium)
     page.goto(live_server.url + "/wallet")
     expect(page).to_have_url(live_server.url + "/login?next=%2Fwallet")
 

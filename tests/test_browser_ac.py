@@ -9,6 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from conftest import PASSWORD
+from conftest_browser import open_page, sign_in
 
 pytest_plugins = ["conftest_browser"]
 
@@ -20,14 +21,8 @@ def test_register_license_and_activate_in_order(world, live_server, chromium):
     world.org("Acme", owner=ann)
     [code] = world.mint("91379040")
 
-    page = chromium.new_page()
-    page.set_default_timeout(10_000)
-    console: list[str] = []
-    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
-    page.goto(live_server.url + "/login")
-    page.get_by_label("E-mail").fill("ann@example.com")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    page, console = open_page(chromium)
+    sign_in(page, live_server.url, "ann@example.com", PASSWORD)
     expect(page.get_by_role("heading", name="Acme", level=1)).to_be_visible()
 
     # Register an installation; its device-report token is shown once.

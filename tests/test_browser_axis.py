@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from conftest import PASSWORD
+from conftest_browser import open_page, sign_in
 
 pytest_plugins = ["conftest_browser"]
 
@@ -21,14 +22,8 @@ def test_register_start_redeem_allocate_fully_licensed(world, live_server, chrom
     world.org("Cams", owner=ann)
     [code] = world.mint("AXIS-ACS-CORE-1Y", quantity=5)
 
-    page = chromium.new_page()
-    page.set_default_timeout(10_000)
-    console: list[str] = []
-    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
-    page.goto(live_server.url + "/login")
-    page.get_by_label("E-mail").fill("ann@example.com")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    page, console = open_page(chromium)
+    sign_in(page, live_server.url, "ann@example.com", PASSWORD)
     expect(page.get_by_role("heading", name="Cams", level=1)).to_be_visible()
 
     # R-AX-1: register an online system from the Product list.

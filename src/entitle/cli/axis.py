@@ -20,12 +20,10 @@ from rich import box
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from entitle.axis import services as axis
-from entitle.axis.models import AxisDevice
-from entitle.catalog.models import Product
 from entitle.cli.common import DatabaseUrl, JsonOut, console_actor, context, err, handles_errors, out, print_json
 from entitle.db import reading, transaction
 from entitle.errors import EntitleError, NotFound
@@ -347,9 +345,17 @@ def allocate(
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         org_id, now = _org_id(s, org), ctx.clock.now()
         result = axis.allocate(s, org_id=org_id, product_code=product, lines=lines, actor=console_actor(), now=now)
-        found = axis.product_by_code(s, product)
-        result = _allocated(result, axis.status(s, org_id=org_id, product=found, now=now), org_id)
-        name = found.name
+        result, name = _with_status(s, org_id, product, result, now)
+    _show_allocated(result, name, org_id, as_json)
+
+
+def _with_status(s: Session, org_id: int, product: str, result: dict[str, Any], now: datetime
+                 ) -> tuple[dict[str, Any], str]:
+    found = axis.product_by_code(s, product)
+    return _allocated(result, axis.status(s, org_id=org_id, product=found, now=now), org_id), found.name
+
+
+def _show_allocated(result: dict[str, Any], name: str, org_id: int, as_json: bool) -> None:
     if as_json:
         print_json(result)
     else:
@@ -371,13 +377,8 @@ def renew(
         org_id, now = _org_id(s, org), ctx.clock.now()
         result = axis.renew(s, org_id=org_id, product_code=product, years_ahead=years, term_years=term,
                             actor=console_actor(), now=now)
-        found = axis.product_by_code(s, product)
-        result = _allocated(result, axis.status(s, org_id=org_id, product=found, now=now), org_id)
-        name = found.name
-    if as_json:
-        print_json(result)
-    else:
-        _print_allocated(result, name, org_id)
+        result, name = _with_status(s, org_id, product, result, now)
+    _show_allocated(result, name, org_id, as_json)
 
 
 # --- products, allocations, upgrades -----------------------------------------------------------
