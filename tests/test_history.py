@@ -178,3 +178,19 @@ def test_no_api_route_can_change_history(app, client, world):
             assert r.status_code == 405, (method, url, r.status_code)
             assert error_code(r) == "method_not_allowed"
     assert history_of(world.ctx.engine, org) == before
+
+
+def test_a_page_can_be_narrowed_to_actions(world):  # R-CORE-6
+    org = world.org("Filtered")
+    actor = operator()
+    with transaction(world.ctx.sessions) as s:
+        for action in ("axis.allocated", "key.redeemed", "ac.device.added", "axis.upgraded", "axis_other"):
+            history.record(s, org_id=org, actor=actor, now=world.now, action=action, object_type="x", object_id=1)
+    with world.ctx.sessions() as s:
+        def actions(**kw):
+            return [e.action for e in history.page(s, org, limit=10, **kw)]
+
+        assert actions(action_prefix="axis.") == ["axis.upgraded", "axis.allocated"]
+        assert actions(action_prefix="axis.", actions=("key.redeemed",)) == \
+            ["axis.upgraded", "key.redeemed", "axis.allocated"]
+        assert "ac.device.added" in actions() and "axis_other" in actions()

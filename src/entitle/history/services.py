@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from entitle.actors import Actor
@@ -107,9 +107,16 @@ def verify(session: Session, org_id: int) -> Verification:
     return Verification(True, checked)
 
 
-def page(session: Session, org_id: int, *, limit: int, before_seq: int | None = None) -> list[HistoryEntry]:
-    """Newest first; ``before_seq`` is the cursor."""
+def page(session: Session, org_id: int, *, limit: int, before_seq: int | None = None,
+         actions: Sequence[str] = (), action_prefix: str | None = None) -> list[HistoryEntry]:
+    """Newest first; ``before_seq`` is the cursor. With ``actions`` and/or ``action_prefix``,
+    only entries whose action is one of them or starts with the prefix."""
     stmt = select(HistoryEntry).where(HistoryEntry.org_id == org_id)
+    if actions or action_prefix:
+        wanted = [HistoryEntry.action.in_(list(actions))] if actions else []
+        if action_prefix:
+            wanted.append(HistoryEntry.action.startswith(action_prefix, autoescape=True))
+        stmt = stmt.where(or_(*wanted))
     if before_seq is not None:
         stmt = stmt.where(HistoryEntry.seq < before_seq)
     return list(session.scalars(stmt.order_by(HistoryEntry.seq.desc()).limit(limit)))

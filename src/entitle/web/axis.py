@@ -52,7 +52,7 @@ STATE_NAMES = {"trial": "Trial", "in_grace": "In grace period", "fully_licensed"
 KIND_NAMES = {"subscription": "Subscription", "expansion": "Expansion (tied to hardware)", "upgrade": "Upgrade",
               "preloaded": "Preloaded (tied to hardware)"}
 HISTORY_SHOWN = 50
-HISTORY_SCAN = 2_000  # entries read, newest first, to find the product's
+HISTORY_SCAN = 2_000  # candidate entries (AXIS actions, redeems, registrations) read, newest first
 MAX_SERIALS_TEXT = 200_000
 
 
@@ -134,7 +134,8 @@ def _product_history(s: Session, org_id: int, product: Product, system_uids: set
     cursor: int | None = None
     read = 0
     while len(shown) < HISTORY_SHOWN and read < HISTORY_SCAN:
-        rows = history.page(s, org_id, limit=500, before_seq=cursor)
+        rows = history.page(s, org_id, limit=500, before_seq=cursor, action_prefix="axis.",
+                            actions=("key.redeemed", "system.registered"))
         if not rows:
             break
         read += len(rows)
