@@ -29,7 +29,7 @@ from entitle.systems.models import System
 
 router = APIRouter(tags=["axis"])
 
-State = Literal["trial", "in_grace", "fully_licensed", "partially_licensed", "not_licensed"]
+State = Literal["not_registered", "trial", "in_grace", "fully_licensed", "partially_licensed", "not_licensed"]
 LicenseType = Annotated[str, Field(min_length=1, max_length=32, description="e.g. core, universal")]
 IDEMPOTENCY = "Required: a retry with the same key moves nothing."
 REFUSALS: dict[int | str, dict[str, Any]] = {400: {}, 403: {}, 404: {}, 409: {}, 422: {}}
