@@ -19,7 +19,7 @@ from conftest import World
 from entitle.actors import operator
 from entitle.axis import services as axis
 from entitle.axis.models import Allocation, Hardware
-from entitle.axis.rules import add_years
+from entitle.clock import add_years
 from entitle.catalog import services as catalog
 from entitle.db import transaction
 from entitle.errors import EntitleError

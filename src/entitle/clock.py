@@ -6,6 +6,7 @@ it. Times are always timezone-aware UTC.
 
 from __future__ import annotations
 
+import calendar
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -45,3 +46,10 @@ def ensure_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("naive datetime: Entitle only handles timezone-aware times")
     return value.astimezone(UTC)
+
+
+def add_years(moment: datetime, years: int) -> datetime:
+    """The same day and time ``years`` later; 29 February becomes 28 February in a common year."""
+    year = moment.year + years
+    day = min(moment.day, calendar.monthrange(year, moment.month)[1])
+    return moment.replace(year=year, day=day)

@@ -8,11 +8,12 @@ this area (a later step of the AXIS issue) load the data and store what these re
 
 from __future__ import annotations
 
-import calendar
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
+
+from entitle.clock import add_years  # one calendar-year rule for every licensing model
 
 GRACE = timedelta(days=30)  # R-AX-3, R-AX-6
 STORAGE_YEARS = 5  # R-AX-4: unallocated units stay in the wallet at most five years
@@ -20,13 +21,6 @@ AHEAD_YEARS = 5  # R-AX-5: years up to five ahead can be allocated
 GROWTH_FACTOR = 2  # R-AX-9: need may grow to 2 x allocated within a year
 
 State = Literal["trial", "in_grace", "fully_licensed", "partially_licensed", "not_licensed"]
-
-
-def add_years(moment: datetime, years: int) -> datetime:
-    """The same day and time ``years`` later; 29 February becomes 28 February in a common year."""
-    year = moment.year + years
-    day = min(moment.day, calendar.monthrange(year, moment.month)[1])
-    return moment.replace(year=year, day=day)
 
 
 @dataclass(frozen=True, slots=True)

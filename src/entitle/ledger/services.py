@@ -16,7 +16,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from entitle.actors import Actor
-from entitle.axis.rules import STORAGE_YEARS, add_years
+from entitle.axis.rules import STORAGE_YEARS
+from entitle.clock import add_years
 from entitle.catalog.models import Sku
 from entitle.db import is_postgres
 from entitle.errors import Conflict

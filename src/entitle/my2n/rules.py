@@ -1,0 +1,332 @@
+"""My2N apartment license rules as plain code (SPEC §4, seed 002): business models, apartments
+and their devices, who pays, paid-through dates and lapsing, the migration check, vouchers.
+
+No I/O, no clock: every function that depends on time takes ``now`` (timezone-aware UTC) and
+data, and returns values or raises ``Refusal`` (a stable ``code``, a sentence, the numbers).
+The services of this area (a later step of issue 6) load the data and store what these return.
+
+Decisions where the spec is silent:
+
+- A device in local mode still counts towards the 4 paid devices of its apartment (it is a
+  phone, tablet or third-party device all the same); it only makes no license necessary.
+- When an apartment's license has lapsed (or was never paid) its paid devices stop, except
+  those in local mode, which never needed the license (R-MY-3); intercoms and 2N answering
+  units keep working.
+- Paid-through is extended one calendar year per apartment-year credit, from
+  max(now, paid-through): 29 February becomes 28 February in a common year, and each further
+  year counts from that date (n credits = n one-year steps, whichever way they arrive).
+- The site credit pool holds two units. A code of a per-apartment batch adds ``years``
+  apartment-years; a code of a per-device batch adds ``years`` device-years, i.e. it pays one
+  paid device for ``years`` years. One apartment-year is paid with one apartment-year when the
+  pool has any, else with one device-year per billable device of the apartment (paid, not in
+  local mode: 1 to 4), never with a mix.
+- A voucher batch is valid from its purchase until purchase + 3 calendar years (end excluded):
+  its Active codes can be redeemed only then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal, get_args
+
+from entitle.clock import add_years  # one calendar-year rule for every licensing model
+from entitle.errors import EntitleError
+
+BusinessModel = Literal["custom", "apartment"]
+Region = Literal["EU", "US", "APAC", "LATAM", "MEA"]
+DeviceKind = Literal["intercom", "answering_unit", "phone", "tablet", "third_party"]
+VoucherScope = Literal["apartment", "device"]
+CodeState = Literal["active", "used", "cancelled"]
+
+PAID_KINDS: frozenset[DeviceKind] = frozenset({"phone", "tablet", "third_party"})  # R-MY-2
+MAX_PAID_DEVICES = 4  # R-MY-2: per apartment
+PART_DEFAULT = "9137958"  # R-MY-3: My2N Annual Apartment Subscription
+PART_US_APAC = "02683-001"  # R-MY-3: the same, for US & APAC sites only
+US_APAC: frozenset[Region] = frozenset({"US", "APAC"})
+LAPSE_WARNING = timedelta(days=30)  # R-MY-6: shown on the dashboard this long before it happens
+VOUCHER_VALIDITY_YEARS = 3  # R-MY-5
+
+
+class Refusal(EntitleError):
+    """A My2N rule refused the action; ``code`` is stable, ``message`` says what to do, the
+    detail (JSON-ready) carries the numbers. The API maps it like any other EntitleError."""
+
+    status = 409
+
+
+# --- sites and business models (R-MY-1) ---------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    site_id: int
+    model: BusinessModel
+    region: Region
+    custom_expires_at: datetime | None = None  # the end of a custom-model site's license
+
+
+@dataclass(frozen=True, slots=True)
+class CustomExpiry:
+    """What a custom-model site shows: when it expires, and whether it has."""
+
+    expires_at: datetime
+    expired: bool
+    days_left: int
+
+
+def check_model_choice(chosen: str) -> BusinessModel:
+    """The model a site may be given now: only ``apartment``; ``custom`` is retired."""
+    if chosen == "custom":
+        raise Refusal("model_retired", "The custom business model is retired and cannot be chosen; "
+                      "choose the apartment model.", model=chosen)
+    if chosen != "apartment":
+        raise Refusal("model_unknown", f"There is no business model {chosen!r}; choose the apartment model.",
+                      model=chosen, status=400)
+    return "apartment"
+
+
+def check_prolongation(site: Site) -> None:
+    """A custom-model site cannot be prolonged; its admin must migrate it (R-MY-4) first."""
+    if site.model == "custom":
+        expires = site.custom_expires_at.date().isoformat() if site.custom_expires_at else "its expiry"
+        raise Refusal("model_retired", "The custom business model is retired and cannot be prolonged; "
+                      f"migrate the site to the apartment model before {expires}.",
+                      site_id=site.site_id,
+                      expires_at=site.custom_expires_at.isoformat() if site.custom_expires_at else None)
+
+
+def custom_expiry(site: Site, now: datetime) -> CustomExpiry | None:
+    """The expiry a custom-model site shows; None for an apartment-model site."""
+    if site.model != "custom":
+        return None
+    if site.custom_expires_at is None:
+        raise ValueError("a custom-model site has an expiry")
+    left = site.custom_expires_at - now
+    return CustomExpiry(site.custom_expires_at, expired=left <= timedelta(0), days_left=max(0, left.days))
+
+
+def check_model_change(*, current: BusinessModel, chosen: str, devices: Iterable[Device]) -> BusinessModel:
+    """R-MY-1, R-MY-4: the vendor-support model change. Leaving ``custom`` needs every
+    non-intercom device in an apartment. (The service then revokes every session and app token
+    of the site's users.)"""
+    model = check_model_choice(chosen)
+    if current == "custom":
+        check_migration(devices)
+    return model
+
+
+# --- apartments and devices (R-MY-2, R-MY-3) ----------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    device_id: int
+    kind: DeviceKind
+    apartment_id: int | None = None
+    local_mode: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Apartment:
+    apartment_id: int
+    paid_through: datetime | None = None  # None: never paid
+
+
+def is_paid_device(device: Device) -> bool:
+    return device.kind in PAID_KINDS
+
+
+def devices_of(apartment_id: int, devices: Iterable[Device]) -> list[Device]:
+    return [d for d in devices if d.apartment_id == apartment_id]
+
+
+def check_assignment(device: Device, apartment_devices: Iterable[Device]) -> None:
+    """May ``device`` join the apartment that holds ``apartment_devices``? Intercoms never; a
+    paid device not beyond the fourth. Nothing here depends on who adds it (site admin or
+    apartment admin): the limit is the same for both."""
+    if device.kind == "intercom":
+        raise Refusal("intercom_not_in_apartment", "Intercoms belong to the site, not to an apartment; "
+                      "leave the intercom unassigned.", device_id=device.device_id)
+    if not is_paid_device(device):
+        return
+    paid = sum(1 for d in apartment_devices if is_paid_device(d) and d.device_id != device.device_id)
+    if paid >= MAX_PAID_DEVICES:
+        raise Refusal("apartment_paid_device_limit",
+                      f"This apartment already holds {paid} paid devices (phones, tablets, third-party "
+                      f"devices), the most it can; create another apartment for this device.",
+                      device_id=device.device_id, paid_devices=paid, limit=MAX_PAID_DEVICES)
+
+
+def billable_devices(devices: Iterable[Device]) -> list[Device]:
+    """The devices that make an apartment need a license: paid, not in local mode."""
+    return [d for d in devices if is_paid_device(d) and not d.local_mode]
+
+
+def needs_license(apartment_devices: Iterable[Device]) -> bool:
+    """R-MY-3: at least one paid device not in local mode."""
+    return bool(billable_devices(apartment_devices))
+
+
+def part_number(region: Region) -> str:
+    """R-MY-3: the part to order for a site's apartment licenses."""
+    if region not in get_args(Region):
+        raise ValueError(f"unknown region {region!r}")
+    return PART_US_APAC if region in US_APAC else PART_DEFAULT
+
+
+# --- paid-through, lapsing, what works (R-MY-5, R-MY-6) ----------------------------------------
+
+def extend_paid_through(paid_through: datetime | None, now: datetime, credits: int = 1) -> datetime:
+    """The paid-through date after ``credits`` apartment-years: each adds one calendar year to
+    max(now, paid-through), so paying early loses nothing and paying late buys no past."""
+    if credits < 1:
+        raise ValueError("credits are 1 or more")
+    end = now if paid_through is None else max(now, paid_through)
+    for _ in range(credits):
+        end = add_years(end, 1)
+    return end
+
+
+def is_lapsed(paid_through: datetime | None, now: datetime) -> bool:
+    return paid_through is None or now >= paid_through
+
+
+def lapses_soon(paid_through: datetime | None, now: datetime, warning: timedelta = LAPSE_WARNING) -> bool:
+    """Paid now, and the paid-through date is at most ``warning`` away."""
+    return paid_through is not None and now < paid_through <= now + warning
+
+
+def device_works(device: Device, *, paid_through: datetime | None, now: datetime) -> bool:
+    """R-MY-6: only a billable device stops when its apartment's license has lapsed."""
+    if not is_paid_device(device) or device.local_mode:
+        return True
+    return not is_lapsed(paid_through, now)
+
+
+def working_devices(apartment: Apartment, devices: Iterable[Device], now: datetime) -> list[Device]:
+    """The apartment's devices that work at ``now``."""
+    return [d for d in devices_of(apartment.apartment_id, devices)
+            if device_works(d, paid_through=apartment.paid_through, now=now)]
+
+
+@dataclass(frozen=True, slots=True)
+class Dashboard:
+    """The site dashboard (R-MY-3, R-MY-6): apartment counts, warnings, and what to order for
+    a year (one apartment-year of ``part`` per apartment that needs a license)."""
+
+    apartments: int
+    needing_license: int
+    lapsed: tuple[int, ...]  # apartment ids needing a license, not paid at ``now``
+    lapsing_soon: tuple[int, ...]
+    part: str
+    to_order: int
+
+
+def dashboard(site: Site, apartments: Sequence[Apartment], devices: Sequence[Device], now: datetime,
+              warning: timedelta = LAPSE_WARNING) -> Dashboard:
+    needing = [a for a in apartments if needs_license(devices_of(a.apartment_id, devices))]
+    return Dashboard(
+        apartments=len(apartments),
+        needing_license=len(needing),
+        lapsed=tuple(a.apartment_id for a in needing if is_lapsed(a.paid_through, now)),
+        lapsing_soon=tuple(a.apartment_id for a in needing if lapses_soon(a.paid_through, now, warning)),
+        part=part_number(site.region),
+        to_order=len(needing),
+    )
+
+
+# --- migration (R-MY-4) -------------------------------------------------------------------------
+
+def unassigned_devices(devices: Iterable[Device]) -> list[Device]:
+    """Every device that still has to be assigned to an apartment (intercoms never are)."""
+    return [d for d in devices if d.kind != "intercom" and d.apartment_id is None]
+
+
+def check_migration(devices: Iterable[Device]) -> None:
+    left = unassigned_devices(devices)
+    if left:
+        raise Refusal("migration_devices_unassigned",
+                      f"{len(left)} device(s) are not in an apartment yet; assign every device except "
+                      "the intercoms to an apartment, then ask for the model change again.",
+                      count=len(left), device_ids=[d.device_id for d in left])
+
+
+# --- vouchers and the credit pool (R-MY-5) ------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class VoucherBatch:
+    """A distributor's batch: ``subscriptions`` codes, each worth ``years`` years."""
+
+    name: str
+    years: int
+    subscriptions: int
+    scope: VoucherScope
+    purchased_at: datetime
+
+    @property
+    def valid_until(self) -> datetime:
+        return add_years(self.purchased_at, VOUCHER_VALIDITY_YEARS)
+
+    def is_valid(self, now: datetime) -> bool:
+        return self.purchased_at <= now < self.valid_until
+
+
+_TRANSITIONS: dict[CodeState, frozenset[CodeState]] = {
+    "active": frozenset({"used", "cancelled"}),
+    "used": frozenset(),
+    "cancelled": frozenset(),
+}
+
+
+def check_code_transition(current: CodeState, target: CodeState, *, by_issuer: bool = False) -> CodeState:
+    """Only Active -> Used and Active -> Cancelled; only the issuer cancels."""
+    if target not in _TRANSITIONS[current]:
+        raise Refusal(f"voucher_code_{current}", f"This voucher code is {current} and cannot become {target}.",
+                      state=current, target=target)
+    if target == "cancelled" and not by_issuer:
+        raise Refusal("voucher_cancel_not_issuer", "Only the distributor who issued this voucher can cancel it.",
+                      status=403)
+    return target
+
+
+def check_redeem(batch: VoucherBatch, state: CodeState, now: datetime) -> None:
+    """A code can be activated while it is Active and its batch is valid."""
+    if not batch.is_valid(now):
+        raise Refusal("voucher_expired", f"This voucher code was valid until "
+                      f"{batch.valid_until.date().isoformat()}; ask your distributor for a new one.",
+                      valid_until=batch.valid_until.isoformat())
+    check_code_transition(state, "used")
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """The site credit pool, or an amount added to or taken from it."""
+
+    apartment_years: int = 0
+    device_years: int = 0
+
+    def __add__(self, other: Credit) -> Credit:
+        return Credit(self.apartment_years + other.apartment_years, self.device_years + other.device_years)
+
+
+def code_credit(batch: VoucherBatch) -> Credit:
+    """What one redeemed code of ``batch`` adds to the pool."""
+    if batch.scope == "apartment":
+        return Credit(apartment_years=batch.years)
+    return Credit(device_years=batch.years)
+
+
+def charge_apartment_year(pool: Credit, apartment_devices: Iterable[Device]) -> Credit:
+    """The pool after paying one year of an apartment's license: an apartment-year if the pool
+    has one, else one device-year per billable device. The apartment must need a license."""
+    billable = len(billable_devices(apartment_devices))
+    if billable == 0:
+        raise ValueError("the apartment needs no license")
+    if pool.apartment_years > 0:
+        return Credit(pool.apartment_years - 1, pool.device_years)
+    if pool.device_years >= billable:
+        return Credit(0, pool.device_years - billable)
+    raise Refusal("credit_insufficient",
+                  f"The site credit pool holds no apartment-year and {pool.device_years} device-year(s), "
+                  f"and this apartment needs {billable}; activate a voucher code or pay by card.",
+                  needed_device_years=billable, device_years=pool.device_years)
