@@ -1,0 +1,576 @@
+"""Card payments for My2N apartment licenses (R-MY-5), behind one interface.
+
+:class:`PaymentProvider` is what the my2n services call. Two implementations:
+
+- :class:`StripeProvider` is the real adapter. It talks to Stripe through the official ``stripe``
+  package (a :class:`stripe.StripeClient` with its own API key, base URL and timeout, no automatic
+  network retries) and verifies webhooks with Stripe's own signature check.
+- :class:`LocalProvider` is the local one, for development and tests. It keeps everything in
+  memory, hands out deterministic ids, can be told to decline cards or to time out, and signs its
+  webhooks in Stripe's ``Stripe-Signature`` format so they go through the same parsing path.
+
+Every failure is a :class:`PaymentError` with a stable code. Recurring payment is one annual
+subscription per site, its quantity the number of apartments; it has to be stopped before the
+card can be changed (R-MY-5).
+
+Callers own idempotency: every call that creates something takes an ``idempotency_key``, and a
+call that failed with ``payment_provider_unreachable`` must be retried with the *same* key -- the
+provider may have done the work before the connection dropped, and only the key stops a second
+charge. Webhook events can arrive more than once and out of order; de-duplicating them by
+``PaymentEvent.event_id`` is the service's job, not this module's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol, TypeVar, cast
+
+import stripe
+from stripe.params import CustomerCreateParams
+
+from entitle.clock import Clock, SystemClock
+from entitle.errors import EntitleError
+
+PaymentEventType = Literal["payment_succeeded", "payment_failed", "subscription_cancelled", "ignored"]
+
+# Metadata keys written on every object we create, read back from webhooks.
+SITE_KEY = "entitle_site"
+APARTMENTS_KEY = "entitle_apartments"
+
+T = TypeVar("T")
+
+WEBHOOK_TOLERANCE_SECONDS = 300  # Stripe's own default: older deliveries are refused as replays.
+
+
+class PaymentError(EntitleError):
+    """A payment that did not happen, or a webhook we refuse.
+
+    Codes: ``payment_declined`` (402), ``payment_method_missing`` (402),
+    ``payment_provider_unreachable`` (503; time-outs and connection errors -- the outcome is
+    unknown, retry with the same idempotency key), ``payment_provider_error`` (502; the provider
+    answered with an error), ``webhook_signature_invalid`` (400).
+    """
+
+    _STATUS = {
+        "payment_declined": 402,
+        "payment_method_missing": 402,
+        "payment_provider_unreachable": 503,
+        "payment_provider_error": 502,
+        "webhook_signature_invalid": 400,
+    }
+
+    def __init__(self, code: str, message: str, **detail: Any) -> None:
+        super().__init__(code, message, status=self._STATUS.get(code, 502), **detail)
+
+
+def _declined(reason: str, provider_message: str | None = None) -> PaymentError:
+    said = f" ({provider_message.rstrip('.')})" if provider_message else ""
+    return PaymentError(
+        "payment_declined",
+        f"The card was declined{said}. Use another card, or ask the card holder's bank why.",
+        decline_code=reason,
+    )
+
+
+def _unreachable(reason: str) -> PaymentError:
+    return PaymentError(
+        "payment_provider_unreachable",
+        "The payment provider did not answer. Nothing is confirmed as paid; try again in a few minutes.",
+        reason=reason,
+    )
+
+
+def _signature_invalid(reason: str) -> PaymentError:
+    return PaymentError(
+        "webhook_signature_invalid",
+        "The webhook's signature does not verify (wrong secret, altered body or too old); it was ignored.",
+        reason=reason,
+    )
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: str
+    status: str  # the provider's word: "active" once paid, "canceled" once stopped
+    apartments: int
+
+
+@dataclass(frozen=True)
+class Charge:
+    id: str
+    status: str  # "succeeded" when the money is taken; anything else waits for a webhook
+    amount_minor: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class PaymentEvent:
+    """A verified webhook, reduced to what the my2n services need.
+
+    ``type`` is ``ignored`` for verified events that concern nothing of ours (other event types,
+    objects without our site metadata); the endpoint should still answer 200 to them.
+    """
+
+    event_id: str
+    type: PaymentEventType
+    occurred_at: datetime
+    provider_type: str  # e.g. "invoice.paid", kept for logs
+    site_reference: str | None = None
+    customer_id: str | None = None
+    subscription_id: str | None = None
+    payment_id: str | None = None  # the invoice or payment intent
+    amount_minor: int | None = None
+    currency: str | None = None
+    apartments: int | None = None
+    failure_message: str | None = None
+
+
+class PaymentProvider(Protocol):
+    def create_customer(
+        self, site_reference: str, *, name: str, email: str | None, idempotency_key: str
+    ) -> str:
+        """Create the provider's customer for a site and return its id (the service stores it)."""
+        ...
+
+    def start_recurring(
+        self, customer_id: str, *, site_reference: str, apartments: int, idempotency_key: str
+    ) -> Subscription:
+        """Start the annual subscription for ``apartments`` apartments, paying the first year now.
+
+        A declined first payment raises ``payment_declined`` and leaves no subscription behind.
+        """
+        ...
+
+    def stop_recurring(self, subscription_id: str) -> Subscription:
+        """Cancel the subscription at once (needed before the card can be changed)."""
+        ...
+
+    def charge_once(
+        self,
+        customer_id: str,
+        *,
+        site_reference: str,
+        amount_minor: int,
+        currency: str,
+        idempotency_key: str,
+        description: str = "",
+    ) -> Charge:
+        """Charge the customer's card on file once, off-session."""
+        ...
+
+    def parse_webhook(self, payload: bytes, signature_header: str) -> PaymentEvent:
+        """Verify the signature over the raw body and return the event; refuse anything else."""
+        ...
+
+
+# --- Webhooks: one parsing path for both providers ------------------------------------------
+
+
+def sign_webhook(payload: bytes, secret: str, timestamp: int) -> str:
+    """A ``Stripe-Signature`` header value: ``t=<unix time>,v1=<hex HMAC-SHA256 of "t.body">``."""
+    mac = hmac.new(secret.encode(), str(timestamp).encode() + b"." + payload, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def parse_signed_event(
+    payload: bytes,
+    signature_header: str,
+    *,
+    secret: str,
+    now: datetime,
+    tolerance: int = WEBHOOK_TOLERANCE_SECONDS,
+) -> PaymentEvent:
+    """Verify with Stripe's own signature check, then refuse deliveries older than ``tolerance``.
+
+    The age is measured against our clock rather than Stripe's ``time.time()`` so tests can move it.
+    """
+    try:
+        stripe.WebhookSignature.verify_header(payload, signature_header, secret, tolerance=None)
+    except stripe.SignatureVerificationError as exc:
+        raise _signature_invalid(str(exc)) from None
+    except UnicodeDecodeError:
+        raise _signature_invalid("body is not UTF-8") from None
+    timestamp = int(dict(part.split("=", 1) for part in signature_header.split(",") if "=" in part)["t"])
+    if timestamp < now.timestamp() - tolerance:
+        raise _signature_invalid(f"signed at {timestamp}, more than {tolerance} s ago")
+    try:
+        event = json.loads(payload)
+        return _event_from_stripe(event)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PaymentError(
+            "payment_provider_error", "The payment provider sent a webhook we cannot read.", reason=str(exc)
+        ) from None
+
+
+def _event_from_stripe(event: Mapping[str, Any]) -> PaymentEvent:
+    kind: str = event["type"]
+    obj: Mapping[str, Any] = event["data"]["object"]
+    base: dict[str, Any] = {
+        "event_id": event["id"],
+        "provider_type": kind,
+        "occurred_at": datetime.fromtimestamp(int(event["created"]), UTC),
+        "customer_id": obj.get("customer"),
+    }
+    mapped: PaymentEventType
+    if kind in ("invoice.paid", "invoice.payment_failed"):
+        # Since API version 2025-03-31 the subscription sits under ``parent``.
+        details = (obj.get("parent") or {}).get("subscription_details") or obj.get("subscription_details") or {}
+        metadata = details.get("metadata") or {}
+        lines = (obj.get("lines") or {}).get("data") or []
+        mapped = "payment_succeeded" if kind == "invoice.paid" else "payment_failed"
+        base |= {
+            "subscription_id": details.get("subscription"),
+            "payment_id": obj.get("id"),
+            "amount_minor": obj.get("amount_paid") if mapped == "payment_succeeded" else obj.get("amount_due"),
+            "currency": obj.get("currency"),
+            "apartments": lines[0].get("quantity") if lines else _int_or_none(metadata.get(APARTMENTS_KEY)),
+        }
+    elif kind == "customer.subscription.deleted":
+        metadata = obj.get("metadata") or {}
+        items = (obj.get("items") or {}).get("data") or []
+        mapped = "subscription_cancelled"
+        base |= {
+            "subscription_id": obj.get("id"),
+            "apartments": items[0].get("quantity") if items else _int_or_none(metadata.get(APARTMENTS_KEY)),
+        }
+    elif kind in ("payment_intent.succeeded", "payment_intent.payment_failed"):
+        # Subscription invoices make payment intents too, without our metadata: those are ignored
+        # here because the invoice event already reports them.
+        metadata = obj.get("metadata") or {}
+        mapped = "payment_succeeded" if kind == "payment_intent.succeeded" else "payment_failed"
+        error = obj.get("last_payment_error") or {}
+        base |= {
+            "payment_id": obj.get("id"),
+            "amount_minor": obj.get("amount"),
+            "currency": obj.get("currency"),
+            "failure_message": error.get("message"),
+        }
+    else:
+        return PaymentEvent(type="ignored", **base)
+    site = metadata.get(SITE_KEY)
+    return PaymentEvent(type=mapped if site else "ignored", site_reference=site, **base)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if value not in (None, "") else None
+
+
+# --- The real adapter -----------------------------------------------------------------------
+
+
+class StripeProvider:
+    """Stripe, through the official ``stripe`` package.
+
+    ``price_id`` is the annual per-apartment Price. ``api_base`` is Stripe's unless a test points it
+    at a local server. Network retries are off: a failed call surfaces at once as
+    ``payment_provider_unreachable`` and the service decides when to retry (with the same key).
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        webhook_secret: str,
+        price_id: str,
+        api_base: str = stripe.DEFAULT_API_BASE,
+        timeout: float = 20.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self._webhook_secret = webhook_secret
+        self._price_id = price_id
+        self._clock = clock or SystemClock()
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base},
+            max_network_retries=0,
+            http_client=stripe.RequestsClient(timeout=timeout),
+        )
+
+    def create_customer(
+        self, site_reference: str, *, name: str, email: str | None, idempotency_key: str
+    ) -> str:
+        params: CustomerCreateParams = {"name": name, "metadata": {SITE_KEY: site_reference}}
+        if email:
+            params["email"] = email
+        with _stripe_errors():
+            customer = self._client.v1.customers.create(params, {"idempotency_key": idempotency_key})
+        return str(customer.id)
+
+    def start_recurring(
+        self, customer_id: str, *, site_reference: str, apartments: int, idempotency_key: str
+    ) -> Subscription:
+        _check_positive("apartments", apartments)
+        metadata = {SITE_KEY: site_reference, APARTMENTS_KEY: str(apartments)}
+        with _stripe_errors():
+            sub = self._client.v1.subscriptions.create(
+                {
+                    "customer": customer_id,
+                    "items": [{"price": self._price_id, "quantity": apartments}],
+                    # The first year is paid now or the call fails: no half-made subscription.
+                    "payment_behavior": "error_if_incomplete",
+                    "off_session": True,
+                    "metadata": metadata,
+                },
+                {"idempotency_key": idempotency_key},
+            )
+        return Subscription(id=sub.id, status=sub.status, apartments=apartments)
+
+    def stop_recurring(self, subscription_id: str) -> Subscription:
+        # A DELETE: idempotent at Stripe by definition, so no key.
+        with _stripe_errors():
+            sub = self._client.v1.subscriptions.cancel(subscription_id)
+        items = (sub.to_dict().get("items") or {}).get("data") or [{}]
+        return Subscription(id=sub.id, status=sub.status, apartments=int(items[0].get("quantity") or 0))
+
+    def charge_once(
+        self,
+        customer_id: str,
+        *,
+        site_reference: str,
+        amount_minor: int,
+        currency: str,
+        idempotency_key: str,
+        description: str = "",
+    ) -> Charge:
+        _check_positive("amount_minor", amount_minor)
+        with _stripe_errors():
+            customer = self._client.v1.customers.retrieve(customer_id)
+            card = (customer.to_dict().get("invoice_settings") or {}).get("default_payment_method")
+            if not card:
+                raise PaymentError(
+                    "payment_method_missing",
+                    "The site has no card on file. Add a card, then pay again.",
+                    customer_id=customer_id,
+                )
+            intent = self._client.v1.payment_intents.create(
+                {
+                    "customer": customer_id,
+                    "payment_method": card if isinstance(card, str) else card["id"],
+                    "amount": amount_minor,
+                    "currency": currency.lower(),
+                    "confirm": True,
+                    "off_session": True,
+                    "description": description,
+                    "metadata": {SITE_KEY: site_reference},
+                },
+                {"idempotency_key": idempotency_key},
+            )
+        return Charge(id=intent.id, status=intent.status, amount_minor=intent.amount, currency=intent.currency)
+
+    def parse_webhook(self, payload: bytes, signature_header: str) -> PaymentEvent:
+        return parse_signed_event(payload, signature_header, secret=self._webhook_secret, now=self._clock.now())
+
+
+@contextmanager
+def _stripe_errors() -> Iterator[None]:
+    """Translate the ``stripe`` package's exceptions into :class:`PaymentError`."""
+    try:
+        yield
+    except stripe.CardError as exc:
+        reason = (exc.error.decline_code if exc.error else None) or exc.code or "card_declined"
+        raise _declined(reason, exc.user_message) from exc
+    except stripe.APIConnectionError as exc:  # time-outs and connection errors alike
+        raise _unreachable(type(exc.__cause__ or exc).__name__) from exc
+    except stripe.StripeError as exc:
+        raise PaymentError(
+            "payment_provider_error",
+            "The payment provider refused the request. Try again later; if it keeps failing, contact support.",
+            provider_status=exc.http_status,
+            provider_code=exc.code,
+            request_id=exc.request_id,
+        ) from exc
+
+
+def _check_positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+# --- The local provider ---------------------------------------------------------------------
+
+
+@dataclass
+class LocalProvider:
+    """In memory, deterministic, no network. For development and tests.
+
+    Prices subscriptions at ``annual_price_minor`` per apartment. Set ``declining`` to make every
+    card payment fail with ``payment_declined``, ``timing_out`` to make every call fail with
+    ``payment_provider_unreachable`` (nothing is recorded: the local provider times out *before*
+    doing the work). Events it would send are appended to ``outbox``
+    as ``(payload, signature_header)``, ready for the webhook endpoint.
+    """
+
+    webhook_secret: str = "whsec_local"
+    annual_price_minor: int = 1200  # per apartment
+    currency: str = "eur"
+    clock: Clock = field(default_factory=SystemClock)
+    declining: bool = False
+    timing_out: bool = False
+    customers: dict[str, dict[str, str]] = field(default_factory=dict)
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    charges: dict[str, Charge] = field(default_factory=dict)
+    outbox: list[tuple[bytes, str]] = field(default_factory=list)
+    _counters: dict[str, int] = field(default_factory=dict)
+    _by_key: dict[str, tuple[object, object]] = field(default_factory=dict)
+    _site_of: dict[str, str] = field(default_factory=dict)
+
+    def create_customer(
+        self, site_reference: str, *, name: str, email: str | None, idempotency_key: str
+    ) -> str:
+        params = ("customer", site_reference, name, email)
+        return self._once(idempotency_key, params, lambda: self._new_customer(site_reference, name, email))
+
+    def start_recurring(
+        self, customer_id: str, *, site_reference: str, apartments: int, idempotency_key: str
+    ) -> Subscription:
+        _check_positive("apartments", apartments)
+        params = ("subscription", customer_id, site_reference, apartments)
+        return self._once(
+            idempotency_key, params, lambda: self._new_subscription(customer_id, site_reference, apartments)
+        )
+
+    def stop_recurring(self, subscription_id: str) -> Subscription:
+        self._maybe_time_out()
+        current = self.subscriptions.get(subscription_id)
+        if current is None:
+            raise PaymentError(
+                "payment_provider_error", "The payment provider does not know this subscription.",
+                subscription_id=subscription_id,
+            )
+        if current.status != "canceled":
+            current = Subscription(id=current.id, status="canceled", apartments=current.apartments)
+            self.subscriptions[subscription_id] = current
+            self.outbox.append(self.make_webhook(
+                "subscription_cancelled", site_reference=self._site_of[subscription_id],
+                subscription_id=subscription_id, apartments=current.apartments,
+            ))
+        return current
+
+    def charge_once(
+        self,
+        customer_id: str,
+        *,
+        site_reference: str,
+        amount_minor: int,
+        currency: str,
+        idempotency_key: str,
+        description: str = "",
+    ) -> Charge:
+        _check_positive("amount_minor", amount_minor)
+        params = ("charge", customer_id, site_reference, amount_minor, currency.lower())
+        return self._once(
+            idempotency_key, params, lambda: self._new_charge(customer_id, site_reference, amount_minor, currency)
+        )
+
+    def parse_webhook(self, payload: bytes, signature_header: str) -> PaymentEvent:
+        return parse_signed_event(payload, signature_header, secret=self.webhook_secret, now=self.clock.now())
+
+    def sign(self, payload: bytes, *, at: datetime | None = None) -> str:
+        return sign_webhook(payload, self.webhook_secret, int((at or self.clock.now()).timestamp()))
+
+    def make_webhook(
+        self,
+        type: PaymentEventType,
+        *,
+        site_reference: str,
+        subscription_id: str | None = None,
+        payment_id: str | None = None,
+        amount_minor: int | None = None,
+        currency: str | None = None,
+        apartments: int | None = None,
+    ) -> tuple[bytes, str]:
+        """A signed event shaped like Stripe's, so it is read by the same code as Stripe's."""
+        metadata = {SITE_KEY: site_reference}
+        if type == "subscription_cancelled":
+            kind = "customer.subscription.deleted"
+            obj: dict[str, Any] = {
+                "object": "subscription", "id": subscription_id, "status": "canceled", "metadata": metadata,
+                "items": {"data": [{"quantity": apartments}]},
+            }
+        elif subscription_id is not None:
+            kind = "invoice.paid" if type == "payment_succeeded" else "invoice.payment_failed"
+            amount_field = "amount_paid" if type == "payment_succeeded" else "amount_due"
+            obj = {
+                "object": "invoice", "id": payment_id, amount_field: amount_minor, "currency": currency,
+                "parent": {"subscription_details": {"subscription": subscription_id, "metadata": metadata}},
+                "lines": {"data": [{"quantity": apartments}]},
+            }
+        else:
+            kind = "payment_intent.succeeded" if type == "payment_succeeded" else "payment_intent.payment_failed"
+            obj = {"object": "payment_intent", "id": payment_id, "amount": amount_minor, "currency": currency,
+                   "metadata": metadata}
+        event = {
+            "id": self._next_id("evt"), "object": "event", "type": kind,
+            "created": int(self.clock.now().timestamp()), "data": {"object": obj},
+        }
+        payload = json.dumps(event).encode()
+        return payload, self.sign(payload)
+
+    # Like Stripe: the same key with the same request returns the first result; with another
+    # request it is an error.
+    def _once(self, key: str, params: object, make: Callable[[], T]) -> T:
+        self._maybe_time_out()
+        if key in self._by_key:
+            first_params, result = self._by_key[key]
+            if first_params != params:
+                raise PaymentError(
+                    "payment_provider_error",
+                    "The payment provider refused the request. Try again later; if it keeps failing, contact support.",
+                    provider_code="idempotency_key_in_use",
+                )
+            return cast(T, result)
+        result = make()
+        self._by_key[key] = (params, result)
+        return result
+
+    def _maybe_time_out(self) -> None:
+        if self.timing_out:
+            raise _unreachable("local provider told to time out")
+
+    def _next_id(self, prefix: str) -> str:
+        self._counters[prefix] = self._counters.get(prefix, 0) + 1
+        return f"{prefix}_local_{self._counters[prefix]:04d}"
+
+    def _customer(self, customer_id: str) -> dict[str, str]:
+        if customer_id not in self.customers:
+            raise PaymentError(
+                "payment_provider_error", "The payment provider does not know this customer.", customer_id=customer_id
+            )
+        return self.customers[customer_id]
+
+    def _new_customer(self, site_reference: str, name: str, email: str | None) -> str:
+        customer_id = self._next_id("cus")
+        self.customers[customer_id] = {"site": site_reference, "name": name, "email": email or ""}
+        return customer_id
+
+    def _new_subscription(self, customer_id: str, site_reference: str, apartments: int) -> Subscription:
+        self._customer(customer_id)
+        if self.declining:
+            raise _declined("card_declined", "Your card was declined.")
+        sub = Subscription(id=self._next_id("sub"), status="active", apartments=apartments)
+        self.subscriptions[sub.id] = sub
+        self._site_of[sub.id] = site_reference
+        self.outbox.append(self.make_webhook(
+            "payment_succeeded", site_reference=site_reference, subscription_id=sub.id,
+            payment_id=self._next_id("in"), amount_minor=apartments * self.annual_price_minor,
+            currency=self.currency, apartments=apartments,
+        ))
+        return sub
+
+    def _new_charge(self, customer_id: str, site_reference: str, amount_minor: int, currency: str) -> Charge:
+        self._customer(customer_id)
+        if self.declining:
+            raise _declined("card_declined", "Your card was declined.")
+        charge = Charge(id=self._next_id("pi"), status="succeeded", amount_minor=amount_minor, currency=currency.lower())
+        self.charges[charge.id] = charge
+        self.outbox.append(self.make_webhook(
+            "payment_succeeded", site_reference=site_reference, payment_id=charge.id,
+            amount_minor=amount_minor, currency=charge.currency,
+        ))
+        return charge
