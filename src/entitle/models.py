@@ -8,6 +8,7 @@ def load_all() -> None:
     import entitle.history.models
     import entitle.keys.models
     import entitle.ledger.models
+    import entitle.my2n.models
     import entitle.platform.models
     import entitle.signing.models
     import entitle.systems.models

@@ -1,0 +1,256 @@
+"""My2N on the server, first step (SPEC §4): sites, apartments, devices and the paid-device limit,
+the site dashboard, the migration check and the model change. Vouchers and payments come next.
+
+The decisions are made by ``entitle.my2n.rules``; this module loads what they read, stores what
+they return and writes history, inside the caller's transaction. Every writer of a site's
+apartments takes the organization's lock first, so two requests never both add a fourth paid
+device to one apartment.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, get_args
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from entitle.actors import Actor
+from entitle.errors import Conflict, EntitleError, Forbidden, NotFound
+from entitle.history import services as history
+from entitle.my2n import rules
+from entitle.my2n.models import Apartment, Site, SiteDevice
+from entitle.platform import events
+from entitle.tenancy import services as tenancy
+from entitle.tenancy.models import Membership, Organization
+
+KINDS: tuple[str, ...] = get_args(rules.DeviceKind)
+
+
+def _name(name: str, what: str) -> str:
+    name = name.strip()
+    if not 1 <= len(name) <= 200:
+        raise EntitleError("name_invalid", f"Give the {what} a name of 1 to 200 characters.")
+    return name
+
+
+# --- sites (R-MY-1) ------------------------------------------------------------------------------
+
+def create_site(session: Session, *, org_id: int, name: str, actor: Actor, now: datetime, model: str = "apartment",
+                custom_expires_at: datetime | None = None) -> Site:
+    """A new site has the apartment model. A ``custom`` site can only be recorded by the vendor
+    (a legacy site, with its expiry): the model is retired and cannot be newly chosen."""
+    actor.require_licensing(org_id)
+    name = _name(name, "site")
+    if model == "custom":
+        if not (actor.is_issuer or actor.is_operator):
+            rules.check_model_choice(model)  # refuses: model_retired
+        if custom_expires_at is None:
+            raise EntitleError("custom_expiry_required", "A legacy custom-model site needs the date it expires.")
+    else:
+        rules.check_model_choice(model)
+        custom_expires_at = None
+    org = session.get(Organization, org_id)
+    if org is None:
+        raise NotFound("organization", org_id=org_id)
+    history.lock_organization(session, org_id)
+    if session.scalar(select(Site.id).where(Site.org_id == org_id, Site.name == name)) is not None:
+        raise Conflict("site_exists", f"A site named {name!r} exists already.", name=name)
+    site = Site(org_id=org_id, name=name, region=org.region, model=model, custom_expires_at=custom_expires_at,
+                created_at=now)
+    session.add(site)
+    session.flush()
+    history.record(session, org_id=org_id, actor=actor, now=now, action="my2n.site.created",
+                   object_type="my2n_site", object_id=site.id, after={"name": name, "model": model})
+    return site
+
+
+def get_site(session: Session, org_id: int, site_id: int) -> Site:
+    site = session.get(Site, site_id)
+    if site is None or site.org_id != org_id:
+        raise NotFound("site", site_id=site_id)
+    return site
+
+
+def sites_of(session: Session, org_id: int) -> list[Site]:
+    return list(session.scalars(select(Site).where(Site.org_id == org_id).order_by(Site.id)))
+
+
+def _rule_site(site: Site) -> rules.Site:
+    return rules.Site(site.id, site.model, site.region, site.custom_expires_at)  # type: ignore[arg-type]
+
+
+def site_to_dict(site: Site, now: datetime) -> dict[str, Any]:
+    expiry = rules.custom_expiry(_rule_site(site), now)
+    return {"id": site.id, "name": site.name, "region": site.region, "model": site.model,
+            "custom_expires_at": site.custom_expires_at.isoformat() if site.custom_expires_at else None,
+            "custom_expired": expiry.expired if expiry else None,
+            "model_changed_at": site.model_changed_at.isoformat() if site.model_changed_at else None,
+            "created_at": site.created_at.isoformat()}
+
+
+# --- apartments and devices (R-MY-2) -------------------------------------------------------------
+
+def create_apartment(session: Session, *, site: Site, name: str, actor: Actor, now: datetime) -> Apartment:
+    actor.require_licensing(site.org_id)
+    name = _name(name, "apartment")
+    history.lock_organization(session, site.org_id)
+    if session.scalar(select(Apartment.id).where(Apartment.site_id == site.id, Apartment.name == name)) is not None:
+        raise Conflict("apartment_exists", f"The site has an apartment named {name!r} already.", name=name)
+    apt = Apartment(org_id=site.org_id, site_id=site.id, name=name, paid_through=None, created_at=now)
+    session.add(apt)
+    session.flush()
+    history.record(session, org_id=site.org_id, actor=actor, now=now, action="my2n.apartment.created",
+                   object_type="my2n_apartment", object_id=apt.id, after={"site": site.id, "name": name})
+    return apt
+
+
+def get_apartment(session: Session, site: Site, apartment_id: int) -> Apartment:
+    apt = session.get(Apartment, apartment_id)
+    if apt is None or apt.site_id != site.id:
+        raise NotFound("apartment", apartment_id=apartment_id)
+    return apt
+
+
+def apartments_of(session: Session, site: Site) -> list[Apartment]:
+    return list(session.scalars(select(Apartment).where(Apartment.site_id == site.id).order_by(Apartment.id)))
+
+
+def devices_of(session: Session, site: Site) -> list[SiteDevice]:
+    return list(session.scalars(select(SiteDevice).where(SiteDevice.site_id == site.id).order_by(SiteDevice.serial)))
+
+
+def _rule_device(d: SiteDevice) -> rules.Device:
+    return rules.Device(d.id, d.kind, d.apartment_id, d.local_mode)  # type: ignore[arg-type]
+
+
+def _check_into(session: Session, device: rules.Device, apartment: Apartment | None) -> None:
+    if apartment is None:
+        return
+    others = session.scalars(select(SiteDevice).where(SiteDevice.apartment_id == apartment.id))
+    rules.check_assignment(device, [_rule_device(d) for d in others])
+
+
+def add_device(session: Session, *, site: Site, serial: str, kind: str, actor: Actor, now: datetime,
+               apartment_id: int | None = None, local_mode: bool = False) -> SiteDevice:
+    """Add a device to the site, into an apartment or not; a fifth paid device of an apartment
+    is refused whoever adds it (R-MY-2)."""
+    actor.require_licensing(site.org_id)
+    serial = serial.strip()
+    if not 1 <= len(serial) <= 128:
+        raise EntitleError("serial_invalid", "A device serial number (or name) is 1 to 128 characters.")
+    if kind not in KINDS:
+        raise EntitleError("device_kind_invalid", f"A device is one of: {', '.join(KINDS)}.", kind=kind,
+                           allowed=list(KINDS))
+    history.lock_organization(session, site.org_id)  # the limit below stays true until commit
+    if session.scalar(select(SiteDevice.id).where(SiteDevice.site_id == site.id, SiteDevice.serial == serial)):
+        raise Conflict("device_exists", f"Device {serial} is already on this site.", serial=serial)
+    apartment = get_apartment(session, site, apartment_id) if apartment_id is not None else None
+    # Checked before anything is written (0: the new device has no id yet).
+    _check_into(session, rules.Device(0, kind, None, local_mode), apartment)  # type: ignore[arg-type]
+    device = SiteDevice(org_id=site.org_id, site_id=site.id, apartment_id=apartment.id if apartment else None,
+                        serial=serial, kind=kind, local_mode=local_mode, created_at=now)
+    session.add(device)
+    session.flush()
+    history.record(session, org_id=site.org_id, actor=actor, now=now, action="my2n.device.added",
+                   object_type="my2n_device", object_id=serial,
+                   after={"site": site.id, "kind": kind, "apartment": device.apartment_id, "local_mode": local_mode})
+    return device
+
+
+def get_device(session: Session, site: Site, serial: str) -> SiteDevice:
+    found = session.scalars(select(SiteDevice).where(SiteDevice.site_id == site.id,
+                                                     SiteDevice.serial == serial)).one_or_none()
+    if found is None:
+        raise NotFound("device", serial=serial)
+    return found
+
+
+def assign_device(session: Session, *, site: Site, serial: str, apartment_id: int | None, actor: Actor,
+                  now: datetime) -> SiteDevice:
+    """Move a device into an apartment (or out of every apartment with None)."""
+    actor.require_licensing(site.org_id)
+    history.lock_organization(session, site.org_id)
+    device = get_device(session, site, serial)
+    apartment = get_apartment(session, site, apartment_id) if apartment_id is not None else None
+    _check_into(session, _rule_device(device), apartment)
+    before = device.apartment_id
+    device.apartment_id = apartment.id if apartment else None
+    session.flush()
+    history.record(session, org_id=site.org_id, actor=actor, now=now, action="my2n.device.assigned",
+                   object_type="my2n_device", object_id=serial, before={"apartment": before},
+                   after={"apartment": device.apartment_id})
+    return device
+
+
+def set_local_mode(session: Session, *, site: Site, serial: str, local_mode: bool, actor: Actor,
+                   now: datetime) -> SiteDevice:
+    actor.require_licensing(site.org_id)
+    device = get_device(session, site, serial)
+    before, device.local_mode = device.local_mode, local_mode
+    session.flush()
+    history.record(session, org_id=site.org_id, actor=actor, now=now, action="my2n.device.local_mode",
+                   object_type="my2n_device", object_id=serial, before={"local_mode": before},
+                   after={"local_mode": local_mode})
+    return device
+
+
+# --- the dashboard (R-MY-3, R-MY-6) --------------------------------------------------------------
+
+def dashboard(session: Session, *, site: Site, now: datetime) -> dict[str, Any]:
+    """Apartments, how many need a license, which lapsed or lapse soon, what to order."""
+    apartments = apartments_of(session, site)
+    devices = [_rule_device(d) for d in devices_of(session, site)]
+    board = rules.dashboard(_rule_site(site), [rules.Apartment(a.id, a.paid_through) for a in apartments],
+                            devices, now)
+    by_id = {a.id: a for a in apartments}
+    needing = {a.id for a in apartments
+               if rules.needs_license(rules.devices_of(a.id, devices))}
+    return {
+        "site": site_to_dict(site, now),
+        "apartments": board.apartments, "needing_license": board.needing_license,
+        "lapsed": [by_id[i].name for i in board.lapsed], "lapsing_soon": [by_id[i].name for i in board.lapsing_soon],
+        "order": {"part_number": board.part, "quantity": board.to_order},
+        "rows": [{"id": a.id, "name": a.name, "needs_license": a.id in needing,
+                  "paid_devices": sum(1 for d in rules.devices_of(a.id, devices) if rules.is_paid_device(d)),
+                  "paid_through": a.paid_through.isoformat() if a.paid_through else None} for a in apartments],
+    }
+
+
+# --- migration (R-MY-4) --------------------------------------------------------------------------
+
+def migration_check(session: Session, *, site: Site) -> list[dict[str, Any]]:
+    """Every device that still has to be assigned to an apartment (intercoms never are)."""
+    devices = devices_of(session, site)
+    left = {d.device_id for d in rules.unassigned_devices([_rule_device(d) for d in devices])}
+    return [{"serial": d.serial, "kind": d.kind} for d in devices if d.id in left]
+
+
+def change_model(session: Session, *, site: Site, model: str, actor: Actor, now: datetime) -> dict[str, Any]:
+    """The vendor-support model change: refused while a non-intercom device is unassigned; then
+    every session and app token of the site's users (the organization's members) is revoked, so
+    that they log in again (R-MY-4)."""
+    if not (actor.is_issuer or actor.is_operator):
+        raise Forbidden("vendor_support_only",
+                        "The business model is changed by 2N Tech Support: ask them once every device is in "
+                        "an apartment.")
+    history.lock_organization(session, site.org_id)
+    chosen = rules.check_model_change(current=site.model, chosen=model,  # type: ignore[arg-type]
+                                      devices=[_rule_device(d) for d in devices_of(session, site)])
+    if site.model == chosen:
+        raise Conflict("model_unchanged", f"The site already has the {chosen} model.", model=chosen)
+    before = site.model
+    site.model, site.model_changed_at, site.custom_expires_at = chosen, now, None
+    users = list(session.scalars(select(Membership.user_id).where(Membership.org_id == site.org_id)))
+    revoked = tenancy.revoke_all_sessions(session, user_ids=users, now=now) if users else 0
+    session.flush()
+    history.record(session, org_id=site.org_id, actor=actor, now=now, action="my2n.site.model_changed",
+                   object_type="my2n_site", object_id=site.id, before={"model": before},
+                   after={"model": chosen, "users_logged_out": len(users), "sessions_revoked": revoked})
+    events.emit(session, org_id=site.org_id, type="my2n.site.model_changed", now=now, site=site.id, model=chosen)
+    return {"site": site_to_dict(site, now), "users_logged_out": len(users), "sessions_revoked": revoked}
+
+
+def paid_devices(session: Session, apartment: Apartment) -> int:
+    return int(session.scalar(select(func.count()).select_from(SiteDevice).where(
+        SiteDevice.apartment_id == apartment.id, SiteDevice.kind.in_(sorted(rules.PAID_KINDS)))) or 0)
