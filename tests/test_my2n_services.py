@@ -22,10 +22,10 @@ from helpers import join, org_with_owner
 VENDOR = operator("2n-support")
 
 
-def refused(code: str, fn, *args, **kwargs) -> EntitleError:  # type: ignore[no-untyped-def]
+def refused(error: str, fn, *args, **kwargs) -> EntitleError:  # type: ignore[no-untyped-def]
     with pytest.raises(EntitleError) as exc:
         fn(*args, **kwargs)
-    assert exc.value.code == code and exc.value.message
+    assert exc.value.code == error and exc.value.message
     return exc.value
 
 
@@ -151,3 +151,75 @@ def test_migration_is_refused_while_devices_are_unassigned_then_logs_everyone_ou
     with world.ctx.sessions() as s:
         assert tenancy.user_for_token(s, owner.token) is None  # logged out: the app token is revoked
         assert s.scalar(select(ApiToken.revoked_at).where(ApiToken.user_id == owner.user.id)) is not None
+
+
+def _site_with_apartments(world: World, region: str = "EU"):  # type: ignore[no-untyped-def]
+    org_id, owner = org_with_owner(world, f"Vouchers {region}", f"v-{region.lower()}@example.com", region=region)
+    ann = world.actor(owner.user)
+    with transaction(world.ctx.sessions) as s:
+        site = my2n.create_site(s, org_id=org_id, name="Site", actor=ann, now=world.now)
+        a = my2n.create_apartment(s, site=site, name="A", actor=ann, now=world.now)
+        b = my2n.create_apartment(s, site=site, name="B", actor=ann, now=world.now)
+        my2n.add_device(s, site=site, serial="A-PH", kind="phone", apartment_id=a.id, actor=ann, now=world.now)
+        for i in range(3):
+            my2n.add_device(s, site=site, serial=f"B-{i}", kind="tablet", apartment_id=b.id, actor=ann, now=world.now)
+        return org_id, ann, site.id, a.id, b.id
+
+
+def test_vouchers_fill_the_credit_pool_and_pay_apartment_years(world: World) -> None:  # R-MY-5 R-MY-6
+    org_id, ann, site_id, a, b = _site_with_apartments(world)
+    now = world.now
+    with transaction(world.ctx.sessions) as s:
+        _, apt_codes = my2n.mint_vouchers(s, part_number="9137958", name="Distributor X", years=1, subscriptions=2,
+                                          scope="apartment", actor=VENDOR, now=now)
+        _, dev_codes = my2n.mint_vouchers(s, part_number="9137958", name="Per device", years=2, subscriptions=2,
+                                          scope="device", actor=VENDOR, now=now)
+    with transaction(world.ctx.sessions) as s:
+        site = my2n.get_site(s, org_id, site_id)
+        my2n.redeem_voucher(s, site=site, code=apt_codes[0], actor=ann, now=now)
+        out = my2n.redeem_voucher(s, site=site, code=dev_codes[0], actor=ann, now=now)
+        assert out["pool"] == {"apartment_years": 1, "device_years": 2}
+        # Apartment A: one apartment-year; paid through a year from now.
+        paid = my2n.pay_from_credit(s, site=site, apartment_id=a, actor=ann, now=now)
+        assert paid["paid_through"] == now.replace(year=now.year + 1).isoformat()
+        assert paid["pool"] == {"apartment_years": 0, "device_years": 2}
+        # Apartment B has 3 billable tablets: 2 device-years are not enough.
+        err = refused("credit_insufficient", my2n.pay_from_credit, s, site=site, apartment_id=b, actor=ann, now=now)
+        assert err.detail["needed_device_years"] == 3
+    with transaction(world.ctx.sessions) as s:
+        site = my2n.get_site(s, org_id, site_id)
+        my2n.redeem_voucher(s, site=site, code=dev_codes[1], actor=ann, now=now)
+        paid = my2n.pay_from_credit(s, site=site, apartment_id=b, actor=ann, now=now)
+        assert paid["pool"] == {"apartment_years": 0, "device_years": 1}
+        board = my2n.dashboard(s, site=site, now=now)
+        assert board["lapsed"] == [] and board["needing_license"] == 2
+        # 30 days before the year ends both show as lapsing soon; at its end they lapse (R-MY-6).
+        soon = now.replace(year=now.year + 1) - timedelta(days=30)
+        assert my2n.dashboard(s, site=site, now=soon)["lapsing_soon"] == ["A", "B"]
+        assert my2n.dashboard(s, site=site, now=now.replace(year=now.year + 1))["lapsed"] == ["A", "B"]
+        from entitle.ledger import services as ledger
+        assert ledger.unbalanced_transactions(s) == [] and ledger.negative_accounts(s) == []
+
+
+def test_a_voucher_is_used_once_region_bound_and_valid_three_years(world: World) -> None:  # R-MY-5
+    org_id, ann, site_id, _a, _b = _site_with_apartments(world)
+    now = world.now
+    with transaction(world.ctx.sessions) as s:
+        _, codes = my2n.mint_vouchers(s, part_number="9137958", name="X", years=1, subscriptions=3,
+                                      scope="apartment", actor=VENDOR, now=now)
+        _, us_codes = my2n.mint_vouchers(s, part_number="02683-001", name="US", years=1, subscriptions=1,
+                                         scope="apartment", actor=VENDOR, now=now)
+        refused("voucher_scope_invalid", my2n.mint_vouchers, s, part_number="9137958", name="Y", years=1,
+                subscriptions=1, scope="floor", actor=VENDOR, now=now)
+    with transaction(world.ctx.sessions) as s:
+        my2n.redeem_voucher(s, site=my2n.get_site(s, org_id, site_id), code=codes[0], actor=ann, now=now)
+    with transaction(world.ctx.sessions) as s:
+        site = my2n.get_site(s, org_id, site_id)
+        refused("key_already_redeemed", my2n.redeem_voucher, s, site=site, code=codes[0], actor=ann, now=now)
+        refused("key_wrong_region", my2n.redeem_voucher, s, site=site, code=us_codes[0], actor=ann, now=now)
+        three_years = now.replace(year=now.year + 3)
+        my2n.redeem_voucher(s, site=site, code=codes[1], actor=ann, now=three_years - timedelta(microseconds=1))
+    with transaction(world.ctx.sessions) as s:
+        site = my2n.get_site(s, org_id, site_id)
+        refused("voucher_expired", my2n.redeem_voucher, s, site=site, code=codes[2], actor=ann, now=three_years)
+        assert my2n.credit_pool(s, site) == {"apartment_years": 2, "device_years": 0}

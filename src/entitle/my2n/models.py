@@ -57,3 +57,17 @@ class SiteDevice(Base):
     kind: Mapped[str] = mapped_column(String(16))
     local_mode: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime]
+
+
+class VoucherBatch(Base):
+    """What makes a key batch a distributor's voucher batch (R-MY-5): its codes are the batch's
+    keys (part 9137958 or 02683-001; ``quantity_per_key`` = years), each worth ``years``
+    apartment-years (scope ``apartment``) or device-years (scope ``device``), valid for 3 years
+    from the purchase."""
+
+    __tablename__ = "my2n_voucher_batches"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    key_batch_id: Mapped[int] = mapped_column(ForeignKey("key_batches.id"), unique=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    purchased_at: Mapped[datetime]

@@ -1,5 +1,6 @@
-"""My2N on the server, first step (SPEC §4): sites, apartments, devices and the paid-device limit,
-the site dashboard, the migration check and the model change. Vouchers and payments come next.
+"""My2N on the server, first steps (SPEC §4): sites, apartments, devices and the paid-device limit,
+the site dashboard, the migration check and the model change, voucher batches into the site credit
+pool and paying apartment-years from it. Card payments come next.
 
 The decisions are made by ``entitle.my2n.rules``; this module loads what they read, stores what
 they return and writes history, inside the caller's transaction. Every writer of a site's
@@ -19,7 +20,12 @@ from entitle.actors import Actor
 from entitle.errors import Conflict, EntitleError, Forbidden, NotFound
 from entitle.history import services as history
 from entitle.my2n import rules
-from entitle.my2n.models import Apartment, Site, SiteDevice
+from entitle.keys import services as keys
+from entitle.keys.models import KeyBatch, LicenseKey
+from entitle.ledger import services as ledger
+from entitle.ledger.models import Account
+from entitle.my2n.models import Apartment, Site, SiteDevice, VoucherBatch
+from entitle.catalog.models import Sku
 from entitle.platform import events
 from entitle.tenancy import services as tenancy
 from entitle.tenancy.models import Membership, Organization
@@ -254,3 +260,110 @@ def change_model(session: Session, *, site: Site, model: str, actor: Actor, now:
 def paid_devices(session: Session, apartment: Apartment) -> int:
     return int(session.scalar(select(func.count()).select_from(SiteDevice).where(
         SiteDevice.apartment_id == apartment.id, SiteDevice.kind.in_(sorted(rules.PAID_KINDS)))) or 0)
+
+
+# --- vouchers and the site credit pool (R-MY-5) --------------------------------------------------
+
+SCOPES: tuple[str, ...] = get_args(rules.VoucherScope)
+
+
+def mint_vouchers(session: Session, *, part_number: str, name: str, years: int, subscriptions: int, scope: str,
+                  actor: Actor, now: datetime) -> tuple[VoucherBatch, list[str]]:
+    """A distributor's voucher batch: ``subscriptions`` codes of part 9137958 / 02683-001, each
+    worth ``years`` apartment-years (or device-years), valid for 3 years from now. Returns the
+    batch and its codes (shown once; stored as hashes)."""
+    if scope not in SCOPES:
+        raise EntitleError("voucher_scope_invalid", "A voucher batch is per apartment or per device.",
+                           scope=scope, allowed=list(SCOPES))
+    if not 1 <= years <= 10:
+        raise EntitleError("years_invalid", "A voucher is worth 1 to 10 years.", years=years)
+    minted = keys.mint(session, sku_part=part_number, quantity_per_key=years, count=subscriptions, actor=actor,
+                       now=now, name=_name(name, "voucher batch"), keep_codes=True)
+    if minted.batch.sku.grant_kind != "apartment_year":
+        raise EntitleError("sku_not_voucher", f"Part {part_number} is not a My2N apartment-license voucher.",
+                           part_number=part_number)
+    batch = VoucherBatch(key_batch_id=minted.batch.id, scope=scope, purchased_at=now)
+    session.add(batch)
+    session.flush()
+    return batch, minted.codes
+
+
+def _voucher_rules(batch: VoucherBatch, key_batch: KeyBatch) -> rules.VoucherBatch:
+    return rules.VoucherBatch(key_batch.name, key_batch.quantity_per_key, key_batch.count,
+                              batch.scope, batch.purchased_at)  # type: ignore[arg-type]
+
+
+def _credit_account(session: Session, site: Site, sku_id: int, scope: str, now: datetime) -> Account:
+    return ledger.account(session, org_id=site.org_id, kind="site_credit", sku_id=sku_id,
+                          ref=f"site/{site.id}/{scope}", now=now)
+
+
+def redeem_voucher(session: Session, *, site: Site, code: str, actor: Actor, now: datetime) -> dict[str, Any]:
+    """Activate a voucher code: its years go to the site's credit pool (apartment-years or
+    device-years). Refused for a code of another region (the key rules), one used or
+    cancelled, one whose batch is past its 3 years, or a key that is not a voucher."""
+    actor.require_licensing(site.org_id)
+    scope_of: dict[str, str] = {}
+
+    def into(s: Session, org: Organization, sku: Sku, key: LicenseKey, at: datetime) -> Account:
+        batch = s.scalars(select(VoucherBatch).where(VoucherBatch.key_batch_id == key.batch_id)).one_or_none()
+        if sku.grant_kind != "apartment_year" or batch is None:
+            raise Conflict("key_not_voucher", f"This key ({sku.part_number}) is not a My2N voucher code.",
+                           part_number=sku.part_number)
+        rules.check_redeem(_voucher_rules(batch, key.batch), key.state, at)  # type: ignore[arg-type]
+        scope_of["scope"] = batch.scope
+        return _credit_account(s, site, sku.id, batch.scope, at)
+
+    done = keys.redeem(session, org_id=site.org_id, typed_key=code, actor=actor, now=now, into=into)
+    history.record(session, org_id=site.org_id, actor=actor, now=now, action="my2n.voucher.activated",
+                   object_type="my2n_site", object_id=site.id,
+                   after={"scope": scope_of["scope"], "years": done["quantity"], "part_number": done["part_number"]})
+    return {"scope": scope_of["scope"], "years": done["quantity"], "pool": credit_pool(session, site)}
+
+
+def _credit_accounts(session: Session, site: Site) -> list[Account]:
+    return list(session.scalars(select(Account).where(Account.org_id == site.org_id, Account.kind == "site_credit",
+                                                      Account.ref.startswith(f"site/{site.id}/"))
+                                .order_by(Account.id)))
+
+
+def credit_pool(session: Session, site: Site) -> dict[str, int]:
+    pool = {"apartment_years": 0, "device_years": 0}
+    for acct in _credit_accounts(session, site):
+        pool[f"{acct.ref.rsplit('/', 1)[1]}_years"] += ledger.balance(session, acct.id)
+    return pool
+
+
+def pay_from_credit(session: Session, *, site: Site, apartment_id: int, actor: Actor, now: datetime) -> dict[str, Any]:
+    """Pay one year of an apartment's license from the site credit pool: one apartment-year,
+    else one device-year per billable device (R-MY-5); paid-through moves one year on."""
+    actor.require_licensing(site.org_id)
+    history.lock_organization(session, site.org_id)
+    apt = get_apartment(session, site, apartment_id)
+    devices = [_rule_device(d) for d in session.scalars(select(SiteDevice).where(SiteDevice.apartment_id == apt.id))]
+    if not rules.needs_license(devices):
+        raise Conflict("apartment_needs_no_license",
+                       "This apartment has no paid device outside local mode, so it needs no license.",
+                       apartment=apt.name)
+    before = credit_pool(session, site)
+    after = rules.charge_apartment_year(rules.Credit(before["apartment_years"], before["device_years"]), devices)
+    take = {"apartment": before["apartment_years"] - after.apartment_years,
+            "device": before["device_years"] - after.device_years}
+    moves: list[tuple[Account, int]] = []
+    for acct in _credit_accounts(session, site):
+        scope = acct.ref.rsplit("/", 1)[1]
+        n = min(take[scope], ledger.balance(session, acct.id))
+        if n:
+            paid = ledger.account(session, org_id=site.org_id, kind="apartment_paid", sku_id=acct.sku_id,
+                                  ref=f"apt/{apt.id}", now=now)
+            moves += [(acct, -n), (paid, n)]
+            take[scope] -= n
+    ledger.post(session, org_id=site.org_id, kind="apartment_year", actor=actor, now=now, moves=moves,
+                memo=f"apartment {apt.id}")
+    old, apt.paid_through = apt.paid_through, rules.extend_paid_through(apt.paid_through, now)
+    session.flush()
+    history.record(session, org_id=site.org_id, actor=actor, now=now, action="my2n.apartment.paid",
+                   object_type="my2n_apartment", object_id=apt.id,
+                   before={"paid_through": old.isoformat() if old else None, **before},
+                   after={"paid_through": apt.paid_through.isoformat(), **credit_pool(session, site)})
+    return {"apartment": apt.name, "paid_through": apt.paid_through.isoformat(), "pool": credit_pool(session, site)}

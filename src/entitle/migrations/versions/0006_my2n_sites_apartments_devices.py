@@ -69,9 +69,19 @@ def upgrade() -> None:
         batch_op.create_index('ix_my2n_devices_apartment', ['apartment_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_my2n_devices_org_id'), ['org_id'], unique=False)
 
+    op.create_table('my2n_voucher_batches',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('key_batch_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('scope', sa.String(length=16), nullable=False),
+    sa.Column('purchased_at', entitle.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['key_batch_id'], ['key_batches.id'], name=op.f('fk_my2n_voucher_batches_key_batch_id_key_batches')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_my2n_voucher_batches')),
+    sa.UniqueConstraint('key_batch_id', name=op.f('uq_my2n_voucher_batches_key_batch_id'))
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('my2n_voucher_batches')
     with op.batch_alter_table('my2n_devices', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_my2n_devices_org_id'))
         batch_op.drop_index('ix_my2n_devices_apartment')
