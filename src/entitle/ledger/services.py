@@ -159,9 +159,13 @@ def wallet(session: Session, org_id: int, *, now: datetime | None = None) -> lis
 
 
 def wallet_units(session: Session, org_id: int, sku_id: int) -> int:
-    ids = session.scalars(select(Account.id).where(Account.org_id == org_id, Account.kind == "wallet",
-                                                   Account.sku_id == sku_id))
-    return sum(balance(session, account_id) for account_id in ids)
+    """Units of one SKU in the wallet, over all its accounts (lots) in one statement."""
+    latest = (select(func.max(Entry.id).label("entry_id"))
+              .join(Account, Account.id == Entry.account_id)
+              .where(Account.org_id == org_id, Account.kind == "wallet", Account.sku_id == sku_id)
+              .group_by(Entry.account_id).subquery())
+    return int(session.scalar(select(func.coalesce(func.sum(Entry.balance_after), 0))
+                              .where(Entry.id.in_(select(latest.c.entry_id)))) or 0)
 
 
 def unbalanced_transactions(session: Session) -> list[int]:
