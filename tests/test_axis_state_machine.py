@@ -6,6 +6,7 @@ services show agrees with the model."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -391,6 +392,6 @@ def test_axis_licensing_keeps_its_invariants_across_any_sequence(world: World) -
             assert all(n == 1 for n in growth.values())
 
     run_state_machine_as_test(AxisMachine, settings=settings(
-        max_examples=25, stateful_step_count=20, deadline=None,
+        max_examples=int(os.environ.get("ENTITLE_HYPOTHESIS_EXAMPLES", "25")), stateful_step_count=20, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     ))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 import pytest
@@ -197,7 +198,7 @@ def test_ledger_invariants_hold_across_any_sequence_of_operations(ctx):
                         assert ledger.wallet_units(s, org_id, sku.id) == self.expected[("wallet", org, part)]
 
     run_state_machine_as_test(LedgerMachine, settings=settings(
-        max_examples=25, stateful_step_count=20, deadline=None,
+        max_examples=int(os.environ.get("ENTITLE_HYPOTHESIS_EXAMPLES", "25")), stateful_step_count=20, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     ))
 
