@@ -445,7 +445,7 @@ class Line:
 
 
 def allocate(session: Session, *, org_id: int, product_code: str, lines: Sequence[Line], actor: Actor,
-             now: datetime) -> dict[str, Any]:
+             now: datetime, state_before: str | None = None) -> dict[str, Any]:
     """Confirm an allocation: every line or none. Units come from the wallet's oldest lots of the
     line's license type and term; a short wallet refuses the whole confirmation with how many are
     missing (R-AX-5). Overlapping time is compensated back to the wallet (R-AX-7)."""
@@ -468,7 +468,8 @@ def allocate(session: Session, *, org_id: int, product_code: str, lines: Sequenc
                                f"Allocate to the current subscription year ({years.start}) or up to five years "
                                f"ahead ({years.stop - 1}).", year=line.year, first=years.start, last=years.stop - 1)
     expire_lots(session, org_id=org_id, product=product, actor=actor, now=now)
-    state_before = status(session, org_id=org_id, product=product, now=now)["state"]
+    if state_before is None:  # renew has just read it
+        state_before = status(session, org_id=org_id, product=product, now=now)["state"]
     usable = lots(session, org_id, product, now=now)
     wanted: dict[tuple[str, int], int] = defaultdict(int)
     for line in lines:
@@ -605,7 +606,8 @@ def renew(session: Session, *, org_id: int, product_code: str, years_ahead: int 
                     lines.append(Line(license_type, y["index"], v["missing"], term_years))
     if not lines:
         return {"allocations": [], "state": st["state"], "message": "Nothing to renew: the coming years are covered."}
-    return allocate(session, org_id=org_id, product_code=product_code, lines=lines, actor=actor, now=now)
+    return allocate(session, org_id=org_id, product_code=product_code, lines=lines, actor=actor, now=now,
+                    state_before=st["state"])
 
 
 # --- upgrades (R-AX-13) ---------------------------------------------------------------------------
@@ -642,7 +644,8 @@ def upgrade(session: Session, *, org_id: int, product_code: str, year: int, unit
                    Sku.grant_kind == "subscription", Sku.term_years == 1)
             .order_by(Account.id)).scalars().all()
         sources = [a for a in sources if a.sku.grants.get("license_type") == from_type]
-        have_old = sum(ledger.balance(session, a.id) for a in sources)
+        held = {a.id: ledger.balance(session, a.id) for a in sources}
+        have_old = sum(held.values())
         if have_old < n:
             raise Conflict("upgrade_nothing_to_convert",
                            f"Year {year} has {have_old} one-year {from_type} unit(s) allocated; {n} needed to upgrade.",
@@ -650,7 +653,7 @@ def upgrade(session: Session, *, org_id: int, product_code: str, year: int, unit
         moves: list[tuple[Account, int]] = [(lot.account, -n)]
         left = n
         for acct in sources:
-            k = min(left, ledger.balance(session, acct.id))
+            k = min(left, held[acct.id])
             if k:
                 moves.append((acct, -k))
                 moves.append((ledger.account(session, org_id=org_id, kind="upgraded", sku_id=acct.sku_id, now=now), k))

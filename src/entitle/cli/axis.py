@@ -485,8 +485,9 @@ def system_list(org: OrgRef, database_url: DatabaseUrl = None, as_json: JsonOut 
     """The organization's AXIS systems (online and offline) with their devices per license type."""
     with context(database_url) as ctx, reading(ctx.sessions) as s:
         org_id = _org_id(s, org)
-        rows = [_system_dict(s, x) for x in systems.systems_of(s, org_id)
-                if x.id in {y["id"] for y in axis.systems_summary(s, org_id)}]
+        counts = {y["id"]: y["devices"] for y in axis.systems_summary(s, org_id)}
+        rows = [{**systems.to_dict(x), "device_counts": counts[x.id]} for x in systems.systems_of(s, org_id)
+                if x.id in counts]
     if as_json:
         print_json(rows)
         return
