@@ -107,12 +107,17 @@ class _Handler(BaseHTTPRequestHandler):
             return {"id": path.rsplit("/", 1)[1], "object": "customer",
                     "invoice_settings": {"default_payment_method": card}}
         if path == "/v1/subscriptions":
+            quantity = int(form["items[0][quantity]"])
             return {"id": "sub_1", "object": "subscription", "status": "active",
+                    "latest_invoice": {"id": "in_1", "object": "invoice", "amount_paid": quantity * 1200},
                     "items": {"object": "list", "data": [{"object": "subscription_item",
                                                           "quantity": int(form["items[0][quantity]"])}]}}
         if path.startswith("/v1/subscriptions/") and method == "DELETE":
             return {"id": path.rsplit("/", 1)[1], "object": "subscription", "status": "canceled",
                     "items": {"object": "list", "data": [{"object": "subscription_item", "quantity": 12}]}}
+        if path == "/v1/payment_methods/pm_card_4242/attach":
+            return {"id": "pm_card_4242", "object": "payment_method", "customer": form["customer"],
+                    "card": {"brand": "visa", "last4": "4242"}}
         if path == "/v1/payment_intents":
             return {"id": "pi_1", "object": "payment_intent", "status": "succeeded",
                     "amount": int(form["amount"]), "currency": form["currency"]}
@@ -166,7 +171,10 @@ def test_recurring_payment_is_an_annual_subscription_for_the_apartments(provider
     # paid now or not created at all.
     sub = provider.start_recurring("cus_1", site_reference="site-42", apartments=12, idempotency_key="sub:k1")
     assert (sub.id, sub.status, sub.apartments) == ("sub_1", "active", 12)
+    # The first year's invoice comes back with it, so the service pays the apartments at once.
+    assert (sub.latest_payment_id, sub.amount_minor) == ("in_1", 12 * 1200)
     [request] = fake_stripe.requests
+    assert request["form"]["expand[0]"] == "latest_invoice"
     assert request["headers"]["Idempotency-Key"] == "sub:k1"
     assert request["form"]["items[0][price]"] == "price_apartment_year"
     assert request["form"]["items[0][quantity]"] == "12"
@@ -179,6 +187,17 @@ def test_stopping_recurring_payment_cancels_the_subscription(provider, fake_stri
     sub = provider.stop_recurring("sub_1")
     assert (sub.id, sub.status) == ("sub_1", "canceled")
     assert fake_stripe.requests[0]["method"] == "DELETE"
+
+
+def test_a_card_is_attached_and_made_the_default(provider, fake_stripe):
+    # R-MY-5: the card the user entered in the provider's form becomes the one recurring payment uses.
+    label = provider.set_card("cus_1", payment_method="pm_card_4242", idempotency_key="card:k1")
+    assert label == "visa •••• 4242"
+    attach, update = fake_stripe.requests
+    assert (attach["path"], attach["headers"]["Idempotency-Key"]) == ("/v1/payment_methods/pm_card_4242/attach", "card:k1")
+    assert attach["form"]["customer"] == "cus_1"
+    assert (update["path"], update["form"]["invoice_settings[default_payment_method]"]) == (
+        "/v1/customers/cus_1", "pm_card_4242")
 
 
 def test_a_one_off_charge_uses_the_card_on_file_and_the_key(provider, fake_stripe):

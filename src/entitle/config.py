@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +48,18 @@ class Settings(BaseSettings):
     # A serial a process does not know is looked up again at most this often per installation
     # (a device added since is accepted after at most this long).
     heartbeat_serials_refresh_seconds: float = Field(default=2.0, ge=0, le=3600)
+
+    # My2N card payments (R-MY-5, docs/my2n.md "Card payments"). "local" is the in-process
+    # provider for development and tests (no money moves); "stripe" is the real adapter and needs
+    # the three stripe_* settings. Prices are per apartment-year in minor units (cents).
+    payment_provider: Literal["local", "stripe"] = "local"
+    stripe_api_key: str | None = None
+    stripe_webhook_secret: str | None = None
+    stripe_price_id: str | None = None
+    stripe_api_base: str = "https://api.stripe.com"
+    local_webhook_secret: str = "whsec_local"
+    apartment_year_price_minor: int = Field(default=1200, ge=1)
+    apartment_year_currency: str = Field(default="eur", min_length=3, max_length=3)
 
     @field_validator("now")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from entitle.db import Base, BigId
@@ -26,6 +26,8 @@ class Site(Base):
     # The end of a custom-model site's license (shown while it is custom).
     custom_expires_at: Mapped[datetime | None]
     model_changed_at: Mapped[datetime | None]
+    # Chosen by the site's admin once the site has the apartment model (R-MY-4); None until then.
+    site_type: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime]
 
 
@@ -71,3 +73,75 @@ class VoucherBatch(Base):
     key_batch_id: Mapped[int] = mapped_column(ForeignKey("key_batches.id"), unique=True)
     scope: Mapped[str] = mapped_column(String(16))
     purchased_at: Mapped[datetime]
+
+
+class SiteRole(Base):
+    """A user's role on one site (My2N's site admin and apartment admin). Company admins are the
+    organization's owners and admins and need no row here. ``payments``: a site admin who may pay
+    and see prices (R-MY-5)."""
+
+    __tablename__ = "my2n_site_roles"
+    __table_args__ = (UniqueConstraint("site_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("my2n_sites.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(16))  # site_admin | apartment_admin
+    apartment_id: Mapped[int | None] = mapped_column(ForeignKey("my2n_apartments.id"))
+    payments: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime]
+
+
+class PaymentPlan(Base):
+    """A site's card payment set-up at the payment provider: its customer, the card, and the
+    automatic recurring payment (one annual subscription, ``apartments`` apartment-years a year).
+    ``version`` moves on each time recurring payment is turned off, so that the next start uses
+    a new idempotency key while a retried start reuses the same one."""
+
+    __tablename__ = "my2n_payment_plans"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("my2n_sites.id"), unique=True)
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    card: Mapped[str | None] = mapped_column(String(255))  # the provider's payment-method id
+    card_label: Mapped[str | None] = mapped_column(String(64))
+    recurring: Mapped[bool] = mapped_column(default=False)
+    subscription_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    apartments: Mapped[int] = mapped_column(default=0)
+    version: Mapped[int] = mapped_column(default=1)
+    activated_at: Mapped[datetime | None]
+    deactivated_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+class CardPayment(Base):
+    """One card payment received (the first year of a subscription, each renewal): the provider's
+    invoice or payment id is unique, so the same payment reported twice (the answer to our call
+    and its webhook, or a webhook delivered twice) pays once."""
+
+    __tablename__ = "my2n_card_payments"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("my2n_sites.id"), index=True)
+    payment_id: Mapped[str] = mapped_column(String(255), unique=True)
+    subscription_id: Mapped[str | None] = mapped_column(String(255))
+    apartments: Mapped[list[int]] = mapped_column(JSON)  # the apartments paid a year
+    amount_minor: Mapped[int | None]
+    currency: Mapped[str | None] = mapped_column(String(8))
+    paid_at: Mapped[datetime]
+
+
+class WebhookEvent(Base):
+    """Each provider webhook event handled, by its id: a delivery of an event already here is
+    answered and ignored."""
+
+    __tablename__ = "my2n_webhook_events"
+
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    provider_type: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(64))
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("my2n_sites.id"))
+    received_at: Mapped[datetime]

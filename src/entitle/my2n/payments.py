@@ -99,6 +99,11 @@ class Subscription:
     id: str
     status: str  # the provider's word: "active" once paid, "canceled" once stopped
     apartments: int
+    # The invoice that paid the first year (when the provider says so), and what it took: the
+    # service pays the apartments at once, keyed by this id, and the invoice's webhook finds
+    # them paid.
+    latest_payment_id: str | None = None
+    amount_minor: int | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,11 @@ class PaymentProvider(Protocol):
 
     def stop_recurring(self, subscription_id: str) -> Subscription:
         """Cancel the subscription at once (needed before the card can be changed)."""
+        ...
+
+    def set_card(self, customer_id: str, *, payment_method: str, idempotency_key: str) -> str:
+        """Make ``payment_method`` (a card the customer entered in the provider's own form) the
+        customer's default card; return a label to show (brand and last four digits)."""
         ...
 
     def charge_once(
@@ -316,10 +326,17 @@ class StripeProvider:
                     "payment_behavior": "error_if_incomplete",
                     "off_session": True,
                     "metadata": metadata,
+                    "expand": ["latest_invoice"],
                 },
                 {"idempotency_key": idempotency_key},
             )
-        return Subscription(id=sub.id, status=sub.status, apartments=apartments)
+        invoice = sub.to_dict().get("latest_invoice")
+        if isinstance(invoice, str):
+            invoice = {"id": invoice}
+        return Subscription(
+            id=sub.id, status=sub.status, apartments=apartments,
+            latest_payment_id=(invoice or {}).get("id"), amount_minor=_int_or_none((invoice or {}).get("amount_paid")),
+        )
 
     def stop_recurring(self, subscription_id: str) -> Subscription:
         # A DELETE: idempotent at Stripe by definition, so no key.
@@ -327,6 +344,17 @@ class StripeProvider:
             sub = self._client.v1.subscriptions.cancel(subscription_id)
         items = (sub.to_dict().get("items") or {}).get("data") or [{}]
         return Subscription(id=sub.id, status=sub.status, apartments=int(items[0].get("quantity") or 0))
+
+    def set_card(self, customer_id: str, *, payment_method: str, idempotency_key: str) -> str:
+        with _stripe_errors():
+            method = self._client.v1.payment_methods.attach(
+                payment_method, {"customer": customer_id}, {"idempotency_key": idempotency_key}
+            )
+            self._client.v1.customers.update(
+                customer_id, {"invoice_settings": {"default_payment_method": payment_method}}
+            )
+        card = method.to_dict().get("card") or {}
+        return _card_label(card.get("brand"), card.get("last4"))
 
     def charge_once(
         self,
@@ -385,6 +413,10 @@ def _stripe_errors() -> Iterator[None]:
             provider_code=exc.code,
             request_id=exc.request_id,
         ) from exc
+
+
+def _card_label(brand: Any, last4: Any) -> str:
+    return f"{brand or 'card'} •••• {last4 or '????'}"
 
 
 def _check_positive(name: str, value: int) -> None:
@@ -451,6 +483,16 @@ class LocalProvider:
                 subscription_id=subscription_id, apartments=current.apartments,
             ))
         return current
+
+    def set_card(self, customer_id: str, *, payment_method: str, idempotency_key: str) -> str:
+        """Any payment-method id is a card; its last four characters stand for its digits."""
+        params = ("card", customer_id, payment_method)
+
+        def attach() -> str:
+            self._customer(customer_id)["card"] = payment_method
+            return _card_label("card", payment_method[-4:])
+
+        return self._once(idempotency_key, params, attach)
 
     def charge_once(
         self,
@@ -553,15 +595,29 @@ class LocalProvider:
         self._customer(customer_id)
         if self.declining:
             raise _declined("card_declined", "Your card was declined.")
-        sub = Subscription(id=self._next_id("sub"), status="active", apartments=apartments)
+        invoice, amount = self._next_id("in"), apartments * self.annual_price_minor
+        sub = Subscription(id=self._next_id("sub"), status="active", apartments=apartments,
+                           latest_payment_id=invoice, amount_minor=amount)
         self.subscriptions[sub.id] = sub
         self._site_of[sub.id] = site_reference
         self.outbox.append(self.make_webhook(
             "payment_succeeded", site_reference=site_reference, subscription_id=sub.id,
-            payment_id=self._next_id("in"), amount_minor=apartments * self.annual_price_minor,
-            currency=self.currency, apartments=apartments,
+            payment_id=invoice, amount_minor=amount, currency=self.currency, apartments=apartments,
         ))
         return sub
+
+    def renew(self, subscription_id: str) -> tuple[bytes, str]:
+        """What the provider does a year on: charge the next year and send ``invoice.paid``."""
+        sub = self.subscriptions[subscription_id]
+        if sub.status != "active":
+            raise ValueError("only an active subscription renews")
+        event = self.make_webhook(
+            "payment_failed" if self.declining else "payment_succeeded", site_reference=self._site_of[sub.id],
+            subscription_id=sub.id, payment_id=self._next_id("in"), amount_minor=sub.apartments * self.annual_price_minor,
+            currency=self.currency, apartments=sub.apartments,
+        )
+        self.outbox.append(event)
+        return event
 
     def _new_charge(self, customer_id: str, site_reference: str, amount_minor: int, currency: str) -> Charge:
         self._customer(customer_id)

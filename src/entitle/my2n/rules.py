@@ -330,3 +330,39 @@ def charge_apartment_year(pool: Credit, apartment_devices: Iterable[Device]) -> 
                   f"The site credit pool holds no apartment-year and {pool.device_years} device-year(s), "
                   f"and this apartment needs {billable}; activate a voucher code or pay by card.",
                   needed_device_years=billable, device_years=pool.device_years)
+
+
+# --- site type, card payments (R-MY-4, R-MY-5) --------------------------------------------------
+
+SiteType = Literal["apartment_building", "family_house", "office"]
+SITE_TYPES: tuple[SiteType, ...] = get_args(SiteType)
+
+
+def check_site_type(model: BusinessModel, chosen: str) -> SiteType:
+    """R-MY-4: once a site has the apartment model its admin chooses the site type (an
+    apartment building, a family house or an office); a custom-model site has none."""
+    if model != "apartment":
+        raise Refusal("site_type_needs_apartment_model",
+                      "A site type is chosen once the site has the apartment model; migrate the site first.",
+                      model=model)
+    if chosen not in SITE_TYPES:
+        raise Refusal("site_type_unknown", f"There is no site type {chosen!r}; choose one of: "
+                      f"{', '.join(SITE_TYPES)}.", site_type=chosen, allowed=list(SITE_TYPES), status=400)
+    return chosen  # type: ignore[return-value]
+
+
+def check_card_change(*, recurring_active: bool) -> None:
+    """R-MY-5: the card can be changed only while automatic recurring payment is off."""
+    if recurring_active:
+        raise Refusal("recurring_payment_active",
+                      "Automatic recurring payment is on; turn it off before changing the card, then turn it "
+                      "on again.")
+
+
+def apartments_to_pay(apartments: Sequence[Apartment], devices: Sequence[Device], count: int) -> list[int]:
+    """The apartments a card payment of ``count`` apartment-years pays, one year each: those that
+    need a license, the ones whose license ends first (never paid first), then by id."""
+    needing = [a for a in apartments if needs_license(devices_of(a.apartment_id, devices))]
+    needing.sort(key=lambda a: (a.paid_through is not None, a.paid_through.timestamp() if a.paid_through else 0.0,
+                                a.apartment_id))
+    return [a.apartment_id for a in needing[:max(0, count)]]

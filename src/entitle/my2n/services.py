@@ -1,6 +1,7 @@
-"""My2N on the server, first steps (SPEC §4): sites, apartments, devices and the paid-device limit,
-the site dashboard, the migration check and the model change, voucher batches into the site credit
-pool and paying apartment-years from it. Card payments come next.
+"""My2N on the server (SPEC §4): sites, apartments, devices and the paid-device limit, the site
+dashboard, the migration check, the model change and the site type, voucher batches into the site
+credit pool and paying apartment-years from it. Card payments are in ``billing``, who may do what
+in ``access``.
 
 The decisions are made by ``entitle.my2n.rules``; this module loads what they read, stores what
 they return and writes history, inside the caller's transaction. Every writer of a site's
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 from entitle.actors import Actor
 from entitle.errors import Conflict, EntitleError, Forbidden, NotFound
 from entitle.history import services as history
-from entitle.my2n import rules
+from entitle.my2n import access, rules
 from entitle.keys import services as keys
 from entitle.keys.models import KeyBatch, LicenseKey
 from entitle.ledger import services as ledger
@@ -43,7 +44,7 @@ def _name(name: str, what: str) -> str:
 # --- sites (R-MY-1) ------------------------------------------------------------------------------
 
 def create_site(session: Session, *, org_id: int, name: str, actor: Actor, now: datetime, model: str = "apartment",
-                custom_expires_at: datetime | None = None) -> Site:
+                custom_expires_at: datetime | None = None, site_type: str = "apartment_building") -> Site:
     """A new site has the apartment model. A ``custom`` site can only be recorded by the vendor
     (a legacy site, with its expiry): the model is retired and cannot be newly chosen."""
     actor.require_licensing(org_id)
@@ -55,6 +56,7 @@ def create_site(session: Session, *, org_id: int, name: str, actor: Actor, now: 
             raise EntitleError("custom_expiry_required", "A legacy custom-model site needs the date it expires.")
     else:
         rules.check_model_choice(model)
+        rules.check_site_type("apartment", site_type)
         custom_expires_at = None
     org = session.get(Organization, org_id)
     if org is None:
@@ -63,7 +65,7 @@ def create_site(session: Session, *, org_id: int, name: str, actor: Actor, now: 
     if session.scalar(select(Site.id).where(Site.org_id == org_id, Site.name == name)) is not None:
         raise Conflict("site_exists", f"A site named {name!r} exists already.", name=name)
     site = Site(org_id=org_id, name=name, region=org.region, model=model, custom_expires_at=custom_expires_at,
-                created_at=now)
+                site_type=site_type if model == "apartment" else None, created_at=now)
     session.add(site)
     session.flush()
     history.record(session, org_id=org_id, actor=actor, now=now, action="my2n.site.created",
@@ -92,13 +94,16 @@ def site_to_dict(site: Site, now: datetime) -> dict[str, Any]:
             "custom_expires_at": site.custom_expires_at.isoformat() if site.custom_expires_at else None,
             "custom_expired": expiry.expired if expiry else None,
             "model_changed_at": site.model_changed_at.isoformat() if site.model_changed_at else None,
+            "site_type": site.site_type,
+            # R-MY-4: after the model change the admin chooses the site type.
+            "site_type_required": site.model == "apartment" and site.site_type is None,
             "created_at": site.created_at.isoformat()}
 
 
 # --- apartments and devices (R-MY-2) -------------------------------------------------------------
 
 def create_apartment(session: Session, *, site: Site, name: str, actor: Actor, now: datetime) -> Apartment:
-    actor.require_licensing(site.org_id)
+    access.require_site_admin(session, actor, site)
     name = _name(name, "apartment")
     history.lock_organization(session, site.org_id)
     if session.scalar(select(Apartment.id).where(Apartment.site_id == site.id, Apartment.name == name)) is not None:
@@ -140,8 +145,8 @@ def _check_into(session: Session, device: rules.Device, apartment: Apartment | N
 def add_device(session: Session, *, site: Site, serial: str, kind: str, actor: Actor, now: datetime,
                apartment_id: int | None = None, local_mode: bool = False) -> SiteDevice:
     """Add a device to the site, into an apartment or not; a fifth paid device of an apartment
-    is refused whoever adds it (R-MY-2)."""
-    actor.require_licensing(site.org_id)
+    is refused whoever adds it (R-MY-2): a site admin, or the apartment's own admin."""
+    access.require_apartment_admin(session, actor, site, apartment_id)
     serial = serial.strip()
     if not 1 <= len(serial) <= 128:
         raise EntitleError("serial_invalid", "A device serial number (or name) is 1 to 128 characters.")
@@ -175,7 +180,7 @@ def get_device(session: Session, site: Site, serial: str) -> SiteDevice:
 def assign_device(session: Session, *, site: Site, serial: str, apartment_id: int | None, actor: Actor,
                   now: datetime) -> SiteDevice:
     """Move a device into an apartment (or out of every apartment with None)."""
-    actor.require_licensing(site.org_id)
+    access.require_site_admin(session, actor, site)
     history.lock_organization(session, site.org_id)
     device = get_device(session, site, serial)
     apartment = get_apartment(session, site, apartment_id) if apartment_id is not None else None
@@ -191,8 +196,8 @@ def assign_device(session: Session, *, site: Site, serial: str, apartment_id: in
 
 def set_local_mode(session: Session, *, site: Site, serial: str, local_mode: bool, actor: Actor,
                    now: datetime) -> SiteDevice:
-    actor.require_licensing(site.org_id)
     device = get_device(session, site, serial)
+    access.require_apartment_admin(session, actor, site, device.apartment_id)
     before, device.local_mode = device.local_mode, local_mode
     session.flush()
     history.record(session, org_id=site.org_id, actor=actor, now=now, action="my2n.device.local_mode",
@@ -246,7 +251,7 @@ def change_model(session: Session, *, site: Site, model: str, actor: Actor, now:
     if site.model == chosen:
         raise Conflict("model_unchanged", f"The site already has the {chosen} model.", model=chosen)
     before = site.model
-    site.model, site.model_changed_at, site.custom_expires_at = chosen, now, None
+    site.model, site.model_changed_at, site.custom_expires_at, site.site_type = chosen, now, None, None
     users = list(session.scalars(select(Membership.user_id).where(Membership.org_id == site.org_id)))
     revoked = tenancy.revoke_all_sessions(session, user_ids=users, now=now) if users else 0
     session.flush()
@@ -255,6 +260,23 @@ def change_model(session: Session, *, site: Site, model: str, actor: Actor, now:
                    after={"model": chosen, "users_logged_out": len(users), "sessions_revoked": revoked})
     events.emit(session, org_id=site.org_id, type="my2n.site.model_changed", now=now, site=site.id, model=chosen)
     return {"site": site_to_dict(site, now), "users_logged_out": len(users), "sessions_revoked": revoked}
+
+
+SITE_TYPES: tuple[str, ...] = rules.SITE_TYPES
+
+
+def choose_site_type(session: Session, *, site: Site, site_type: str, actor: Actor, now: datetime) -> Site:
+    """R-MY-4: the site's admin chooses its type once it has the apartment model (a new site
+    starts as an apartment building; a migrated site has none until chosen)."""
+    access.require_site_admin(session, actor, site)
+    chosen = rules.check_site_type(site.model, site_type)  # type: ignore[arg-type]
+    history.lock_organization(session, site.org_id)
+    before, site.site_type = site.site_type, chosen
+    session.flush()
+    history.record(session, org_id=site.org_id, actor=actor, now=now, action="my2n.site.type_chosen",
+                   object_type="my2n_site", object_id=site.id, before={"site_type": before},
+                   after={"site_type": chosen})
+    return site
 
 
 def paid_devices(session: Session, apartment: Apartment) -> int:
@@ -301,8 +323,9 @@ def _credit_account(session: Session, site: Site, sku_id: int, scope: str, now: 
 def redeem_voucher(session: Session, *, site: Site, code: str, actor: Actor, now: datetime) -> dict[str, Any]:
     """Activate a voucher code: its years go to the site's credit pool (apartment-years or
     device-years). Refused for a code of another region (the key rules), one used or
-    cancelled, one whose batch is past its 3 years, or a key that is not a voucher."""
-    actor.require_licensing(site.org_id)
+    cancelled, one whose batch is past its 3 years, or a key that is not a voucher. Activating a
+    code is paying: company admins and site admins with the payments permission (R-MY-5)."""
+    access.require_payer(session, actor, site)
     scope_of: dict[str, str] = {}
 
     def into(s: Session, org: Organization, sku: Sku, key: LicenseKey, at: datetime) -> Account:
@@ -337,7 +360,8 @@ def credit_pool(session: Session, site: Site) -> dict[str, int]:
 def pay_from_credit(session: Session, *, site: Site, apartment_id: int, actor: Actor, now: datetime) -> dict[str, Any]:
     """Pay one year of an apartment's license from the site credit pool: one apartment-year,
     else one device-year per billable device (R-MY-5); paid-through moves one year on."""
-    actor.require_licensing(site.org_id)
+    access.require_payer(session, actor, site)
+    rules.check_prolongation(_rule_site(site))  # a custom-model site migrates first (R-MY-1)
     history.lock_organization(session, site.org_id)
     apt = get_apartment(session, site, apartment_id)
     devices = [_rule_device(d) for d in session.scalars(select(SiteDevice).where(SiteDevice.apartment_id == apt.id))]
