@@ -223,3 +223,28 @@ def test_a_voucher_is_used_once_region_bound_and_valid_three_years(world: World)
         site = my2n.get_site(s, org_id, site_id)
         refused("voucher_expired", my2n.redeem_voucher, s, site=site, code=codes[2], actor=ann, now=three_years)
         assert my2n.credit_pool(s, site) == {"apartment_years": 2, "device_years": 0}
+
+
+def test_a_lapsed_apartment_stops_its_paid_devices_but_not_intercoms_or_answering_units(world: World) -> None:
+    # R-MY-6: at the paid-through moment (not a microsecond before) the apartment's billable
+    # devices stop; intercoms, 2N answering units and devices in local mode keep working.
+    org_id, owner = org_with_owner(world, "Residence", "ann@example.com")
+    ann = world.actor(owner.user)
+    now = world.now
+    with transaction(world.ctx.sessions) as s:
+        site = my2n.create_site(s, org_id=org_id, name="Block", actor=ann, now=now)
+        apt = my2n.create_apartment(s, site=site, name="A1", actor=ann, now=now)
+        my2n.add_device(s, site=site, serial="IC", kind="intercom", actor=ann, now=now)
+        for serial, kind, local in (("AU", "answering_unit", False), ("PH", "phone", False), ("TB", "tablet", True)):
+            my2n.add_device(s, site=site, serial=serial, kind=kind, apartment_id=apt.id, local_mode=local,
+                            actor=ann, now=now)
+        apt.paid_through = now + timedelta(days=10)
+        site_id, end = site.id, apt.paid_through
+
+    def works(at):  # type: ignore[no-untyped-def]
+        with world.ctx.sessions() as s:
+            site = my2n.get_site(s, org_id, site_id)
+            return {d["serial"]: d["works"] for d in my2n.devices_with_state(s, site=site, now=at)}
+
+    assert works(end - timedelta(microseconds=1)) == {"AU": True, "IC": True, "PH": True, "TB": True}
+    assert works(end) == {"AU": True, "IC": True, "PH": False, "TB": True}

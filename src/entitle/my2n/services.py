@@ -131,6 +131,26 @@ def devices_of(session: Session, site: Site) -> list[SiteDevice]:
     return list(session.scalars(select(SiteDevice).where(SiteDevice.site_id == site.id).order_by(SiteDevice.serial)))
 
 
+def devices_with_state(session: Session, *, site: Site, now: datetime,
+                       apartment_id: int | None = None) -> list[dict[str, Any]]:
+    """The site's devices (or one apartment's) and whether each works at ``now``: a paid device
+    outside local mode stops when its apartment's license has lapsed; intercoms and 2N answering
+    units never stop (R-MY-6)."""
+    query = (select(SiteDevice, Apartment.name, Apartment.paid_through)
+             .outerjoin(Apartment, Apartment.id == SiteDevice.apartment_id)
+             .where(SiteDevice.site_id == site.id).order_by(SiteDevice.serial))
+    if apartment_id is not None:
+        query = query.where(SiteDevice.apartment_id == apartment_id)
+    out = []
+    for d, apt_name, paid_through in session.execute(query):
+        # A custom-model site's devices run on the site's legacy license until it expires.
+        covered_until = paid_through if site.model == "apartment" else site.custom_expires_at
+        works = rules.device_works(_rule_device(d), paid_through=covered_until, now=now)
+        out.append({"serial": d.serial, "kind": d.kind, "apartment_id": d.apartment_id, "apartment": apt_name,
+                    "local_mode": d.local_mode, "paid": rules.is_paid_device(_rule_device(d)), "works": works})
+    return out
+
+
 def _rule_device(d: SiteDevice) -> rules.Device:
     return rules.Device(d.id, d.kind, d.apartment_id, d.local_mode)  # type: ignore[arg-type]
 
