@@ -35,7 +35,7 @@ def _sample(schema: dict[str, Any], name: str, spec: dict[str, Any], plausible: 
     if "$ref" in schema:
         ref = schema["$ref"].split("/")[-1]
         return _body(spec["components"]["schemas"][ref], spec, plausible)
-    if name in plausible:
+    if name in plausible and plausible[name] in schema.get("enum", [plausible[name]]):
         return plausible[name]
     for choice in schema.get("anyOf", []) + schema.get("oneOf", []):
         if choice.get("type") != "null":
@@ -53,6 +53,8 @@ def _sample(schema: dict[str, Any], name: str, spec: dict[str, Any], plausible: 
         return [_sample(schema.get("items", {}), name, spec, plausible)]
     if kind == "object":
         return _body(schema, spec, plausible)
+    if schema.get("format") == "date-time":
+        return "2030-01-01T00:00:00Z"
     return "x" * max(1, schema.get("minLength", 1))
 
 
@@ -96,14 +98,17 @@ def test_no_route_lets_one_organization_see_or_change_anothers_data(world, clien
     assert client.post(f"{axis}/products/axis-camera-station/subscription", headers=auth(bob.token)).status_code == 201
     assert client.post(f"{axis}/hardware", json={"serial": "BRAVO-HW-1", "product": "axis-camera-station",
                                                  "license_type": "core"}, headers=auth(bob.token)).status_code == 201
+    # B has a My2N site with an apartment, a phone in it, a site admin, a voucher in its credit pool.
+    b_my2n = _bravo_my2n(world, client, bob.token, org_b)
     b_wallet, b_history = wallet_of(engine, org_b), history_of(engine, org_b)
     with world.ctx.sessions() as s:
         b_members = sorted((m.user_id, m.role) for m in s.scalars(select(Membership).where(Membership.org_id == org_b)))
-    assert b_wallet == {"9137958": 3} and len(b_history) == 11
+    assert b_wallet == {"9137958": 3} and len(b_history) == 18
 
     markers = [SECRET_NAME, "bravo-owner@example.com", "bravo-viewer@example.com", redeemed,
                redeemed.replace("-", ""), "BRAVO-AC-UID", "BRAVO-SERIAL-1", b_device_token,
-               "BRAVO-AXIS-UID", "BRAVO-AXIS-CAM", "BRAVO-HW-1"] + [h for _, _, h in b_history]
+               "BRAVO-AXIS-UID", "BRAVO-AXIS-CAM", "BRAVO-HW-1", *MY2N_MARKERS, b_my2n["voucher"],
+               b_my2n["voucher"].replace("-", "")] + [h for _, _, h in b_history]
     spec = client.get("/openapi.json").json()
     b_ids = _b_row_ids(engine, org_b)
     plausible = {"email": "alice@example.com", "role": "owner", "key": spare_b, "name": "x",
@@ -111,8 +116,9 @@ def test_no_route_lets_one_organization_see_or_change_anothers_data(world, clien
                  "count": 1, "quantity_per_key": 1, "serial": "BRAVO-SERIAL-1",
                  "license_device": "BRAVO-SERIAL-1"}
 
-    by_name: dict[str, list[Any]] = {"org_id": [org_b], "serial": ["BRAVO-SERIAL-1", "BRAVO-HW-1"],
-                                     "product": ["axis-camera-station"]}
+    by_name: dict[str, list[Any]] = {"org_id": [org_b], "serial": ["BRAVO-SERIAL-1", "BRAVO-HW-1", MY2N_SERIAL],
+                                     "product": ["axis-camera-station"], "apartment_id": [b_my2n["apartment"]],
+                                     "user_id": [b_my2n["site_admin"]]}
     calls = 0
     for path, ops in spec["paths"].items():
         params = PARAM.findall(path)
@@ -154,6 +160,80 @@ def test_no_route_lets_one_organization_see_or_change_anothers_data(world, clien
     r = client.post(f"/api/v1/orgs/{org_a}/members", json={"email": "bravo-viewer@example.com", "role": "viewer"},
                     headers=auth(alice.token))
     assert r.status_code == 201
+
+
+MY2N_SERIAL = "BRAVO-MY2N-PHONE"
+MY2N_MARKERS = ["Bravo Towers", "Bravo Flat 7", MY2N_SERIAL]
+
+
+def _bravo_my2n(world, client, token: str, org_b: int) -> dict[str, Any]:  # noqa: ANN001
+    """B's My2N data through the API: a site, an apartment with a phone, a site admin, and a
+    voucher in the site credit pool (R-MY-2, R-MY-5)."""
+    from entitle.actors import operator
+    from entitle.db import transaction
+    from entitle.my2n import services as my2n
+
+    base = f"/api/v1/orgs/{org_b}/sites"
+    r = client.post(base, json={"name": "Bravo Towers"}, headers=auth(token))
+    assert r.status_code == 201, r.text
+    site = r.json()["id"]
+    r = client.post(f"{base}/{site}/apartments", json={"name": "Bravo Flat 7"}, headers=auth(token))
+    assert r.status_code == 201, r.text
+    apartment = r.json()["id"]
+    r = client.post(f"{base}/{site}/devices", json={"serial": MY2N_SERIAL, "kind": "phone", "apartment_id": apartment},
+                    headers=auth(token))
+    assert r.status_code == 201, r.text
+    admin = join(world, org_b, "bravo-site-admin@example.com", Role.viewer)
+    r = client.post(f"{base}/{site}/roles", json={"email": "bravo-site-admin@example.com", "role": "site_admin"},
+                    headers=auth(token))
+    assert r.status_code == 200, r.text
+    with transaction(world.ctx.sessions) as s:
+        _, [voucher] = my2n.mint_vouchers(s, part_number="9137958", name="Bravo distributor", years=1,
+                                          subscriptions=1, scope="apartment", actor=operator(), now=world.now)
+    r = client.post(f"{base}/{site}/vouchers/redeem", json={"code": voucher}, headers=auth(token, "bravo-voucher"))
+    assert r.status_code == 200, r.text
+    return {"site": site, "apartment": apartment, "site_admin": admin.user.id, "voucher": voucher}
+
+
+def test_another_organizations_site_apartment_or_device_looks_like_none(world, client, app):
+    # R-CORE-1 for My2N: A's owner, in A's own organization, names B's site, apartment, device or
+    # user: every site route answers as if there were no such site (apartment, device).
+    org_a, alice = org_with_owner(world, "Alpha", "alice@example.com")
+    org_b, bob = org_with_owner(world, SECRET_NAME, "bravo-owner@example.com")
+    b = _bravo_my2n(world, client, bob.token, org_b)
+    r = client.post(f"/api/v1/orgs/{org_a}/sites", json={"name": "Alpha Court"}, headers=auth(alice.token))
+    assert r.status_code == 201, r.text
+    a_site = r.json()["id"]
+    engine = world.ctx.engine
+    b_history = history_of(engine, org_b)
+    spec = client.get("/openapi.json").json()
+    plausible = {"email": "alice@example.com", "name": "x", "serial": "x", "code": b["voucher"], "model": "apartment"}
+    site_routes = [(path, method, op) for path, ops in spec["paths"].items() if "{site_id}" in path
+                   for method, op in ops.items() if method in ("get", "post", "put", "patch", "delete")]
+    assert len(site_routes) >= 20
+    calls = 0
+    # First B's site under A's organization, then B's apartment, device and user under A's site.
+    for site_id, expect in ((b["site"], "site_not_found"), (a_site, None)):
+        values = {"org_id": org_a, "site_id": site_id, "apartment_id": b["apartment"], "serial": MY2N_SERIAL,
+                  "user_id": b["site_admin"]}
+        for path, method, op in site_routes:
+            params = PARAM.findall(path)
+            if expect is None and not {"apartment_id", "serial"} & set(params):
+                continue
+            url = path
+            for p in params:
+                url = url.replace("{" + p + "}", str(values[p]))
+            calls += 1
+            r = client.request(method.upper(), url, json=_request_body(op, spec, plausible),
+                               headers=auth(alice.token, f"cross-{calls}"))
+            where = f"{method.upper()} {url} -> {r.status_code}: {r.text[:300]}"
+            code = r.json()["error"]["code"] if r.status_code >= 400 else None
+            wanted = expect or ("apartment_not_found" if "{apartment_id}" in path else "device_not_found")
+            assert (r.status_code, code) == (404, wanted), where
+            for marker in ("Bravo Towers", "Bravo Flat 7"):  # B's names (the serial is the caller's own input)
+                assert marker not in r.text, where
+    assert calls >= len(site_routes) + 3
+    assert history_of(engine, org_b) == b_history  # nothing of B's changed
 
 
 def test_tables_that_hold_tenant_data_name_their_organization():

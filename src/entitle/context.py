@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -66,6 +67,6 @@ def payment_provider(settings: Settings, clock: Clock) -> PaymentProvider:
                                status=500, missing=missing)
         return StripeProvider(api_key=settings.stripe_api_key or "", webhook_secret=settings.stripe_webhook_secret or "",
                               price_id=settings.stripe_price_id or "", api_base=settings.stripe_api_base, clock=clock)
-    return LocalProvider(webhook_secret=settings.local_webhook_secret,
+    return LocalProvider(webhook_secret=settings.local_webhook_secret, instance=f"{secrets.token_hex(4)}_",
                          annual_price_minor=settings.apartment_year_price_minor,
                          currency=settings.apartment_year_currency, clock=clock)

@@ -24,7 +24,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from entitle.axis import services as axis
-from entitle.cli.common import DatabaseUrl, JsonOut, console_actor, context, err, handles_errors, out, print_json
+from entitle.cli.common import (DatabaseUrl, JsonOut, console_actor, context, day, err, handles_errors, make_table,
+                                org_ref, out, plain, print_json)
 from entitle.db import reading, transaction
 from entitle.errors import EntitleError, NotFound
 from entitle.systems import services as systems
@@ -59,37 +60,13 @@ DEVICE_BATCH = 1000
 
 # --- shared ------------------------------------------------------------------------------------
 
-def _org_id(session: Session, ref: str) -> int:
-    """The organization by id, else by its exact name (a name two organizations share is refused)."""
-    actor = console_actor()
-    ref = ref.strip()
-    if ref.isdigit() and session.get(Organization, int(ref)) is not None:
-        return tenancy.get_organization(session, int(ref), actor=actor).id
-    ids = list(session.scalars(select(Organization.id).where(Organization.name == ref).order_by(Organization.id)))
-    if len(ids) > 1:
-        raise EntitleError("organization_ambiguous",
-                           f"{len(ids)} organizations are named {ref!r}; give the id instead (see `entitle org list`).",
-                           org=ref, ids=ids)
-    if not ids:
-        raise NotFound("organization", org=ref)
-    return tenancy.get_organization(session, ids[0], actor=actor).id
-
-
 def _system(session: Session, org_id: int, ref: str) -> System:
     """The organization's AXIS system by numeric id, else by uid."""
     return axis.system_by_ref(session, org_id, ref)[0]
 
 
-def _plain(text: str) -> None:
-    out.print(text, markup=False, highlight=False)
-
-
 def _when(iso: str | None) -> str:
     return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M") if iso else "-"
-
-
-def _day(iso: str | None) -> str:
-    return datetime.fromisoformat(iso).strftime("%Y-%m-%d") if iso else "-"
 
 
 def _relative(iso: str, now: datetime) -> str:
@@ -102,21 +79,6 @@ def _relative(iso: str, now: datetime) -> str:
 
 def _state(state: str) -> str:
     return state.replace("_", " ").upper()
-
-
-def _table(title: str | None, *columns: str, caption: str | None = None) -> Table:
-    """Columns marked ``=`` (ids, codes, times) never wrap and ``>`` (numbers, right-aligned)
-    neither; the others fold on narrow terminals. The tables fit 80 columns; --json has it all."""
-    # One space between columns (the box's own separator), so that the wide tables fit too.
-    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left", box=box.SIMPLE_HEAD,
-                  padding=(0, 0, 0, 0), show_edge=False)
-    for column in columns:
-        name = column.rstrip("=>")
-        fixed = column.endswith(("=", ">"))
-        table.add_column(name, no_wrap=fixed, overflow="ellipsis" if fixed else "fold",
-                         justify="right" if column.endswith(">") else "left",
-                         min_width=None if fixed else min(len(name), 12))
-    return table
 
 
 def _read_rows(file: Path) -> list[tuple[int, list[str]]]:
@@ -152,7 +114,7 @@ def subscription_start(org: OrgRef, product: ProductCode, database_url: Database
     """Start the subscription: fixes the subscription years from now and opens the first 30-day
     grace period, in which the product works unlicensed (R-AX-3)."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
-        org_id, now = _org_id(s, org), ctx.clock.now()
+        org_id, now = org_ref(s, org), ctx.clock.now()
         axis.start_subscription(s, org_id=org_id, product_code=product, actor=console_actor(), now=now)
         st = axis.status(s, org_id=org_id, product=axis.product_by_code(s, product), now=now)
     result = {"org_id": org_id, "product": st["product"], "subscription_start": st["subscription_start"],
@@ -161,9 +123,9 @@ def subscription_start(org: OrgRef, product: ProductCode, database_url: Database
         print_json(result)
         return
     year = st["current_year"]
-    _plain(f"The subscription for {st['name']} in organization {org_id} started on {_when(st['subscription_start'])} "
+    plain(f"The subscription for {st['name']} in organization {org_id} started on {_when(st['subscription_start'])} "
            f"UTC; year 0 runs to {_when(year['end'])} UTC.")
-    _plain(f"Grace period ends {_when(year['grace_end'])} UTC: allocate licenses before then "
+    plain(f"Grace period ends {_when(year['grace_end'])} UTC: allocate licenses before then "
            f"(`entitle allocate` or `entitle renew`).")
 
 
@@ -174,7 +136,7 @@ def subscription_status(org: OrgRef, product: ProductCode, database_url: Databas
     """State, the current year and its grace end, need and allocation per year and license type,
     the wallet's lots, compensation remainders, growth allowance and buying guidance."""
     with context(database_url) as ctx, reading(ctx.sessions) as s:
-        org_id, now = _org_id(s, org), ctx.clock.now()
+        org_id, now = org_ref(s, org), ctx.clock.now()
         st = axis.status(s, org_id=org_id, product=axis.product_by_code(s, product), now=now)
     if as_json:
         print_json({"org_id": org_id, **st})
@@ -183,14 +145,14 @@ def subscription_status(org: OrgRef, product: ProductCode, database_url: Databas
 
 
 def _print_status(st: dict[str, Any], org_id: int, org_ref: str, now: datetime) -> None:
-    _plain(f"{st['name']} ({st['product']}) in organization {org_id}, at {now.strftime('%Y-%m-%d %H:%M')} UTC")
+    plain(f"{st['name']} ({st['product']}) in organization {org_id}, at {now.strftime('%Y-%m-%d %H:%M')} UTC")
     summary = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
     summary.add_column(style="bold")
     summary.add_column()
     if not st["registered"]:
         summary.add_row("state", "NOT REGISTERED")
         out.print(summary)
-        _plain("No system of this product is registered here; register one with `entitle axis system register`.")
+        plain("No system of this product is registered here; register one with `entitle axis system register`.")
         return
     summary.add_row("state", _state(st["state"]))
     summary.add_row("registered", f"{_when(st['registered_at'])} UTC")
@@ -200,44 +162,44 @@ def _print_status(st: dict[str, Any], org_id: int, org_ref: str, now: datetime) 
     if year is None:
         summary.add_row("subscription", "not started")
         out.print(summary)
-        _plain(f"Start it with `entitle subscription start --org {org_ref} --product {st['product']}`.")
+        plain(f"Start it with `entitle subscription start --org {org_ref} --product {st['product']}`.")
         return
     summary.add_row("subscription start", f"{_when(st['subscription_start'])} UTC")
     summary.add_row("current year", f"{year['index']}: {_when(year['start'])} to {_when(year['end'])} UTC")
     summary.add_row("grace period", f"ends {_when(year['grace_end'])} UTC ({_relative(year['grace_end'], now)})")
     out.print(summary)
 
-    now_table = _table(f"Year {year['index']} (current): need and allocation", "license type=", "need now>",
+    now_table = make_table(f"Year {year['index']} (current): need and allocation", "license type=", "need now>",
                        "need>", "allocated>", "state=",
                        caption="need: devices counted for the year (frozen at the grace end); need now: today")
     for t, v in st["license_types"].items():
         now_table.add_row(escape(t), f"{v['need_now']:,}", f"{v['need']:,}", f"{v['allocated']:,}", _state(v["state"]))
     out.print(now_table)
 
-    years = _table("Subscription years: the current one and up to five ahead (each runs to the next one's start)",
+    years = make_table("Subscription years: the current one and up to five ahead (each runs to the next one's start)",
                    "year=", "starts=", "grace ends=", "license type=", "need>", "allocated>", "missing>", "licensed=")
     for y in st["years"]:
         # A license type nothing needs nor has is left out (every type still shows in the table above).
         shown = {t: v for t, v in y["license_types"].items() if v["need"] or v["allocated"]}
         for i, (t, v) in enumerate((shown or y["license_types"]).items()):
-            years.add_row(str(y["index"]) if i == 0 else "", _day(y["start"]) if i == 0 else "",
-                          _day(y["grace_end"]) if i == 0 else "", escape(t), f"{v['need']:,}", f"{v['allocated']:,}",
+            years.add_row(str(y["index"]) if i == 0 else "", day(y["start"]) if i == 0 else "",
+                          day(y["grace_end"]) if i == 0 else "", escape(t), f"{v['need']:,}", f"{v['allocated']:,}",
                           f"{v['missing']:,}", ("yes" if y["fully_licensed"] else "no") if i == 0 else "")
     out.print(years)
 
     wallet = st["wallet"]
     if wallet["lots"]:
-        lots = _table("Wallet lots (used oldest first; unallocated units expire five years after they came in)",
+        lots = make_table("Wallet lots (used oldest first; unallocated units expire five years after they came in)",
                       "part number=", "kind=", "type=", "term=", "units>", "received=", "expires=")
         for lot in wallet["lots"]:
             lots.add_row(escape(lot["part_number"]), lot["grant_kind"], escape(lot["license_type"] or "-"),
-                         f"{lot['term_years']} y", f"{lot['units']:,}", _day(lot["received_at"]),
-                         _day(lot["expires_at"]))
+                         f"{lot['term_years']} y", f"{lot['units']:,}", day(lot["received_at"]),
+                         day(lot["expires_at"]))
         out.print(lots)
     else:
-        _plain("The wallet holds no units of this product; redeem license keys with `entitle redeem`.")
+        plain("The wallet holds no units of this product; redeem license keys with `entitle redeem`.")
     for part, days in wallet["remainder_license_days"].items():
-        _plain(f"Compensation remainder: {days:,} license-days of {part} (a whole unit is credited when they "
+        plain(f"Compensation remainder: {days:,} license-days of {part} (a whole unit is credited when they "
                "add up to a subscription year).")
 
     growth = st["growth"]
@@ -247,19 +209,19 @@ def _print_status(st: dict[str, Any], org_id: int, org_ref: str, now: datetime) 
                       f"license, more than 2 × {g['allocated']:,} allocated ({g['limit']:,}); allocate more.",
                       highlight=False)
     else:
-        _plain("Growth allowance: within (the need may grow to twice the units allocated to the year).")
+        plain("Growth allowance: within (the need may grow to twice the units allocated to the year).")
 
     guidance = st["buying_guidance"]
     if any(n for g in guidance.values() for n in g.values()):
         indexes = sorted({int(k) for g in guidance.values() for k in g})
-        buy = _table("Buying guidance: units to buy to be fully licensed, after using the wallet",
+        buy = make_table("Buying guidance: units to buy to be fully licensed, after using the wallet",
                      "license type=", *(f"year {i}>" for i in indexes))
         for t, g in guidance.items():
             if any(g.values()):
                 buy.add_row(escape(t), *(f"{g.get(str(i), 0):,}" for i in indexes))
         out.print(buy)
     else:
-        _plain("Buying guidance: nothing to buy; the allocations and the wallet cover the coming years.")
+        plain("Buying guidance: nothing to buy; the allocations and the wallet cover the coming years.")
 
 
 # --- allocation (R-AX-5, R-AX-7) and renewal (R-AX-6) -----------------------------------------
@@ -300,10 +262,10 @@ def _allocated(result: dict[str, Any], st: dict[str, Any], org_id: int) -> dict[
 def _print_allocated(result: dict[str, Any], product_name: str, org_id: int) -> None:
     allocations = result["allocations"]
     if not allocations:
-        _plain(result.get("message") or "Nothing was allocated.")
-        _plain(f"State: {_state(result['state'])}")
+        plain(result.get("message") or "Nothing was allocated.")
+        plain(f"State: {_state(result['state'])}")
         return
-    table = _table(f"Allocated to {product_name} in organization {org_id}", "id=", "type=", "year=", "term=",
+    table = make_table(f"Allocated to {product_name} in organization {org_id}", "id=", "type=", "year=", "term=",
                    "units>", "part number=", "compensation>", "credited>",
                    caption="compensation: the time already past, given back; credited: whole units back in the wallet")
     for a in allocations:
@@ -316,9 +278,9 @@ def _print_allocated(result: dict[str, Any], product_name: str, org_id: int) -> 
     if days:
         units = sum(a["compensation_units"] for a in allocations)
         kept = ", ".join(f"{d:,} license-days of {p}" for p, d in result["remainder_license_days"].items()) or "none"
-        _plain(f"Compensation for the time already past (R-AX-7): {days:,} license-days; {units:,} whole unit(s) "
+        plain(f"Compensation for the time already past (R-AX-7): {days:,} license-days; {units:,} whole unit(s) "
                f"credited to the wallet; remainder kept toward the next unit: {kept}.")
-    _plain(f"State: {_state(result['state'])}")
+    plain(f"State: {_state(result['state'])}")
 
 
 @handles_errors
@@ -343,7 +305,7 @@ def allocate(
     after the grace period credits the time already past back to the wallet (R-AX-7)."""
     lines = _lines(license_type or [], year or [], units or [], term or [], line or [])
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
-        org_id, now = _org_id(s, org), ctx.clock.now()
+        org_id, now = org_ref(s, org), ctx.clock.now()
         result = axis.allocate(s, org_id=org_id, product_code=product, lines=lines, actor=console_actor(), now=now)
         result, name = _with_status(s, org_id, product, result, now)
     _show_allocated(result, name, org_id, as_json)
@@ -374,7 +336,7 @@ def renew(
     """Renew ahead: allocate, for each of the next YEARS subscription years, the units it still
     misses against the current need (R-AX-5, R-AX-6); refused as a whole when the wallet is short."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
-        org_id, now = _org_id(s, org), ctx.clock.now()
+        org_id, now = org_ref(s, org), ctx.clock.now()
         result = axis.renew(s, org_id=org_id, product_code=product, years_ahead=years, term_years=term,
                             actor=console_actor(), now=now)
         result, name = _with_status(s, org_id, product, result, now)
@@ -388,20 +350,20 @@ def renew(
 def products(org: OrgRef, database_url: DatabaseUrl = None, as_json: JsonOut = False) -> None:
     """The AXIS products registered to the organization, with their state (and trial, R-AX-13)."""
     with context(database_url) as ctx, reading(ctx.sessions) as s:
-        org_id, now = _org_id(s, org), ctx.clock.now()
+        org_id, now = org_ref(s, org), ctx.clock.now()
         rows = axis.products(s, org_id=org_id, now=now)
     if as_json:
         print_json(rows)
         return
     if not rows:
-        _plain(f"Organization {org_id} has no AXIS product yet; register a system with `entitle axis system register`.")
+        plain(f"Organization {org_id} has no AXIS product yet; register a system with `entitle axis system register`.")
         return
-    table = _table(f"AXIS products of organization {org_id}", "product=", "state=", "systems>", "started=",
+    table = make_table(f"AXIS products of organization {org_id}", "product=", "state=", "systems>", "started=",
                    "year>", "trial ends=")
     for r in rows:
         year = r["current_year"]
-        table.add_row(escape(r["product"]), _state(r["state"]), str(r["systems"]), _day(r["subscription_start"]),
-                      "-" if year is None else str(year["index"]), _day(r["trial_ends_at"]))
+        table.add_row(escape(r["product"]), _state(r["state"]), str(r["systems"]), day(r["subscription_start"]),
+                      "-" if year is None else str(year["index"]), day(r["trial_ends_at"]))
     out.print(table)
 
 
@@ -410,21 +372,21 @@ def products(org: OrgRef, database_url: DatabaseUrl = None, as_json: JsonOut = F
 def allocations(org: OrgRef, product: ProductCode, database_url: DatabaseUrl = None, as_json: JsonOut = False) -> None:
     """Every allocation, upgrade and upgraded unit of the product, oldest first."""
     with context(database_url) as ctx, reading(ctx.sessions) as s:
-        org_id = _org_id(s, org)
+        org_id = org_ref(s, org)
         rows = axis.allocations_of(s, org_id, axis.product_by_code(s, product))
     if as_json:
         print_json(rows)
         return
     if not rows:
-        _plain("Nothing is allocated yet; allocate with `entitle allocate` or `entitle renew`.")
+        plain("Nothing is allocated yet; allocate with `entitle allocate` or `entitle renew`.")
         return
-    table = _table(f"Allocations of {product} in organization {org_id}", "id=", "kind=", "type=", "year=", "term=",
+    table = make_table(f"Allocations of {product} in organization {org_id}", "id=", "kind=", "type=", "year=", "term=",
                    "units>", "compensation>", "credited>", "on=")
     for r in rows:
         days = r["compensation_license_days"]
         table.add_row(str(r["id"]), r["kind"], escape(r["license_type"]), str(r["year"]), f"{r['years']} y",
                       f"{r['units']:,}", f"{days:,} license-days" if days else "-",
-                      f"{r['compensation_units']:,}" if days else "-", _day(r["allocated_at"]))
+                      f"{r['compensation_units']:,}" if days else "-", day(r["allocated_at"]))
     out.print(table)
 
 
@@ -440,14 +402,14 @@ def upgrade(
     """Convert allocated one-year units of a year into another license type (Core to Universal)
     with upgrade units from the wallet, each used once (R-AX-13)."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
-        org_id = _org_id(s, org)
+        org_id = org_ref(s, org)
         result = axis.upgrade(s, org_id=org_id, product_code=product, year=year, units=units, actor=console_actor(),
                               now=ctx.clock.now())
     if as_json:
         print_json(result)
         return
     for u in result["upgrades"]:
-        _plain(f"Upgraded {u['units']:,} unit(s) of year {u['year']} from {u['from']} to {u['to']}.")
+        plain(f"Upgraded {u['units']:,} unit(s) of year {u['year']} from {u['from']} to {u['to']}.")
 
 
 # --- systems -----------------------------------------------------------------------------------
@@ -468,14 +430,14 @@ def system_register(
     """Register an online system to the organization; a registration never moves (R-AX-1). The
     product's trial starts with its first registration (R-AX-13)."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
-        org_id = _org_id(s, org)
+        org_id = org_ref(s, org)
         system = axis.register_system(s, org_id=org_id, uid=uid, name=name, product_code=product,
                                       actor=console_actor(), now=ctx.clock.now())
         result = _system_dict(s, system)
     if as_json:
         print_json(result)
     else:
-        _plain(f"System {result['id']} ({result['uid']}, {result['name']}) of {result['product']} registered in "
+        plain(f"System {result['id']} ({result['uid']}, {result['name']}) of {result['product']} registered in "
                f"organization {org_id}; add its devices with `entitle axis devices add`.")
 
 
@@ -484,7 +446,7 @@ def system_register(
 def system_list(org: OrgRef, database_url: DatabaseUrl = None, as_json: JsonOut = False) -> None:
     """The organization's AXIS systems (online and offline) with their devices per license type."""
     with context(database_url) as ctx, reading(ctx.sessions) as s:
-        org_id = _org_id(s, org)
+        org_id = org_ref(s, org)
         counts = {y["id"]: y["devices"] for y in axis.systems_summary(s, org_id)}
         rows = [{**systems.to_dict(x), "device_counts": counts[x.id]} for x in systems.systems_of(s, org_id)
                 if x.id in counts]
@@ -492,14 +454,14 @@ def system_list(org: OrgRef, database_url: DatabaseUrl = None, as_json: JsonOut 
         print_json(rows)
         return
     if not rows:
-        _plain(f"Organization {org_id} has no AXIS system; register one with `entitle axis system register`.")
+        plain(f"Organization {org_id} has no AXIS system; register one with `entitle axis system register`.")
         return
-    table = _table(f"AXIS systems of organization {org_id}", "id=", "uid=", "name", "product=",
+    table = make_table(f"AXIS systems of organization {org_id}", "id=", "uid=", "name", "product=",
                    "offline=", "devices", "registered=")
     for r in rows:
         counts = ", ".join(f"{n:,} {t}" for t, n in sorted(r["device_counts"].items())) or "-"
         table.add_row(str(r["id"]), escape(r["uid"]), escape(r["name"]), escape(r["product"]),
-                      "yes" if r["offline"] else "no", counts, _day(r["registered_at"]))
+                      "yes" if r["offline"] else "no", counts, day(r["registered_at"]))
     out.print(table)
 
 
@@ -551,7 +513,7 @@ def devices_add(
     if not devices:
         raise EntitleError("devices_invalid", "Name the devices: --serial S --type core, or --file devices.csv.")
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
-        org_id, now, actor = _org_id(s, org), ctx.clock.now(), console_actor()
+        org_id, now, actor = org_ref(s, org), ctx.clock.now(), console_actor()
         found = _system(s, org_id, system)
         if file is None:
             axis.add_devices(s, org_id=org_id, system_id=found.id, devices=devices, actor=actor, now=now)
@@ -568,7 +530,7 @@ def devices_add(
         print_json({**result, "growth": st["growth"]})
         return
     counts = ", ".join(f"{n:,} {t}" for t, n in sorted(result["device_counts"].items()))
-    _plain(f"Added {len(devices):,} device(s) to system {found.uid}; it now has {counts}.")
+    plain(f"Added {len(devices):,} device(s) to system {found.uid}; it now has {counts}.")
     for t, g in st["growth"]["license_types"].items():
         out.print(f"[bold yellow]Growth allowance exceeded[/] for {escape(t)}: {g['need']:,} devices need a license, "
                   f"more than 2 × {g['allocated']:,} allocated; allocate more.", highlight=False)
@@ -589,7 +551,7 @@ def devices_remove(
     if not serials:
         raise EntitleError("devices_invalid", "Name the devices: --serial S (repeatable), or --file serials.csv.")
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
-        org_id = _org_id(s, org)
+        org_id = org_ref(s, org)
         found = _system(s, org_id, system)
         removed = axis.remove_devices(s, org_id=org_id, system_id=found.id, serials=serials, actor=console_actor(),
                                       now=ctx.clock.now())
@@ -597,7 +559,7 @@ def devices_remove(
     if as_json:
         print_json(result)
     else:
-        _plain(f"Removed {removed:,} device(s) from system {found.uid}.")
+        plain(f"Removed {removed:,} device(s) from system {found.uid}.")
 
 
 @devices_app.command("list")
@@ -605,16 +567,16 @@ def devices_remove(
 def devices_list(org: OrgRef, system: SystemRef, database_url: DatabaseUrl = None, as_json: JsonOut = False) -> None:
     """The system's devices (the first 1,000 by serial)."""
     with context(database_url) as ctx, reading(ctx.sessions) as s:
-        found = _system(s, _org_id(s, org), system)
+        found = _system(s, org_ref(s, org), system)
         rows = [{"serial": d.serial, "license_type": d.license_type, "on_hardware": d.hardware_id is not None,
                  "added_at": d.added_at.isoformat()} for d in axis.devices_of(s, found)]
     if as_json:
         print_json(rows)
         return
     if not rows:
-        _plain(f"System {found.uid} has no devices; add them with `entitle axis devices add`.")
+        plain(f"System {found.uid} has no devices; add them with `entitle axis devices add`.")
         return
-    table = _table(f"Devices of system {found.uid} (times in UTC)", "serial=", "license type", "on hardware=",
+    table = make_table(f"Devices of system {found.uid} (times in UTC)", "serial=", "license type", "on hardware=",
                    "added=")
     for r in rows:
         table.add_row(escape(r["serial"]), escape(r["license_type"]), "yes" if r["on_hardware"] else "no",
@@ -646,7 +608,7 @@ def hardware_register(
     """Register hardware to the organization for its lifetime; its preloaded licenses are
     activated onto it at once, never into the wallet (R-AX-10)."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
-        org_id, now = _org_id(s, org), ctx.clock.now()
+        org_id, now = org_ref(s, org), ctx.clock.now()
         hw = axis.register_hardware(s, org_id=org_id, product_code=product, serial=serial, name=name,
                                     license_type=license_type, preloaded_key=preloaded_key, actor=console_actor(),
                                     now=now)
@@ -654,7 +616,7 @@ def hardware_register(
     if as_json:
         print_json(result)
     else:
-        _plain(f"Registered in organization {org_id}. " + _hardware_line(result))
+        plain(f"Registered in organization {org_id}. " + _hardware_line(result))
 
 
 @hardware_app.command("list")
@@ -662,15 +624,15 @@ def hardware_register(
 def hardware_list(org: OrgRef, database_url: DatabaseUrl = None, as_json: JsonOut = False) -> None:
     """The organization's hardware and the licenses tied to each."""
     with context(database_url) as ctx, reading(ctx.sessions) as s:
-        org_id, now = _org_id(s, org), ctx.clock.now()
+        org_id, now = org_ref(s, org), ctx.clock.now()
         rows = [axis.hardware_to_dict(s, hw, now) for hw in axis.hardware_of(s, org_id)]
     if as_json:
         print_json(rows)
         return
     if not rows:
-        _plain(f"Organization {org_id} has no hardware; register it with `entitle axis hardware register`.")
+        plain(f"Organization {org_id} has no hardware; register it with `entitle axis hardware register`.")
         return
-    table = _table(f"Hardware of organization {org_id}", "serial=", "name", "type=", "preloaded>",
+    table = make_table(f"Hardware of organization {org_id}", "serial=", "name", "type=", "preloaded>",
                    "expansion>", "licenses>", "devices>", "licensed=")
     for r in rows:
         table.add_row(escape(r["serial"]), escape(r["name"]), escape(r["license_type"]), f"{r['preloaded_units']:,}",
@@ -690,10 +652,10 @@ def hardware_allocate(
 ) -> None:
     """Allocate expansion units from the wallet to one piece of hardware; permanent (R-AX-10)."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
-        org_id = _org_id(s, org)
+        org_id = org_ref(s, org)
         result = axis.allocate_to_hardware(s, org_id=org_id, serial=serial, units=units, actor=console_actor(),
                                            now=ctx.clock.now())
     if as_json:
         print_json(result)
     else:
-        _plain(f"Allocated {units:,} expansion unit(s) for good. " + _hardware_line(result))
+        plain(f"Allocated {units:,} expansion unit(s) for good. " + _hardware_line(result))

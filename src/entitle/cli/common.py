@@ -13,17 +13,24 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Annotated, Any, ParamSpec, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.orm import Session
 
 from entitle.actors import Actor, operator
 from entitle.config import Settings, get_settings
 from entitle.context import Context, build
-from entitle.errors import EntitleError
+from entitle.errors import EntitleError, NotFound
+from entitle.tenancy import services as tenancy
+from entitle.tenancy.models import Organization
 
 DatabaseUrl = Annotated[str | None, typer.Option(
     "--database-url", help="Database to use; overrides ENTITLE_DATABASE_URL.", show_default=False)]
@@ -136,3 +143,44 @@ def staged_file(target: Path, *, undone: str, saved: str, newline: str | None = 
         raise EntitleError("out_rename_failed", f"{saved} {staged}, but it could not be renamed to "
                            f"{target} ({exc.strerror}); rename it by hand.",
                            staged=str(staged), out=str(target)) from exc
+
+
+# --- shared by the licensing-model commands (AXIS, My2N) ---------------------------------------
+
+def org_ref(session: Session, ref: str) -> int:
+    """The organization by id, else by its exact name (a name two organizations share is refused)."""
+    actor = console_actor()
+    ref = ref.strip()
+    if ref.isdigit() and session.get(Organization, int(ref)) is not None:
+        return tenancy.get_organization(session, int(ref), actor=actor).id
+    ids = list(session.scalars(select(Organization.id).where(Organization.name == ref).order_by(Organization.id)))
+    if len(ids) > 1:
+        raise EntitleError("organization_ambiguous",
+                           f"{len(ids)} organizations are named {ref!r}; give the id instead (see `entitle org list`).",
+                           org=ref, ids=ids)
+    if not ids:
+        raise NotFound("organization", org=ref)
+    return tenancy.get_organization(session, ids[0], actor=actor).id
+
+
+def plain(text: str) -> None:
+    out.print(text, markup=False, highlight=False)
+
+
+def day(iso: str | None) -> str:
+    return datetime.fromisoformat(iso).strftime("%Y-%m-%d") if iso else "-"
+
+
+def make_table(title: str | None, *columns: str, caption: str | None = None) -> Table:
+    """Columns marked ``=`` (ids, codes, times) never wrap and ``>`` (numbers, right-aligned)
+    neither; the others fold on narrow terminals. The tables fit 80 columns; --json has it all."""
+    # One space between columns (the box's own separator), so that the wide tables fit too.
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left", box=box.SIMPLE_HEAD,
+                  padding=(0, 0, 0, 0), show_edge=False)
+    for column in columns:
+        name = column.rstrip("=>")
+        fixed = column.endswith(("=", ">"))
+        table.add_column(name, no_wrap=fixed, overflow="ellipsis" if fixed else "fold",
+                         justify="right" if column.endswith(">") else "left",
+                         min_width=None if fixed else min(len(name), 12))
+    return table

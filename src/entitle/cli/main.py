@@ -18,6 +18,7 @@ from entitle.cli.common import DatabaseUrl, settings_for
 from entitle.cli.history import show_history
 from entitle.cli.keys import keys_app, redeem, wallet_app
 from entitle.cli.licensing import license_app, signing_app, system_file_app
+from entitle.cli.my2n import apartment_app, site_app, voucher_app
 from entitle.cli.tenancy import admin_app, first_run, member_app, org_app, token_app
 from entitle.config import get_settings
 
@@ -42,6 +43,9 @@ app.add_typer(subscription_app, name="subscription")
 app.command("allocate")(allocate)
 app.command("renew")(renew)
 app.add_typer(axis_app, name="axis")
+app.add_typer(site_app, name="site")
+app.add_typer(apartment_app, name="apartment")
+app.add_typer(voucher_app, name="voucher")
 
 
 @app.command()

@@ -171,10 +171,15 @@ def wallet_target(session: Session, org: Organization, sku: Sku, key: LicenseKey
 
 
 def redeem(session: Session, *, org_id: int, typed_key: str, actor: Actor, now: datetime,
-           into: Into | None = None) -> dict[str, Any]:
+           into: Into | None = None, authorized: bool = False) -> dict[str, Any]:
     """Move a key's units into the organization's wallet (or the account ``into`` picks, which
-    may refuse the key), exactly once across all processes."""
-    actor.require_licensing(org_id)
+    may refuse the key), exactly once across all processes. ``authorized``: the caller has
+    checked who may redeem into its target by its own rules (My2N's payments permission), so a
+    member is enough here; otherwise an owner or admin."""
+    if authorized:
+        actor.require_member(org_id)
+    else:
+        actor.require_licensing(org_id)
     org = session.get(Organization, org_id)
     if org is None:
         raise NotFound("organization", org_id=org_id)

@@ -444,6 +444,10 @@ class LocalProvider:
     clock: Clock = field(default_factory=SystemClock)
     declining: bool = False
     timing_out: bool = False
+    # Set (e.g. to a random "a1b2c3_") where several processes share a database: every id this
+    # instance makes is then unique across them, and it accepts the customers and subscriptions
+    # the others made (it has no shared memory of them). Empty: the ids tests expect.
+    instance: str = ""
     customers: dict[str, dict[str, str]] = field(default_factory=dict)
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     charges: dict[str, Charge] = field(default_factory=dict)
@@ -470,6 +474,9 @@ class LocalProvider:
     def stop_recurring(self, subscription_id: str) -> Subscription:
         self._maybe_time_out()
         current = self.subscriptions.get(subscription_id)
+        if current is None and self.instance and subscription_id.startswith("sub_local_"):
+            # Made by another process: nothing of it is here to cancel.
+            return Subscription(id=subscription_id, status="canceled", apartments=0)
         if current is None:
             raise PaymentError(
                 "payment_provider_error", "The payment provider does not know this subscription.",
@@ -577,9 +584,12 @@ class LocalProvider:
 
     def _next_id(self, prefix: str) -> str:
         self._counters[prefix] = self._counters.get(prefix, 0) + 1
-        return f"{prefix}_local_{self._counters[prefix]:04d}"
+        return f"{prefix}_local_{self.instance}{self._counters[prefix]:04d}"
 
     def _customer(self, customer_id: str) -> dict[str, str]:
+        if customer_id not in self.customers and self.instance and customer_id.startswith("cus_local_"):
+            # Made by the local provider of another process (the CLI, a second server process).
+            self.customers[customer_id] = {"site": "", "name": "", "email": ""}
         if customer_id not in self.customers:
             raise PaymentError(
                 "payment_provider_error", "The payment provider does not know this customer.", customer_id=customer_id

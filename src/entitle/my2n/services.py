@@ -357,7 +357,7 @@ def redeem_voucher(session: Session, *, site: Site, code: str, actor: Actor, now
         scope_of["scope"] = batch.scope
         return _credit_account(s, site, sku.id, batch.scope, at)
 
-    done = keys.redeem(session, org_id=site.org_id, typed_key=code, actor=actor, now=now, into=into)
+    done = keys.redeem(session, org_id=site.org_id, typed_key=code, actor=actor, now=now, into=into, authorized=True)
     history.record(session, org_id=site.org_id, actor=actor, now=now, action="my2n.voucher.activated",
                    object_type="my2n_site", object_id=site.id,
                    after={"scope": scope_of["scope"], "years": done["quantity"], "part_number": done["part_number"]})
