@@ -621,3 +621,25 @@ def test_the_renewal_webhook_pays_a_year_once_and_a_forged_one_nothing(world, cl
     refused(_webhook(client, (payload.replace(b"in_forged", b"in_other"), header)), 400, "webhook_signature_invalid")
     refused(client.post(f"{API}/my2n/payments/webhook", content=payload), 400, "webhook_signature_invalid")
     assert len(c.ok(c.get(f"/sites/{site}/payments"))) == 2
+
+
+def test_devices_show_whether_they_work_across_the_paid_through_moment(world, client):
+    # R-MY-6: a paid device of a lapsed apartment stops; intercoms and 2N answering units do not.
+    c = Company(world, client)
+    site = c.site()
+    apt = c.apartment(site, "A1")
+    for serial, kind, into in (("IC", "intercom", None), ("AU", "answering_unit", apt), ("PH", "phone", apt)):
+        c.ok(c.device(site, serial, kind, into), 201)
+    with transaction(world.ctx.sessions) as s:
+        my2n.get_apartment(s, my2n.get_site(s, c.org, site), apt).paid_through = world.now + timedelta(days=3)
+
+    def works() -> dict[str, bool]:
+        return {d["serial"]: d["works"] for d in c.ok(c.get(f"/sites/{site}/devices"))["items"]}
+
+    world.ctx.clock.advance(timedelta(days=3) - timedelta(microseconds=1))
+    assert works() == {"IC": True, "AU": True, "PH": True}
+    world.ctx.clock.advance(timedelta(microseconds=1))
+    assert works() == {"IC": True, "AU": True, "PH": False}
+    detail = c.ok(c.get(f"/sites/{site}/apartments/{apt}"))
+    assert detail["lapsed"] is True and {d["serial"]: d["works"] for d in detail["device_list"]} == {"AU": True,
+                                                                                                   "PH": False}

@@ -143,12 +143,22 @@ def devices_with_state(session: Session, *, site: Site, now: datetime,
         query = query.where(SiteDevice.apartment_id == apartment_id)
     out = []
     for d, apt_name, paid_through in session.execute(query):
-        # A custom-model site's devices run on the site's legacy license until it expires.
-        covered_until = paid_through if site.model == "apartment" else site.custom_expires_at
-        works = rules.device_works(_rule_device(d), paid_through=covered_until, now=now)
         out.append({"serial": d.serial, "kind": d.kind, "apartment_id": d.apartment_id, "apartment": apt_name,
-                    "local_mode": d.local_mode, "paid": rules.is_paid_device(_rule_device(d)), "works": works})
+                    "local_mode": d.local_mode, "paid": rules.is_paid_device(_rule_device(d)),
+                    "works": _works(site, d, paid_through, now)})
     return out
+
+
+def _works(site: Site, device: SiteDevice, paid_through: datetime | None, now: datetime) -> bool:
+    # A custom-model site's devices run on the site's legacy license until it expires.
+    covered_until = paid_through if site.model == "apartment" else site.custom_expires_at
+    return rules.device_works(_rule_device(device), paid_through=covered_until, now=now)
+
+
+def device_works(session: Session, *, site: Site, device: SiteDevice, now: datetime) -> bool:
+    """Does this device work at ``now`` (R-MY-6)? See ``devices_with_state``."""
+    apartment = session.get(Apartment, device.apartment_id) if device.apartment_id is not None else None
+    return _works(site, device, apartment.paid_through if apartment else None, now)
 
 
 def _rule_device(d: SiteDevice) -> rules.Device:

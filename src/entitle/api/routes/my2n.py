@@ -165,6 +165,8 @@ class DeviceOut(BaseModel):
     apartment_id: int | None
     local_mode: bool
     paid: bool = Field(description="A phone, tablet or third-party device (R-MY-2).")
+    works: bool = Field(description="False for a paid device outside local mode whose apartment's license has "
+                                    "lapsed (R-MY-6); intercoms and 2N answering units always work.")
     created_at: str
 
 
@@ -303,9 +305,10 @@ def _site(db: Session, actor: Actor, org_id: int, site_id: int) -> Site:
     return my2n.get_site(db, org_id, site_id)
 
 
-def _device_out(d: SiteDevice) -> dict[str, Any]:
+def _device_out(db: Session, site: Site, d: SiteDevice, now: datetime) -> dict[str, Any]:
     return {"serial": d.serial, "kind": d.kind, "apartment_id": d.apartment_id, "local_mode": d.local_mode,
-            "paid": d.kind in rules.PAID_KINDS, "created_at": d.created_at.isoformat()}
+            "paid": d.kind in rules.PAID_KINDS, "works": my2n.device_works(db, site=site, device=d, now=now),
+            "created_at": d.created_at.isoformat()}
 
 
 def _rule_device(d: SiteDevice) -> rules.Device:
@@ -449,22 +452,24 @@ def create_apartment(org_id: int, site_id: SiteId, body: ApartmentIn, actor: Cur
 def get_apartment(org_id: int, site_id: SiteId, apartment_id: ApartmentId, actor: CurrentActor, db: DB,
                   now: Now) -> dict[str, Any]:
     """An apartment and its devices."""
-    apt = my2n.get_apartment(db, _site(db, actor, org_id, site_id), apartment_id)
+    site = _site(db, actor, org_id, site_id)
+    apt = my2n.get_apartment(db, site, apartment_id)
     devices = db.scalars(select(SiteDevice).where(SiteDevice.apartment_id == apt.id).order_by(SiteDevice.serial))
-    return {**_apartments_out(db, [apt], now)[0], "device_list": [_device_out(d) for d in devices]}
+    return {**_apartments_out(db, [apt], now)[0], "device_list": [_device_out(db, site, d, now) for d in devices]}
 
 
 # --- devices (R-MY-2, R-MY-3) --------------------------------------------------------------------
 
 @router.get("/orgs/{org_id}/sites/{site_id}/devices", response_model=DevicePage)
-def list_devices(org_id: int, site_id: SiteId, actor: CurrentActor, db: DB, page: Paging) -> dict[str, Any]:
+def list_devices(org_id: int, site_id: SiteId, actor: CurrentActor, db: DB, now: Now,
+                 page: Paging) -> dict[str, Any]:
     """The site's devices, in the order they were added."""
     site = _site(db, actor, org_id, site_id)
     stmt = select(SiteDevice).where(SiteDevice.site_id == site.id)
     if page.cursor is not None:
         stmt = stmt.where(SiteDevice.id > page.cursor)
     rows = list(db.scalars(stmt.order_by(SiteDevice.id).limit(page.limit + 1)))
-    return _page(rows, page.limit, [_device_out(d) for d in rows[: page.limit]])
+    return _page(rows, page.limit, [_device_out(db, site, d, now) for d in rows[: page.limit]])
 
 
 @router.post("/orgs/{org_id}/sites/{site_id}/devices", response_model=DeviceOut,
@@ -478,7 +483,7 @@ def add_device(org_id: int, site_id: SiteId, body: DeviceIn, actor: CurrentActor
     site = _site(db, actor, org_id, site_id)
     device = my2n.add_device(db, site=site, serial=body.serial, kind=body.kind, apartment_id=body.apartment_id,
                              local_mode=body.local_mode, actor=actor, now=now)
-    return _device_out(device)
+    return _device_out(db, site, device, now)
 
 
 @router.put("/orgs/{org_id}/sites/{site_id}/devices/{serial}/apartment", response_model=DeviceOut,
@@ -489,8 +494,8 @@ def assign_device(org_id: int, site_id: SiteId, serial: Serial, body: AssignIn, 
     Refusals: apartment_paid_device_limit, intercom_not_in_apartment, device_not_found,
     apartment_not_found."""
     site = _site(db, actor, org_id, site_id)
-    return _device_out(my2n.assign_device(db, site=site, serial=serial, apartment_id=body.apartment_id,
-                                          actor=actor, now=now))
+    return _device_out(db, site, my2n.assign_device(db, site=site, serial=serial, apartment_id=body.apartment_id,
+                                                    actor=actor, now=now), now)
 
 
 @router.put("/orgs/{org_id}/sites/{site_id}/devices/{serial}/local-mode", response_model=DeviceOut,
@@ -500,8 +505,8 @@ def set_local_mode(org_id: int, site_id: SiteId, serial: Serial, body: LocalMode
     """Turn local mode on or off: a paid device in local mode makes no license necessary, and
     still counts towards the apartment's 4 paid devices (R-MY-2, R-MY-3)."""
     site = _site(db, actor, org_id, site_id)
-    return _device_out(my2n.set_local_mode(db, site=site, serial=serial, local_mode=body.local_mode,
-                                           actor=actor, now=now))
+    return _device_out(db, site, my2n.set_local_mode(db, site=site, serial=serial, local_mode=body.local_mode,
+                                                     actor=actor, now=now), now)
 
 
 # --- vouchers and the site credit pool (R-MY-5) --------------------------------------------------
