@@ -165,11 +165,18 @@ def _rule_device(d: SiteDevice) -> rules.Device:
     return rules.Device(d.id, d.kind, d.apartment_id, d.local_mode)  # type: ignore[arg-type]
 
 
-def _check_into(session: Session, device: rules.Device, apartment: Apartment | None) -> None:
+def _check_into(session: Session, device: rules.Device, apartment: Apartment | None, serial: str) -> None:
+    """The rules name devices by id; a refusal here names the device by serial and the apartment
+    by name (the device may not exist yet)."""
     if apartment is None:
         return
     others = session.scalars(select(SiteDevice).where(SiteDevice.apartment_id == apartment.id))
-    rules.check_assignment(device, [_rule_device(d) for d in others])
+    try:
+        rules.check_assignment(device, [_rule_device(d) for d in others])
+    except rules.Refusal as refusal:
+        refusal.detail.pop("device_id", None)
+        refusal.detail.update(serial=serial, apartment=apartment.name)
+        raise
 
 
 def add_device(session: Session, *, site: Site, serial: str, kind: str, actor: Actor, now: datetime,
@@ -188,7 +195,7 @@ def add_device(session: Session, *, site: Site, serial: str, kind: str, actor: A
         raise Conflict("device_exists", f"Device {serial} is already on this site.", serial=serial)
     apartment = get_apartment(session, site, apartment_id) if apartment_id is not None else None
     # Checked before anything is written (0: the new device has no id yet).
-    _check_into(session, rules.Device(0, kind, None, local_mode), apartment)  # type: ignore[arg-type]
+    _check_into(session, rules.Device(0, kind, None, local_mode), apartment, serial)  # type: ignore[arg-type]
     device = SiteDevice(org_id=site.org_id, site_id=site.id, apartment_id=apartment.id if apartment else None,
                         serial=serial, kind=kind, local_mode=local_mode, created_at=now)
     session.add(device)
@@ -214,7 +221,7 @@ def assign_device(session: Session, *, site: Site, serial: str, apartment_id: in
     history.lock_organization(session, site.org_id)
     device = get_device(session, site, serial)
     apartment = get_apartment(session, site, apartment_id) if apartment_id is not None else None
-    _check_into(session, _rule_device(device), apartment)
+    _check_into(session, _rule_device(device), apartment, serial)
     before = device.apartment_id
     device.apartment_id = apartment.id if apartment else None
     session.flush()
@@ -276,8 +283,15 @@ def change_model(session: Session, *, site: Site, model: str, actor: Actor, now:
                         "The business model is changed by 2N Tech Support: ask them once every device is in "
                         "an apartment.")
     history.lock_organization(session, site.org_id)
-    chosen = rules.check_model_change(current=site.model, chosen=model,  # type: ignore[arg-type]
-                                      devices=[_rule_device(d) for d in devices_of(session, site)])
+    devices = devices_of(session, site)
+    try:
+        chosen = rules.check_model_change(current=site.model, chosen=model,  # type: ignore[arg-type]
+                                          devices=[_rule_device(d) for d in devices])
+    except rules.Refusal as refusal:
+        if "device_ids" in refusal.detail:  # name them as the user knows them
+            serial_of = {d.id: d.serial for d in devices}
+            refusal.detail["serials"] = [serial_of[i] for i in refusal.detail.pop("device_ids")]
+        raise
     if site.model == chosen:
         raise Conflict("model_unchanged", f"The site already has the {chosen} model.", model=chosen)
     before = site.model

@@ -406,7 +406,7 @@ def change_model(org_id: int, site_id: SiteId, body: ModelIn, actor: CurrentActo
     """The business-model change, made by the vendor's support (the issuer): refused while any
     device other than an intercom is outside an apartment; then every session and API/app token
     of the organization's members is revoked, so they log in again (R-MY-1, R-MY-4). Refusals:
-    vendor_support_only, migration_devices_unassigned (detail.count, detail.device_ids),
+    vendor_support_only, migration_devices_unassigned (detail.count, detail.serials),
     model_unchanged, model_retired, model_unknown."""
     if not (actor.is_issuer or actor.is_operator):
         actor.require_member(org_id)  # an outsider sees no such organization; a member is refused below
