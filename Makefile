@@ -8,7 +8,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-dev bench bench-heartbeat bench-axis bench-verify clean
+.PHONY: run test install install-dev bench bench-heartbeat bench-axis bench-my2n bench-verify clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ bench-heartbeat: install-dev
 
 bench-axis: install-dev
 	$(BIN)/python -m bench.run axis
+
+bench-my2n: install-dev
+	$(BIN)/python -m bench.run my2n
 
 bench-verify: install-dev
 	$(BIN)/python -m bench.run verify

@@ -4,6 +4,7 @@
                         [--keys N] [--duration S] [--connections C] [--workers 1,2]
     python -m bench.run heartbeat [--quick] …   # Access Commander heartbeats (bench/heartbeat.py)
     python -m bench.run verify [--seconds S]     # license-file verifies vs raw Ed25519 (bench/verify.py)
+    python -m bench.run my2n [--old-full] …      # the My2N site dashboard at 50,000 apartments (bench/my2n.py)
 
 Prints the figures as tables and writes them, with the machine and the options, to
 ``bench/results/bench-<UTC time>.json``. docs/benchmarks.md says what each figure means.
@@ -320,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import verify
 
         return verify.main(argv[1:])
+    if argv[:1] == ["my2n"]:  # the My2N site dashboard of 50,000 apartments (bench/my2n.py)
+        from bench import my2n
+
+        return my2n.main(argv[1:])
     if argv[:1] == ["axis"]:  # AXIS need and licensing state of one organization (bench/axis.py)
         from bench import axis
 

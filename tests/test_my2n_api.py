@@ -643,3 +643,22 @@ def test_devices_show_whether_they_work_across_the_paid_through_moment(world, cl
     detail = c.ok(c.get(f"/sites/{site}/apartments/{apt}"))
     assert detail["lapsed"] is True and {d["serial"]: d["works"] for d in detail["device_list"]} == {"AU": True,
                                                                                                    "PH": False}
+
+
+def test_the_dashboard_counts_the_whole_site_and_pages_its_rows(world, client):
+    # R-MY-3: the figures are the site's; the rows come a page at a time, every apartment once.
+    c = Company(world, client)
+    site = c.site()
+    apartments = [c.apartment(site, f"A{i:02}") for i in range(7)]
+    for i, apt in enumerate(apartments[:5]):
+        c.ok(c.device(site, f"PH-{i}", "phone", apt), 201)
+    seen, cursor = [], None
+    while True:
+        page = c.ok(c.get(f"/sites/{site}/dashboard?limit=3" + (f"&cursor={cursor}" if cursor else "")))
+        assert (page["apartments"], page["needing_license"], page["order"]["quantity"]) == (7, 5, 5)
+        assert len(page["rows"]) <= 3
+        seen += [r["id"] for r in page["rows"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == apartments

@@ -18,6 +18,7 @@ from entitle.clock import add_years
 from entitle.db import transaction
 from entitle.errors import EntitleError
 from entitle.my2n import access, billing
+from entitle.my2n import board
 from entitle.my2n import services as my2n
 from entitle.my2n.models import Apartment, CardPayment, PaymentPlan, WebhookEvent
 from entitle.my2n.payments import LocalProvider
@@ -106,15 +107,15 @@ def test_a_renewal_a_year_on_pays_another_year_and_a_redelivery_pays_nothing(wor
     block.run(billing.activate_recurring, provider=local)
     year = add_years(world.now, 1)
     world.ctx.clock.advance(timedelta(days=340))  # type: ignore[attr-defined]
-    board = block.run(lambda s, site, actor, now: my2n.dashboard(s, site=site, now=now))
-    assert board["lapsing_soon"] == ["A1", "A2", "A3", "A4"] and board["lapsed"] == []
+    shown = block.run(lambda s, site, actor, now: board.dashboard(s, site=site, now=now))
+    assert shown["lapsing_soon"] == ["A1", "A2", "A3", "A4"] and shown["lapsed"] == []
     world.ctx.clock.set(year - timedelta(days=1))  # type: ignore[attr-defined]
     renewal = local.renew(next(iter(local.subscriptions)))
     for _ in range(3):
         block.webhook(local, renewal)
     assert block.paid_through()["A1"] == add_years(year, 1) and block.payments() == 2
-    board = block.run(lambda s, site, actor, now: my2n.dashboard(s, site=site, now=now))
-    assert board["lapsing_soon"] == []
+    shown = block.run(lambda s, site, actor, now: board.dashboard(s, site=site, now=now))
+    assert shown["lapsing_soon"] == []
 
 
 def test_a_declined_card_leaves_no_apartment_paid_and_no_credit_taken(world: World, local) -> None:
@@ -213,8 +214,8 @@ def test_a_failed_renewal_is_recorded_and_pays_nothing(world: World, local) -> N
     with world.ctx.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Event).where(Event.type == "my2n.card_payment.failed")) == 1
     world.ctx.clock.set(add_years(world.now, 1))  # type: ignore[attr-defined]
-    board = block.run(lambda s, site, actor, now: my2n.dashboard(s, site=site, now=now))
-    assert board["lapsed"] == ["A1", "A2", "A3", "A4"]
+    shown = block.run(lambda s, site, actor, now: board.dashboard(s, site=site, now=now))
+    assert shown["lapsed"] == ["A1", "A2", "A3", "A4"]
 
 
 def test_the_card_changes_only_while_recurring_payment_is_off(world: World, local) -> None:
@@ -296,10 +297,10 @@ def test_only_company_admins_and_site_admins_with_the_payments_permission_pay_or
     for who in (val, sam):
         refused("payments_permission_required", block.run, billing.set_card, actor=who,
                 payment_method="pm_card_4242", provider=local)
-        plan = block.run(billing.plan_to_dict, actor=who)
+        plan = block.run(billing.plan_to_dict, actor=who, price_minor=1200, currency="eur")
         assert "price" not in plan and plan["may_pay"] is False
     for who in (block.ann, pat):
-        plan = block.run(billing.plan_to_dict, actor=who)
+        plan = block.run(billing.plan_to_dict, actor=who, price_minor=1200, currency="eur")
         assert plan["price"] == {"per_apartment_year_minor": 1200, "currency": "EUR", "year_total_minor": 4 * 1200}
     block.run(billing.set_card, actor=pat, payment_method="pm_card_4242", provider=local)
     assert block.run(billing.activate_recurring, actor=pat, provider=local)["apartments_covered"] == 4

@@ -670,7 +670,9 @@ def pay_status(org: OrgRef, site: SiteRef, database_url: DatabaseUrl = None, as_
     price of a year and the card payments received."""
     with context(database_url) as ctx, reading(ctx.sessions) as s:
         found = _site(s, org, site)
-        result = {**billing.plan_to_dict(s, site=found, actor=console_actor(), now=ctx.clock.now()),
+        result = {**billing.plan_to_dict(s, site=found, actor=console_actor(), now=ctx.clock.now(),
+                                         price_minor=ctx.settings.apartment_year_price_minor,
+                                         currency=ctx.settings.apartment_year_currency),
                   "payments": billing.payments_of(s, found)}
     if as_json:
         print_json(result)

@@ -79,6 +79,20 @@ def can_pay(session: Session, actor: Actor, site: Site) -> bool:
     return grant is not None and grant.role == "site_admin" and grant.payments
 
 
+def permissions(session: Session, actor: Actor, site: Site) -> dict[str, Any]:
+    """What the actor may do on the site, for showing only the forms they can use: ``admin``
+    (company admin or this site's admin), ``apartment`` (the id of the apartment they administer,
+    if that is their role), ``pay``."""
+    if actor.role_in(site.org_id) is None:
+        return {"admin": False, "apartment": None, "pay": False}
+    company = is_company_admin(actor, site.org_id)
+    grant = None if company else _grant(session, actor, site)
+    site_admin = company or (grant is not None and grant.role == "site_admin")
+    return {"admin": site_admin,
+            "apartment": grant.apartment_id if grant is not None and grant.role == "apartment_admin" else None,
+            "pay": company or (grant is not None and grant.role == "site_admin" and grant.payments)}
+
+
 def require_payer(session: Session, actor: Actor, site: Site) -> None:
     actor.require_member(site.org_id)
     if not can_pay(session, actor, site):

@@ -34,10 +34,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from entitle.actors import Actor
-from entitle.config import get_settings
 from entitle.errors import Conflict, EntitleError
 from entitle.history import services as history
-from entitle.my2n import access, rules
+from entitle.my2n import access, board, rules, services
 from entitle.my2n.models import Apartment, CardPayment, PaymentPlan, Site, SiteDevice, WebhookEvent
 from entitle.my2n.payments import PaymentEvent, PaymentProvider
 from entitle.platform import events
@@ -63,25 +62,20 @@ def _plan(session: Session, site: Site) -> PaymentPlan | None:
 def _rule_rows(session: Session, site: Site) -> tuple[list[rules.Apartment], list[rules.Device]]:
     apartments = [rules.Apartment(a.id, a.paid_through)
                   for a in session.scalars(select(Apartment).where(Apartment.site_id == site.id).order_by(Apartment.id))]
-    devices = [rules.Device(d.id, d.kind, d.apartment_id, d.local_mode)  # type: ignore[arg-type]
-               for d in session.scalars(select(SiteDevice).where(SiteDevice.site_id == site.id,
-                                                                 SiteDevice.apartment_id.is_not(None)))]
+    devices = [services.rule_device(d) for d in session.scalars(
+        select(SiteDevice).where(SiteDevice.site_id == site.id, SiteDevice.apartment_id.is_not(None)))]
     return apartments, devices
 
 
 def needing_license(session: Session, site: Site) -> int:
-    apartments, devices = _rule_rows(session, site)
-    return sum(1 for a in apartments if rules.needs_license(rules.devices_of(a.apartment_id, devices)))
+    return sum(1 for row in board.apartment_rows(session, site) if row.billable > 0)
 
 
 def plan_to_dict(session: Session, *, site: Site, actor: Actor, now: datetime,
-                 price_minor: int | None = None, currency: str | None = None) -> dict[str, Any]:
-    """The site's payment set-up. Prices (the configured price of an apartment-year unless
-    given) are shown only to those who may pay (R-MY-5)."""
+                 price_minor: int, currency: str) -> dict[str, Any]:
+    """The site's payment set-up. Prices (``price_minor`` an apartment-year, from the settings)
+    are shown only to those who may pay (R-MY-5)."""
     actor.require_member(site.org_id)
-    settings = get_settings()
-    price_minor = settings.apartment_year_price_minor if price_minor is None else price_minor
-    currency = settings.apartment_year_currency if currency is None else currency
     plan = _plan(session, site)
     needing = needing_license(session, site)
     out: dict[str, Any] = {
@@ -132,7 +126,7 @@ def activate_recurring(session: Session, *, site: Site, actor: Actor, now: datet
     """Turn automatic recurring payment on: the first year of every apartment that needs a
     license is paid now, by the card on file, or nothing happens."""
     access.require_payer(session, actor, site)
-    rules.check_prolongation(_rule_site(site))
+    rules.check_prolongation(services.rule_site(site))
     plan = _plan(session, site)
     if plan is None or plan.card is None or plan.customer_id is None:
         raise Conflict("card_missing", "The site has no card yet; add a card, then turn recurring payment on.")
@@ -157,7 +151,7 @@ def activate_recurring(session: Session, *, site: Site, actor: Actor, now: datet
     paid: list[str] = []
     if sub.latest_payment_id:
         payment = _apply_payment(session, site=site, payment_id=sub.latest_payment_id, subscription_id=sub.id,
-                                 count=sub.apartments, amount_minor=sub.amount_minor, currency=None, actor=actor,
+                                 count=sub.apartments, amount_minor=sub.amount_minor, currency=sub.currency, actor=actor,
                                  now=now)
         paid = _names(session, payment.apartments)
     return {"recurring": True, "apartments_covered": sub.apartments, "paid": paid}
@@ -181,10 +175,6 @@ def deactivate_recurring(session: Session, *, site: Site, actor: Actor, now: dat
 
 def _turn_off(plan: PaymentPlan, now: datetime) -> None:
     plan.recurring, plan.deactivated_at, plan.version = False, now, plan.version + 1
-
-
-def _rule_site(site: Site) -> rules.Site:
-    return rules.Site(site.id, site.model, site.region, site.custom_expires_at)  # type: ignore[arg-type]
 
 
 def _names(session: Session, apartment_ids: list[int]) -> list[str]:

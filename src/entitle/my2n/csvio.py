@@ -301,10 +301,6 @@ def _row(columns: list[str], cells: list[str], number: int, refusals: Refusals) 
 Step = Literal["add", "assign", "local_mode", "keep", "apartment"]
 
 
-def _rule_device(d: SiteDevice) -> rules.Device:
-    return rules.Device(d.id, d.kind, d.apartment_id, d.local_mode)  # type: ignore[arg-type]
-
-
 def _plan(rows: list[Row], apartments: dict[str, Apartment], devices: dict[str, SiteDevice],
           refusals: Refusals) -> list[tuple[Row, Step]]:
     """What each row does to the site, every row checked against the site and the earlier rows;
@@ -315,7 +311,7 @@ def _plan(rows: list[Row], apartments: dict[str, Apartment], devices: dict[str, 
     held: dict[str, list[rules.Device]] = {}
     for d in devices.values():
         if d.apartment_id is not None:
-            held.setdefault(names[d.apartment_id], []).append(_rule_device(d))
+            held.setdefault(names[d.apartment_id], []).append(my2n.rule_device(d))
     for row in rows:
         if not row.serial:
             steps.append((row, "apartment"))
@@ -337,7 +333,7 @@ def _plan(rows: list[Row], apartments: dict[str, Apartment], devices: dict[str, 
                 step = "assign"
             else:
                 step = "local_mode" if existing.local_mode != row.local_mode else "keep"
-            device = _rule_device(existing)
+            device = my2n.rule_device(existing)
         if row.apartment and step in ("add", "assign"):
             try:
                 rules.check_assignment(device, held.get(row.apartment, []))  # R-MY-2

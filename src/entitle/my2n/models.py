@@ -33,7 +33,8 @@ class Site(Base):
 
 class Apartment(Base):
     __tablename__ = "my2n_apartments"
-    __table_args__ = (UniqueConstraint("site_id", "name"),)
+    # (site_id, id): the site's apartments in id order for the dashboard (migration 0008).
+    __table_args__ = (UniqueConstraint("site_id", "name"), Index("ix_my2n_apartments_site", "site_id", "id"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
@@ -49,7 +50,9 @@ class SiteDevice(Base):
     has the apartment model): 2N answering unit (free), phone, tablet, third-party (paid)."""
 
     __tablename__ = "my2n_devices"
-    __table_args__ = (UniqueConstraint("site_id", "serial"), Index("ix_my2n_devices_apartment", "apartment_id"))
+    __table_args__ = (UniqueConstraint("site_id", "serial"), Index("ix_my2n_devices_apartment", "apartment_id"),
+                      # The dashboard's per-apartment count, answered from the index (migration 0008).
+                      Index("ix_my2n_devices_dashboard", "site_id", "apartment_id", "kind", "local_mode"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)

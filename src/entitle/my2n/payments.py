@@ -104,6 +104,7 @@ class Subscription:
     # them paid.
     latest_payment_id: str | None = None
     amount_minor: int | None = None
+    currency: str | None = None
 
 
 @dataclass(frozen=True)
@@ -336,6 +337,7 @@ class StripeProvider:
         return Subscription(
             id=sub.id, status=sub.status, apartments=apartments,
             latest_payment_id=(invoice or {}).get("id"), amount_minor=_int_or_none((invoice or {}).get("amount_paid")),
+            currency=(invoice or {}).get("currency"),
         )
 
     def stop_recurring(self, subscription_id: str) -> Subscription:
@@ -607,7 +609,7 @@ class LocalProvider:
             raise _declined("card_declined", "Your card was declined.")
         invoice, amount = self._next_id("in"), apartments * self.annual_price_minor
         sub = Subscription(id=self._next_id("sub"), status="active", apartments=apartments,
-                           latest_payment_id=invoice, amount_minor=amount)
+                           latest_payment_id=invoice, amount_minor=amount, currency=self.currency)
         self.subscriptions[sub.id] = sub
         self._site_of[sub.id] = site_reference
         self.outbox.append(self.make_webhook(

@@ -140,6 +140,15 @@ def devices_of(apartment_id: int, devices: Iterable[Device]) -> list[Device]:
     return [d for d in devices if d.apartment_id == apartment_id]
 
 
+def group_by_apartment(devices: Iterable[Device]) -> dict[int, list[Device]]:
+    """Each apartment's devices (devices outside every apartment are left out), in one pass."""
+    grouped: dict[int, list[Device]] = {}
+    for d in devices:
+        if d.apartment_id is not None:
+            grouped.setdefault(d.apartment_id, []).append(d)
+    return grouped
+
+
 def check_assignment(device: Device, apartment_devices: Iterable[Device]) -> None:
     """May ``device`` join the apartment that holds ``apartment_devices``? Intercoms never; a
     paid device not beyond the fourth. Nothing here depends on who adds it (site admin or
@@ -224,7 +233,8 @@ class Dashboard:
 
 def dashboard(site: Site, apartments: Sequence[Apartment], devices: Sequence[Device], now: datetime,
               warning: timedelta = LAPSE_WARNING) -> Dashboard:
-    needing = [a for a in apartments if needs_license(devices_of(a.apartment_id, devices))]
+    grouped = group_by_apartment(devices)
+    needing = [a for a in apartments if needs_license(grouped.get(a.apartment_id, []))]
     return Dashboard(
         apartments=len(apartments),
         needing_license=len(needing),
@@ -362,7 +372,8 @@ def check_card_change(*, recurring_active: bool) -> None:
 def apartments_to_pay(apartments: Sequence[Apartment], devices: Sequence[Device], count: int) -> list[int]:
     """The apartments a card payment of ``count`` apartment-years pays, one year each: those that
     need a license, the ones whose license ends first (never paid first), then by id."""
-    needing = [a for a in apartments if needs_license(devices_of(a.apartment_id, devices))]
+    grouped = group_by_apartment(devices)
+    needing = [a for a in apartments if needs_license(grouped.get(a.apartment_id, []))]
     needing.sort(key=lambda a: (a.paid_through is not None, a.paid_through.timestamp() if a.paid_through else 0.0,
                                 a.apartment_id))
     return [a.apartment_id for a in needing[:max(0, count)]]

@@ -80,16 +80,25 @@ def get_site(session: Session, org_id: int, site_id: int) -> Site:
     return site
 
 
+def custom_sites(session: Session, *, actor: Actor) -> list[tuple[Site, str]]:
+    """For the vendor's support: every custom-model site of every company (with the company's
+    name), the ones expiring first first."""
+    actor.require_issuer()
+    return [(site, company) for site, company in session.execute(
+        select(Site, Organization.name).join(Organization, Organization.id == Site.org_id)
+        .where(Site.model == "custom").order_by(Site.custom_expires_at, Site.id))]
+
+
 def sites_of(session: Session, org_id: int) -> list[Site]:
     return list(session.scalars(select(Site).where(Site.org_id == org_id).order_by(Site.id)))
 
 
-def _rule_site(site: Site) -> rules.Site:
+def rule_site(site: Site) -> rules.Site:
     return rules.Site(site.id, site.model, site.region, site.custom_expires_at)  # type: ignore[arg-type]
 
 
 def site_to_dict(site: Site, now: datetime) -> dict[str, Any]:
-    expiry = rules.custom_expiry(_rule_site(site), now)
+    expiry = rules.custom_expiry(rule_site(site), now)
     return {"id": site.id, "name": site.name, "region": site.region, "model": site.model,
             "custom_expires_at": site.custom_expires_at.isoformat() if site.custom_expires_at else None,
             "custom_expired": expiry.expired if expiry else None,
@@ -123,6 +132,15 @@ def get_apartment(session: Session, site: Site, apartment_id: int) -> Apartment:
     return apt
 
 
+def apartment_by_name(session: Session, site: Site, name: str) -> Apartment:
+    """The site's apartment of that name (forms and files name apartments, not ids)."""
+    found = session.scalars(select(Apartment).where(Apartment.site_id == site.id,
+                                                    Apartment.name == name.strip())).one_or_none()
+    if found is None:
+        raise NotFound("apartment", apartment=name.strip())
+    return found
+
+
 def apartments_of(session: Session, site: Site) -> list[Apartment]:
     return list(session.scalars(select(Apartment).where(Apartment.site_id == site.id).order_by(Apartment.id)))
 
@@ -144,7 +162,7 @@ def devices_with_state(session: Session, *, site: Site, now: datetime,
     out = []
     for d, apt_name, paid_through in session.execute(query):
         out.append({"serial": d.serial, "kind": d.kind, "apartment_id": d.apartment_id, "apartment": apt_name,
-                    "local_mode": d.local_mode, "paid": rules.is_paid_device(_rule_device(d)),
+                    "local_mode": d.local_mode, "paid": rules.is_paid_device(rule_device(d)),
                     "works": _works(site, d, paid_through, now)})
     return out
 
@@ -152,7 +170,7 @@ def devices_with_state(session: Session, *, site: Site, now: datetime,
 def _works(site: Site, device: SiteDevice, paid_through: datetime | None, now: datetime) -> bool:
     # A custom-model site's devices run on the site's legacy license until it expires.
     covered_until = paid_through if site.model == "apartment" else site.custom_expires_at
-    return rules.device_works(_rule_device(device), paid_through=covered_until, now=now)
+    return rules.device_works(rule_device(device), paid_through=covered_until, now=now)
 
 
 def device_works(session: Session, *, site: Site, device: SiteDevice, now: datetime) -> bool:
@@ -161,7 +179,7 @@ def device_works(session: Session, *, site: Site, device: SiteDevice, now: datet
     return _works(site, device, apartment.paid_through if apartment else None, now)
 
 
-def _rule_device(d: SiteDevice) -> rules.Device:
+def rule_device(d: SiteDevice) -> rules.Device:
     return rules.Device(d.id, d.kind, d.apartment_id, d.local_mode)  # type: ignore[arg-type]
 
 
@@ -172,7 +190,7 @@ def _check_into(session: Session, device: rules.Device, apartment: Apartment | N
         return
     others = session.scalars(select(SiteDevice).where(SiteDevice.apartment_id == apartment.id))
     try:
-        rules.check_assignment(device, [_rule_device(d) for d in others])
+        rules.check_assignment(device, [rule_device(d) for d in others])
     except rules.Refusal as refusal:
         refusal.detail.pop("device_id", None)
         refusal.detail.update(serial=serial, apartment=apartment.name)
@@ -221,7 +239,7 @@ def assign_device(session: Session, *, site: Site, serial: str, apartment_id: in
     history.lock_organization(session, site.org_id)
     device = get_device(session, site, serial)
     apartment = get_apartment(session, site, apartment_id) if apartment_id is not None else None
-    _check_into(session, _rule_device(device), apartment, serial)
+    _check_into(session, rule_device(device), apartment, serial)
     before = device.apartment_id
     device.apartment_id = apartment.id if apartment else None
     session.flush()
@@ -243,34 +261,12 @@ def set_local_mode(session: Session, *, site: Site, serial: str, local_mode: boo
     return device
 
 
-# --- the dashboard (R-MY-3, R-MY-6) --------------------------------------------------------------
-
-def dashboard(session: Session, *, site: Site, now: datetime) -> dict[str, Any]:
-    """Apartments, how many need a license, which lapsed or lapse soon, what to order."""
-    apartments = apartments_of(session, site)
-    devices = [_rule_device(d) for d in devices_of(session, site)]
-    board = rules.dashboard(_rule_site(site), [rules.Apartment(a.id, a.paid_through) for a in apartments],
-                            devices, now)
-    by_id = {a.id: a for a in apartments}
-    needing = {a.id for a in apartments
-               if rules.needs_license(rules.devices_of(a.id, devices))}
-    return {
-        "site": site_to_dict(site, now),
-        "apartments": board.apartments, "needing_license": board.needing_license,
-        "lapsed": [by_id[i].name for i in board.lapsed], "lapsing_soon": [by_id[i].name for i in board.lapsing_soon],
-        "order": {"part_number": board.part, "quantity": board.to_order},
-        "rows": [{"id": a.id, "name": a.name, "needs_license": a.id in needing,
-                  "paid_devices": sum(1 for d in rules.devices_of(a.id, devices) if rules.is_paid_device(d)),
-                  "paid_through": a.paid_through.isoformat() if a.paid_through else None} for a in apartments],
-    }
-
-
 # --- migration (R-MY-4) --------------------------------------------------------------------------
 
 def migration_check(session: Session, *, site: Site) -> list[dict[str, Any]]:
     """Every device that still has to be assigned to an apartment (intercoms never are)."""
     devices = devices_of(session, site)
-    left = {d.device_id for d in rules.unassigned_devices([_rule_device(d) for d in devices])}
+    left = {d.device_id for d in rules.unassigned_devices([rule_device(d) for d in devices])}
     return [{"serial": d.serial, "kind": d.kind} for d in devices if d.id in left]
 
 
@@ -286,7 +282,7 @@ def change_model(session: Session, *, site: Site, model: str, actor: Actor, now:
     devices = devices_of(session, site)
     try:
         chosen = rules.check_model_change(current=site.model, chosen=model,  # type: ignore[arg-type]
-                                          devices=[_rule_device(d) for d in devices])
+                                          devices=[rule_device(d) for d in devices])
     except rules.Refusal as refusal:
         if "device_ids" in refusal.detail:  # name them as the user knows them
             serial_of = {d.id: d.serial for d in devices}
@@ -405,10 +401,10 @@ def pay_from_credit(session: Session, *, site: Site, apartment_id: int, actor: A
     """Pay one year of an apartment's license from the site credit pool: one apartment-year,
     else one device-year per billable device (R-MY-5); paid-through moves one year on."""
     access.require_payer(session, actor, site)
-    rules.check_prolongation(_rule_site(site))  # a custom-model site migrates first (R-MY-1)
+    rules.check_prolongation(rule_site(site))  # a custom-model site migrates first (R-MY-1)
     history.lock_organization(session, site.org_id)
     apt = get_apartment(session, site, apartment_id)
-    devices = [_rule_device(d) for d in session.scalars(select(SiteDevice).where(SiteDevice.apartment_id == apt.id))]
+    devices = [rule_device(d) for d in session.scalars(select(SiteDevice).where(SiteDevice.apartment_id == apt.id))]
     if not rules.needs_license(devices):
         raise Conflict("apartment_needs_no_license",
                        "This apartment has no paid device outside local mode, so it needs no license.",

@@ -27,7 +27,7 @@ from entitle.context import Context
 from entitle.db import reading, transaction
 from entitle.errors import EntitleError, NotFound
 from entitle.keys.models import KeyBatch
-from entitle.my2n import access, billing, rules
+from entitle.my2n import access, billing, board, rules
 from entitle.my2n import services as my2n
 from entitle.my2n.models import Apartment, Site, SiteDevice
 from entitle.platform import idempotency
@@ -156,7 +156,8 @@ class DashboardOut(BaseModel):
     lapsed: list[str] = Field(description="Apartments needing a license that is not paid now (R-MY-6).")
     lapsing_soon: list[str] = Field(description="Apartments whose license ends within 30 days (R-MY-6).")
     order: OrderOut
-    rows: list[DashboardRowOut]
+    rows: list[DashboardRowOut] = Field(description="One page of apartments, by id (limit, cursor).")
+    next_cursor: int | None = Field(default=None, description="Pass as cursor for the next page of rows.")
 
 
 class DeviceOut(BaseModel):
@@ -311,17 +312,13 @@ def _device_out(db: Session, site: Site, d: SiteDevice, now: datetime) -> dict[s
             "created_at": d.created_at.isoformat()}
 
 
-def _rule_device(d: SiteDevice) -> rules.Device:
-    return rules.Device(d.id, d.kind, d.apartment_id, d.local_mode)  # type: ignore[arg-type]
-
-
 def _apartments_out(db: Session, apartments: list[Apartment], now: datetime) -> list[dict[str, Any]]:
     """Apartment rows with their device counts and need (R-MY-2, R-MY-3, R-MY-6), one query for
     the devices of the whole page."""
     devices: dict[int, list[rules.Device]] = defaultdict(list)
     if apartments:
         for d in db.scalars(select(SiteDevice).where(SiteDevice.apartment_id.in_([a.id for a in apartments]))):
-            devices[d.apartment_id or 0].append(_rule_device(d))
+            devices[d.apartment_id or 0].append(my2n.rule_device(d))
     out = []
     for a in apartments:
         mine = devices[a.id]
@@ -382,10 +379,16 @@ def get_site(org_id: int, site_id: SiteId, actor: CurrentActor, db: DB, now: Now
 
 
 @router.get("/orgs/{org_id}/sites/{site_id}/dashboard", response_model=DashboardOut)
-def site_dashboard(org_id: int, site_id: SiteId, actor: CurrentActor, db: DB, now: Now) -> dict[str, Any]:
+def site_dashboard(org_id: int, site_id: SiteId, actor: CurrentActor, db: DB, now: Now,
+                   page: Paging) -> dict[str, Any]:
     """The site dashboard: apartments, how many need a license (5 apartments, one empty: 4), which
-    lapsed or lapse within 30 days, and what to order (R-MY-3, R-MY-6)."""
-    return my2n.dashboard(db, site=_site(db, actor, org_id, site_id), now=now)
+    lapsed or lapse within 30 days, and what to order (R-MY-3, R-MY-6). The figures are the
+    whole site's; ``rows`` is one page of its apartments (a site can have tens of thousands)."""
+    shown = board.dashboard(db, site=_site(db, actor, org_id, site_id), now=now)
+    rows = [r for r in shown["rows"] if page.cursor is None or r["id"] > page.cursor]
+    shown["rows"] = rows[: page.limit]
+    shown["next_cursor"] = rows[page.limit - 1]["id"] if len(rows) > page.limit else None
+    return shown
 
 
 # --- migration (R-MY-4) --------------------------------------------------------------------------

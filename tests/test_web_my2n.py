@@ -1,0 +1,509 @@
+"""The My2N pages through their HTTP interface (SPEC §4, R-MY-1 … R-MY-6): Sites (My2N), the site
+dashboard, apartments and devices, the migration checklist and the vendor's model change,
+vouchers and the site credit pool, card payments; their forms, CSRF, roles and isolation."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from conftest import World
+from entitle.actors import operator
+from entitle.db import transaction
+from entitle.my2n import access
+from entitle.my2n import services as my2n
+from entitle.tenancy.models import Role
+from test_web import HTMX, sign_in
+from test_web_ac import content_of, error_text, text_of
+
+VENDOR = operator("2n-support")
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+class SitePages:
+    """One site's pages, driven through the web forms as a signed-in user."""
+
+    def __init__(self, client: TestClient, csrf: str, site_id: int) -> None:
+        self.client, self.csrf, self.site_id = client, csrf, site_id
+        self.url = f"/my2n/sites/{site_id}"
+
+    def get(self, tab: str = "dashboard", status: int = 200) -> str:
+        r = self.client.get(f"{self.url}?tab={tab}")
+        assert r.status_code == status, r.text
+        return r.text
+
+    def post(self, path: str, data: dict[str, Any] | None = None) -> Any:
+        return self.client.post(f"{self.url}/{path}", data={"csrf_token": self.csrf, **(data or {})}, headers=HTMX)
+
+    def apartment(self, name: str) -> Any:
+        return self.post("apartments", {"name": name})
+
+    def device(self, serial: str, kind: str, apartment: str = "", local_mode: bool = False) -> Any:
+        return self.post("devices", {"serial": serial, "kind": kind, "apartment": apartment,
+                                     **({"local_mode": "on"} if local_mode else {})})
+
+    def assign(self, serial: str, apartment: str, tab: str = "apartments") -> Any:
+        return self.post("devices/assign", {"serial": serial, "apartment": apartment, "tab": tab})
+
+
+def create_site(client: TestClient, csrf: str, name: str) -> Any:
+    return client.post("/my2n/sites", data={"csrf_token": csrf, "name": name}, headers=HTMX)
+
+
+def owner_site(world: World, client: TestClient, *, email: str = "ann@example.com", org_name: str = "Residence",
+               region: str = "EU", site: str = "Block A") -> tuple[int, SitePages]:
+    org = world.org(org_name, region=region, owner=world.user(email))
+    csrf = sign_in(client, email)
+    r = create_site(client, csrf, site)
+    assert r.status_code == 200, r.text
+    m = re.search(r'<tr data-site="[^"]+">\s*<td><a href="/my2n/sites/(\d+)">', r.text)
+    assert m, "no site row"
+    return org, SitePages(client, csrf, int(m.group(1)))
+
+
+def status_text(page: str) -> str:
+    m = re.search(r'<p class="message ok" role="status">(.*?)</p>', page, re.S)
+    assert m, "no status message on the page"
+    return text_of(m.group(1))
+
+
+def field(page: str, name: str) -> str:
+    m = re.search(rf'data-field="{name}"[^>]*>(.*?)</(dd|p|strong|span)>', page, re.S)
+    assert m, f"no field {name}"
+    return text_of(m.group(1))
+
+
+def has_field(page: str, name: str) -> bool:
+    return f'data-field="{name}"' in page
+
+
+def apartment_section(page: str, name: str) -> str:
+    m = re.search(rf'<section class="my2n-apartment" [^>]*data-apartment="{re.escape(name)}".*?</section>', page, re.S)
+    assert m, f"no apartment {name}"
+    return m.group(0)
+
+
+def serials_in(html: str) -> list[str]:
+    return re.findall(r'<tr data-serial="([^"]+)">', html)
+
+
+def site_with_custom_model(world: World, org: int, name: str = "Old") -> int:
+    with transaction(world.ctx.sessions) as s:
+        return my2n.create_site(s, org_id=org, name=name, model="custom", actor=VENDOR, now=world.now,
+                                custom_expires_at=world.now + timedelta(days=60)).id
+
+
+def vouchers(world: World, *, years: int = 1, count: int = 1, scope: str = "apartment",
+             part: str = "9137958") -> list[str]:
+    with transaction(world.ctx.sessions) as s:
+        return my2n.mint_vouchers(s, part_number=part, name="Distributor", years=years, subscriptions=count,
+                                  scope=scope, actor=VENDOR, now=world.now)[1]
+
+
+# --- Sites (My2N) (R-MY-1) -------------------------------------------------------------------------
+
+def test_sites_list_creates_an_apartment_model_site(world, client):  # R-MY-1
+    world.org("Residence", owner=world.user("ann@example.com"))
+    csrf = sign_in(client, "ann@example.com")
+    home = client.get("/").text
+    assert re.search(r'<a href="/my2n"[^>]*>Sites \(My2N\)</a>', home)
+    listing = client.get("/my2n")
+    assert listing.status_code == 200
+    assert "Residence has no site yet" in text_of(content_of(listing.text))
+    assert "part 9137958" in text_of(listing.text)  # an EU company orders 9137958
+    r = create_site(client, csrf, "Block A")
+    assert r.status_code == 200
+    assert status_text(r.text) == "Site Block A is created with the apartment model. Add its apartments and devices."
+    row = re.search(r'<tr data-site="Block A">(.*?)</tr>', r.text, re.S).group(1)
+    assert "Apartment model" in text_of(row) and 'data-model="apartment"' in row
+    # The same name twice is refused with the form kept.
+    r = create_site(client, csrf, "Block A")
+    assert r.status_code == 409 and error_text(r.text).startswith("site_exists")
+    assert 'value="Block A"' in r.text
+
+
+def test_a_custom_model_site_shows_when_it_expires(world, client):  # R-MY-1
+    org = world.org("Legacy", owner=world.user("ann@example.com"))
+    site_id = site_with_custom_model(world, org)
+    pages = SitePages(client, sign_in(client, "ann@example.com"), site_id)
+    row = re.search(r'<tr data-site="Old">(.*?)</tr>', client.get("/my2n").text, re.S).group(1)
+    assert text_of(row).startswith("Old Custom model (retired): expires on 2026-03-16")
+    page = pages.get()
+    assert "cannot be prolonged" in field(page, "custom-expiry") and "2026-03-16" in field(page, "custom-expiry")
+    # The create form offers only the apartment model: there is no way to choose custom.
+    assert 'name="model"' not in client.get("/my2n").text
+
+
+def test_a_viewer_sees_sites_without_forms(world, client):  # R-MY-1
+    org, pages = owner_site(world, client)
+    world.member(org, world.user("vic@example.com"), Role.viewer)
+    vic = SitePages(client, sign_in(client, "vic@example.com"), pages.site_id)
+    listing = client.get("/my2n").text
+    assert "Block A" in listing and "Create site</button>" not in listing
+    page = vic.get("apartments")
+    assert "Create apartment</button>" not in page and "Add device</button>" not in page
+    r = vic.apartment("1A")
+    assert r.status_code == 403 and error_text(r.text).startswith("site_admin_required")
+    r = create_site(client, vic.csrf, "Mine")
+    assert r.status_code == 403 and error_text(r.text).startswith("role_insufficient")
+
+
+# --- the site dashboard (R-MY-3, R-MY-6) ----------------------------------------------------------
+
+def test_dashboard_the_seed_example_five_apartments_one_empty_four_to_order(world, client):  # R-MY-3
+    _org, pages = owner_site(world, client)
+    for i in range(1, 6):
+        assert pages.apartment(f"A{i}").status_code == 200
+    assert pages.device("IC-1", "intercom").status_code == 200
+    for i in range(1, 5):
+        r = pages.device(f"PHONE-{i}", "phone", apartment=f"A{i}")
+        assert r.status_code == 200, r.text
+    page = pages.get()
+    assert field(page, "apartments") == "5"
+    assert field(page, "needing-license") == "4"
+    assert field(page, "order") == "4 × 9137958"
+    # Never paid: the four that need a license are not paid, with the warning.
+    assert field(page, "lapsed").startswith("4 apartment(s) not paid: A1, A2, A3, A4.")
+    assert re.search(r'<tr data-apartment="A5">.*?data-state="no_license_needed"', page, re.S)
+    assert re.search(r'<tr data-apartment="A1">.*?data-state="lapsed"', page, re.S)
+
+
+def test_us_sites_order_02683_and_local_mode_needs_no_license(world, client):  # R-MY-3
+    _org, pages = owner_site(world, client, region="US", org_name="Tower")
+    pages.apartment("1A")
+    assert pages.device("TAB-1", "tablet", apartment="1A", local_mode=True).status_code == 200
+    assert pages.device("AU-1", "answering_unit", apartment="1A").status_code == 200
+    page = pages.get()
+    assert field(page, "needing-license") == "0" and field(page, "order") == "0 × 02683-001"
+    # Local mode off: the tablet makes the apartment need a license.
+    r = pages.post("devices/local-mode", {"serial": "TAB-1", "local_mode": "off"})
+    assert r.status_code == 200 and status_text(r.text) == "Device TAB-1: local mode is off."
+    assert field(pages.get(), "order") == "1 × 02683-001"
+
+
+def test_dashboard_warns_before_a_license_lapses_then_shows_it_lapsed(world, client):  # R-MY-6
+    _org, pages = owner_site(world, client)
+    pages.apartment("A1")
+    pages.device("P-1", "phone", apartment="A1")
+    [code] = vouchers(world)
+    assert pages.post("vouchers/redeem", {"code": code}).status_code == 200
+    page = pages.get("vouchers")
+    apt_id = re.search(r'action="/my2n/sites/\d+/apartments/(\d+)/pay"', page).group(1)
+    nonce = re.search(r'name="nonce" value="([^"]+)"', page).group(1)
+    assert pages.post(f"apartments/{apt_id}/pay", {"nonce": nonce}).status_code == 200
+    page = pages.get()
+    assert field(page, "lapse-ok").startswith("No apartment license has lapsed")
+    world.ctx.clock.advance(timedelta(days=365 - 20))  # 2026-12-26: 20 days left
+    pages.csrf = sign_in(client, "ann@example.com")
+    page = pages.get()
+    assert field(page, "lapsing-soon").startswith("1 apartment license(s) lapse within 30 days: A1.")
+    assert re.search(r'<tr data-apartment="A1">.*?data-state="lapsing_soon"', page, re.S)
+    world.ctx.clock.advance(timedelta(days=20))
+    pages.csrf = sign_in(client, "ann@example.com")
+    page = pages.get()
+    assert field(page, "lapsed").startswith("1 apartment(s) not paid: A1.") and not has_field(page, "lapsing-soon")
+
+
+# --- apartments and devices (R-MY-2) -------------------------------------------------------------
+
+def test_an_apartment_takes_four_paid_devices_the_fifth_is_refused(world, client):  # R-MY-2
+    _org, pages = owner_site(world, client)
+    r = pages.apartment("2B")
+    assert r.status_code == 200
+    assert status_text(r.text) == "Apartment 2B is created. Add its answering devices (at most 4 paid devices)."
+    for serial, kind in (("D1", "phone"), ("D2", "tablet"), ("D3", "third_party"), ("D4", "phone"),
+                         ("AU", "answering_unit")):
+        r = pages.device(serial, kind, apartment="2B")
+        assert r.status_code == 200, r.text
+    assert status_text(r.text) == "2N answering unit AU is added to apartment 2B."
+    section = apartment_section(r.text, "2B")
+    assert "4 / 4" in text_of(section) and serials_in(section) == ["AU", "D1", "D2", "D3", "D4"]
+    # The fifth paid device is refused with the message to create another apartment; the form is kept.
+    r = pages.device("D5", "tablet", apartment="2B")
+    assert r.status_code == 409
+    assert error_text(r.text) == ("apartment_paid_device_limit This apartment already holds 4 paid devices (phones, "
+                                  "tablets, third-party devices), the most it can; create another apartment for this "
+                                  "device.")
+    assert 'value="D5"' in r.text and ">Create another apartment</a>" in r.text
+    # Assigning a loose paid device there is refused the same way; intercoms never go in.
+    assert pages.device("LOOSE", "phone").status_code == 200
+    r = pages.assign("LOOSE", "2B")
+    assert r.status_code == 409 and "create another apartment" in error_text(r.text)
+    pages.device("IC", "intercom")
+    r = pages.assign("IC", "2B")
+    assert r.status_code == 409 and error_text(r.text).startswith("intercom_not_in_apartment")
+    page = pages.get("apartments")
+    assert serials_in(apartment_section(page, "2B")) == ["AU", "D1", "D2", "D3", "D4"]
+    loose = re.search(r'<section class="my2n-loose".*?</section>', page, re.S).group(0)
+    assert serials_in(loose) == ["IC", "LOOSE"]
+    # A second apartment takes it.
+    pages.apartment("2C")
+    r = pages.assign("LOOSE", "2C")
+    assert r.status_code == 200 and status_text(r.text) == "Device LOOSE is assigned to apartment 2C."
+    assert serials_in(apartment_section(r.text, "2C")) == ["LOOSE"]
+    r = pages.assign("LOOSE", "No such")
+    assert r.status_code == 404 and error_text(r.text).startswith("apartment_not_found")
+
+
+def test_an_apartment_admin_meets_the_same_limit(world, client):  # R-MY-2
+    org, pages = owner_site(world, client)
+    pages.apartment("3A")
+    for i in range(4):
+        pages.device(f"P{i}", "phone", apartment="3A")
+    amy = world.user("amy@example.com")
+    world.member(org, amy, Role.viewer)
+    with transaction(world.ctx.sessions) as s:
+        site = my2n.get_site(s, org, pages.site_id)
+        apt = my2n.apartments_of(s, site)[0]
+        access.grant_site_role(s, site=site, user_id=amy.id, role="apartment_admin", apartment_id=apt.id,
+                               actor=VENDOR, now=world.now)
+    amy_pages = SitePages(client, sign_in(client, "amy@example.com"), pages.site_id)
+    page = amy_pages.get("apartments")
+    # Her form adds to her apartment only; she creates no apartment and assigns nothing.
+    assert 'name="apartment" readonly value="3A"' in page and "Create apartment</button>" not in page
+    assert "Assign</button>" not in page
+    r = amy_pages.device("P5", "tablet", apartment="3A")
+    assert r.status_code == 409 and "create another apartment" in error_text(r.text)
+    r = amy_pages.post("devices/local-mode", {"serial": "P0", "local_mode": "on"})
+    assert r.status_code == 200 and status_text(r.text) == "Device P0: local mode is on."
+
+
+# --- migration (R-MY-4) ------------------------------------------------------------------------
+
+def test_migration_checklist_then_the_vendor_changes_the_model(world, client):  # R-MY-4 R-MY-1
+    org = world.org("Legacy", owner=world.user("ann@example.com"))
+    world.user("support@2n.example", issuer=True)  # the vendor, not a member of the company
+    site_id = site_with_custom_model(world, org)
+    ann = SitePages(client, sign_in(client, "ann@example.com"), site_id)
+    ann.apartment("1")
+    ann.device("IC", "intercom")
+    ann.device("PH", "phone")
+    ann.device("AU", "answering_unit")
+    page = ann.get("migration")
+    assert field(page, "unassigned-count") == "2 device(s) are not in an apartment yet."
+    checklist = re.search(r'<table class="my2n-devices my2n-checklist">.*?</table>', page, re.S).group(0)
+    assert serials_in(checklist) == ["AU", "PH"]  # not the intercom
+    assert "Change model</button>" not in page  # the company's admin does not change the model
+
+    # The vendor sees the site, and the change is refused while devices are unassigned.
+    support = sign_in(client, "support@2n.example")
+    page = client.get("/issuer/my2n").text
+    assert "Old" in page and "(Legacy)" in page and "2 device(s) not in an apartment" in field(page, "unassigned")
+    r = client.post(f"/issuer/my2n/sites/{site_id}/model", data={"csrf_token": support, "model": "apartment"},
+                    headers=HTMX)
+    assert r.status_code == 409 and error_text(r.text).startswith("migration_devices_unassigned 2 device(s)")
+
+    # The admin assigns them from the checklist; it empties and says to contact 2N Tech Support.
+    ann.csrf = sign_in(client, "ann@example.com")
+    r = ann.assign("PH", "1", tab="migration")
+    assert r.status_code == 200 and status_text(r.text) == "Device PH is assigned to apartment 1."
+    r = ann.assign("AU", "1", tab="migration")
+    assert field(r.text, "checklist-done") == ("All devices are assigned to apartments — contact 2N Tech Support to "
+                                               "change the site to the apartment model.")
+
+    support = sign_in(client, "support@2n.example")
+    r = client.post(f"/issuer/my2n/sites/{site_id}/model", data={"csrf_token": support, "model": "apartment"},
+                    headers=HTMX)
+    assert r.status_code == 200
+    assert status_text(r.text).startswith("Site Old has the apartment model now. 1 user(s) of the company were "
+                                          "logged out")
+    assert "No site is on the custom model." in r.text
+
+    # The company's admin was logged out: the next page asks to sign in again.
+    client.cookies.clear()
+    ann.csrf = sign_in(client, "ann@example.com")  # a fresh sign-in works
+    page = ann.get("migration")
+    assert field(page, "migrated") == "The site has the apartment model since 2026-01-15."
+    assert "Choose site type</button>" in page
+    r = ann.post("site-type", {"site_type": "family_house", "tab": "migration"})
+    assert r.status_code == 200 and status_text(r.text) == "The site type is family house."
+    assert field(r.text, "site-type") == "Family house"
+
+
+def test_a_model_change_logs_the_company_out(world, client):  # R-MY-4
+    org = world.org("Legacy", owner=world.user("ann@example.com"))
+    world.user("support@2n.example", issuer=True)
+    site_id = site_with_custom_model(world, org)
+    sign_in(client, "ann@example.com")
+    ann_cookies = dict(client.cookies)
+    with TestClient(client.app) as vendor:
+        csrf = sign_in(vendor, "support@2n.example")
+        r = vendor.post(f"/issuer/my2n/sites/{site_id}/model", data={"csrf_token": csrf}, headers=HTMX)
+        assert r.status_code == 200, r.text
+    client.cookies.clear()
+    client.cookies.update(ann_cookies)
+    r = client.get(f"/my2n/sites/{site_id}", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
+
+
+def test_only_the_issuer_reaches_vendor_support(world, client):  # R-MY-4
+    org = world.org("Legacy", owner=world.user("ann@example.com"))
+    site_id = site_with_custom_model(world, org)
+    csrf = sign_in(client, "ann@example.com")
+    assert "My2N support" not in client.get("/").text
+    r = client.get("/issuer/my2n")
+    assert r.status_code == 403 and "issuer_only" in r.text
+    r = client.post(f"/issuer/my2n/sites/{site_id}/model", data={"csrf_token": csrf}, headers=HTMX)
+    assert r.status_code == 403 and "issuer_only" in r.text
+    with world.ctx.sessions() as s:
+        assert my2n.get_site(s, org, site_id).model == "custom"
+
+
+def test_an_issuer_member_sees_change_model_on_the_checklist_and_a_second_change_is_refused(world, client):  # R-MY-4
+    org = world.org("Legacy", owner=world.user("ann@example.com"))
+    world.member(org, world.user("support@2n.example", issuer=True), Role.viewer)
+    site_id = site_with_custom_model(world, org)
+    support = SitePages(client, sign_in(client, "support@2n.example"), site_id)
+    page = support.get("migration")
+    assert "Change model</button>" in page and f'action="/issuer/my2n/sites/{site_id}/model"' in page
+    r = client.post(f"/issuer/my2n/sites/{site_id}/model", data={"csrf_token": support.csrf}, headers=HTMX)
+    assert r.status_code == 200 and "has the apartment model now" in status_text(r.text)
+    # Posted again (its own session was revoked too: a fresh one), the refusal is shown on top.
+    csrf = sign_in(client, "support@2n.example")
+    r = client.post(f"/issuer/my2n/sites/{site_id}/model", data={"csrf_token": csrf}, headers=HTMX)
+    assert r.status_code == 409 and error_text(r.text).startswith("model_unchanged")
+
+
+# --- vouchers and the credit pool (R-MY-5) ---------------------------------------------------------
+
+def test_vouchers_fill_the_pool_and_pay_an_apartment_year(world, client):  # R-MY-5
+    _org, pages = owner_site(world, client)
+    pages.apartment("A")
+    pages.device("A-PH", "phone", apartment="A")
+    pages.apartment("B")
+    for i in range(3):
+        pages.device(f"B-{i}", "tablet", apartment="B")
+    [apt_code] = vouchers(world)
+    [dev_code] = vouchers(world, years=2, scope="device")
+    page = pages.get("vouchers")
+    assert field(page, "apartment-years") == "0" and field(page, "device-years") == "0"
+    r = pages.post("vouchers/redeem", {"code": apt_code})
+    assert r.status_code == 200
+    assert status_text(r.text) == "Voucher activated: 1 apartment-year added to the site credit pool."
+    r = pages.post("vouchers/redeem", {"code": dev_code})
+    assert status_text(r.text) == "Voucher activated: 2 device-years added to the site credit pool."
+    assert field(r.text, "apartment-years") == "1" and field(r.text, "device-years") == "2"
+    # A used code is refused and kept in the field.
+    r = pages.post("vouchers/redeem", {"code": apt_code})
+    assert r.status_code == 409 and error_text(r.text).startswith("key_already_redeemed")
+    assert f'value="{apt_code}"' in r.text
+
+    ids = dict((n, i) for i, n in re.findall(r'action="/my2n/sites/\d+/apartments/(\d+)/pay".*?aria-label="Pay a year '
+                                              r'of ([^"]+) from credit"', r.text, re.S))
+    nonce = re.search(r'name="nonce" value="([^"]+)"', r.text).group(1)
+    r = pages.post(f"apartments/{ids['A']}/pay", {"nonce": nonce})
+    assert r.status_code == 200
+    assert status_text(r.text) == "Apartment A is paid through 2027-01-15 from the site credit pool."
+    assert field(r.text, "apartment-years") == "0"
+    # The same form posted again pays nothing twice.
+    r = pages.post(f"apartments/{ids['A']}/pay", {"nonce": nonce})
+    assert r.status_code == 200 and "Nothing was paid twice" in status_text(r.text)
+    assert "2027-01-15" in re.search(r'<tr data-apartment="A">.*?</tr>', r.text, re.S).group(0)
+    # B has 3 billable tablets: 2 device-years are not enough.
+    nonce = re.search(r'name="nonce" value="([^"]+)"', r.text).group(1)
+    r = pages.post(f"apartments/{ids['B']}/pay", {"nonce": nonce})
+    assert r.status_code == 409 and error_text(r.text).startswith("credit_insufficient")
+    assert field(r.text, "device-years") == "2"
+
+
+def test_only_payers_activate_vouchers(world, client):  # R-MY-5
+    org, pages = owner_site(world, client)
+    sam = world.user("sam@example.com")
+    world.member(org, sam, Role.viewer)
+    with transaction(world.ctx.sessions) as s:
+        access.grant_site_role(s, site=my2n.get_site(s, org, pages.site_id), user_id=sam.id, role="site_admin",
+                               actor=VENDOR, now=world.now)
+    [code] = vouchers(world)
+    sam_pages = SitePages(client, sign_in(client, "sam@example.com"), pages.site_id)
+    page = sam_pages.get("vouchers")
+    assert "Activate voucher</button>" not in page and "pay." in text_of(page)
+    r = sam_pages.post("vouchers/redeem", {"code": code})
+    assert r.status_code == 403 and error_text(r.text).startswith("payments_permission_required")
+    # A site admin (without payments) still manages apartments.
+    assert sam_pages.apartment("S1").status_code == 200
+
+
+# --- card payments (R-MY-5) ----------------------------------------------------------------------
+
+def test_card_and_recurring_payment_prices_only_for_payers(world, client):  # R-MY-5
+    org, pages = owner_site(world, client)
+    pages.apartment("A1")
+    pages.device("P1", "phone", apartment="A1")
+    pages.apartment("A2")
+    pages.device("P2", "tablet", apartment="A2")
+    page = pages.get("payments")
+    assert field(page, "card") == "none" and field(page, "recurring") == "off"
+    assert field(page, "price") == "12.00 EUR" and field(page, "year-total") == "24.00 EUR"
+    r = pages.post("payments/recurring", {"recurring": "on"})
+    assert r.status_code == 409 and error_text(r.text).startswith("card_missing")
+    r = pages.post("payments/card", {"payment_method": "pm_card_4242"})
+    assert r.status_code == 200 and status_text(r.text) == "The site pays with card •••• 4242 now."
+    r = pages.post("payments/recurring", {"recurring": "on"})
+    assert r.status_code == 200, r.text
+    assert status_text(r.text) == "Automatic recurring payment is on for 2 apartment(s). Paid a year now: A1, A2."
+    assert field(r.text, "recurring").startswith("on (since 2026-01-15, 2 apartment(s) a year)")
+    rows = re.findall(r'<tr data-payment="[^"]+">(.*?)</tr>', r.text, re.S)
+    assert len(rows) == 1 and text_of(rows[0]).endswith("2 24.00 EUR")
+    # The card cannot change while recurring payment is on.
+    assert 'name="payment_method"' not in r.text
+    r = pages.post("payments/card", {"payment_method": "pm_card_0005"})
+    assert r.status_code == 409 and error_text(r.text).startswith("recurring_payment_active")
+    assert re.search(r'<tr data-apartment="A1">.*?2027-01-15', pages.get(), re.S)
+    r = pages.post("payments/recurring", {"recurring": "off"})
+    assert r.status_code == 200 and status_text(r.text).startswith("Automatic recurring payment is off")
+    assert 'name="payment_method"' in r.text
+
+    # A site admin without the payments permission sees neither prices nor amounts, and cannot pay.
+    sam = world.user("sam@example.com")
+    world.member(org, sam, Role.viewer)
+    with transaction(world.ctx.sessions) as s:
+        access.grant_site_role(s, site=my2n.get_site(s, org, pages.site_id), user_id=sam.id, role="site_admin",
+                               actor=VENDOR, now=world.now)
+    sam_pages = SitePages(client, sign_in(client, "sam@example.com"), pages.site_id)
+    page = sam_pages.get("payments")
+    assert not has_field(page, "price") and "EUR" not in page and "Turn recurring payment" not in page
+    assert len(re.findall(r'<tr data-payment=', page)) == 1
+    r = sam_pages.post("payments/recurring", {"recurring": "on"})
+    assert r.status_code == 403 and error_text(r.text).startswith("payments_permission_required")
+
+
+def test_a_declined_card_pays_nothing(world, client):  # R-MY-5
+    _org, pages = owner_site(world, client)
+    pages.apartment("A1")
+    pages.device("P1", "phone", apartment="A1")
+    pages.post("payments/card", {"payment_method": "pm_card_declined"})
+    world.ctx.payments.declining = True
+    r = pages.post("payments/recurring", {"recurring": "on"})
+    assert r.status_code == 402 and error_text(r.text).startswith("payment_declined")
+    page = pages.get("payments")
+    assert field(page, "recurring") == "off" and "No card payment yet." in page
+    assert re.search(r'<tr data-apartment="A1">.*?data-state="lapsed"', pages.get(), re.S)
+
+
+# --- CSRF and isolation --------------------------------------------------------------------------
+
+def test_forms_need_the_csrf_token(world, client):
+    _org, pages = owner_site(world, client)
+    r = client.post(f"{pages.url}/apartments", data={"name": "X"}, headers=HTMX)
+    assert r.status_code == 403 and "csrf_invalid" in r.text
+    assert "Apartment X" not in pages.get("apartments")
+
+
+def test_another_companys_site_is_not_found(world, client):  # R-MY-1
+    _org, pages = owner_site(world, client)
+    pages.apartment("Secret")
+    world.org("Other", owner=world.user("bob@example.com"))
+    bob = SitePages(client, sign_in(client, "bob@example.com"), pages.site_id)
+    for tab in ("dashboard", "apartments", "vouchers", "payments"):
+        r = client.get(f"{bob.url}?tab={tab}")
+        assert r.status_code == 404 and "site_not_found" in r.text and "Secret" not in r.text, tab
+    for path, data in (("apartments", {"name": "X"}), ("devices", {"serial": "S", "kind": "phone"}),
+                       ("devices/assign", {"serial": "S", "apartment": "Secret"}),
+                       ("vouchers/redeem", {"code": "X"}), ("payments/recurring", {"recurring": "on"})):
+        r = bob.post(path, data)
+        assert r.status_code == 404 and "site_not_found" in r.text, path
+    assert 'data-site="Block A"' not in client.get("/my2n").text
