@@ -1,7 +1,7 @@
 """My2N in a real browser: Playwright driving Debian's chromium against a live uvicorn (SPEC §4):
-assigning devices to an apartment up to its four paid devices, and the migration of a
-custom-model site from the checklist to the vendor's model change, the sign-in it forces and the
-site-type choice."""
+assigning devices to an apartment up to its four paid devices, the migration of a custom-model
+site from the checklist to the vendor's model change, the sign-in it forces and the site-type
+choice, and a CSV import (an htmx file upload) refused row by row, then accepted, then exported."""
 
 from __future__ import annotations
 
@@ -163,3 +163,57 @@ def test_migration_checklist_model_change_sign_in_again_site_type(world, live_se
     expect(page.locator('[data-field="site-type"]')).to_have_text("Apartment building")
     for messages in (console, vendor_console):
         assert not [m for m in messages if "Content Security Policy" in m], messages
+
+
+def test_csv_import_lists_refused_rows_then_imports_and_exports(world, live_server, chromium):  # R-MY-2
+    org = world.org("Residence", owner=world.user("ann@example.com"))
+    with transaction(world.ctx.sessions) as s:
+        site = my2n.create_site(s, org_id=org, name="Block A", actor=VENDOR, now=world.now)
+        apt = my2n.create_apartment(s, site=site, name="1A", actor=VENDOR, now=world.now)
+        for i in range(1, 5):
+            my2n.add_device(s, site=site, serial=f"P{i}", kind="phone", apartment_id=apt.id, actor=VENDOR,
+                            now=world.now)
+    header = "apartment,serial,kind,local_mode\n"
+
+    page, console = open_page(chromium)
+    sign_in(page, live_server.url, "ann@example.com", PASSWORD)
+    page.get_by_role("link", name="Sites (My2N)", exact=True).click()
+    page.get_by_role("link", name="Block A").click()
+    page.get_by_role("navigation", name="Site").get_by_role("link", name="Apartments").click()
+    expect(page.get_by_role("heading", name="Import CSV")).to_be_visible()
+    page.evaluate("window.__stillTheSamePage = true")
+
+    # A fifth paid phone for 1A and an unknown kind: each refused row is listed, nothing is imported.
+    page.get_by_label("CSV file (UTF-8)").set_input_files(files=[{
+        "name": "site.csv", "mimeType": "text/csv",
+        "buffer": (header + "2A,T1,tablet,false\n1A,P5,phone,false\n2A,X1,toaster,false\n").encode()}])
+    page.get_by_role("button", name="Import CSV").click()
+    expect(page.locator("#content").get_by_role("alert")).to_contain_text(
+        "csv_invalid The file has 2 problem(s); nothing was imported.")
+    problems = page.locator("table.my2n-csv-problems tbody tr")
+    expect(problems).to_have_count(2)
+    expect(problems.nth(0).locator("td")).to_have_text([
+        "3", "apartment", "apartment_paid_device_limit",
+        ("This apartment already holds 4 paid devices (phones, tablets, third-party devices), the most it can; create "
+         "another apartment for this device.")])
+    expect(problems.nth(1).locator("td").nth(2)).to_have_text("device_kind_invalid")
+    expect(page.locator('section.my2n-apartment[data-apartment="2A"]')).to_have_count(0)
+
+    # The corrected file is imported, and the export downloads it back with the rest of the site.
+    page.get_by_label("CSV file (UTF-8)").set_input_files(files=[{
+        "name": "site.csv", "mimeType": "text/csv", "buffer": (header + "2A,T1,tablet,false\n2A,P5,phone,false\n").encode()}])
+    page.get_by_role("button", name="Import CSV").click()
+    expect(page.get_by_role("status")).to_have_text(
+        "The file is imported (2 row(s)): 1 apartment(s) created, 2 device(s) added, 0 device(s) assigned to an "
+        "apartment, local mode changed on 0 device(s).")
+    expect(page.locator("table.my2n-csv-problems")).to_have_count(0)
+    expect(page.locator('section.my2n-apartment[data-apartment="2A"] tr[data-serial]')).to_have_count(2)
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Export CSV").click()
+    assert download.value.suggested_filename == f"site-{site.id}-Block-A.csv"
+    with open(download.value.path(), encoding="utf-8") as f:
+        exported = f.read().splitlines()
+    assert exported == ["apartment,serial,kind,local_mode", *(f"1A,P{i},phone,false" for i in range(1, 5)),
+                        "2A,P5,phone,false", "2A,T1,tablet,false"]
+    assert page.evaluate("window.__stillTheSamePage") is True
+    assert not [m for m in console if "Content Security Policy" in m], console

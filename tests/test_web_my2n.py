@@ -1,6 +1,7 @@
 """The My2N pages through their HTTP interface (SPEC §4, R-MY-1 … R-MY-6): Sites (My2N), the site
-dashboard, apartments and devices, the migration checklist and the vendor's model change,
-vouchers and the site credit pool, card payments; their forms, CSRF, roles and isolation."""
+dashboard, apartments and devices, CSV export and import, the migration checklist and the
+vendor's model change, vouchers and the site credit pool, card payments, the People tab (site
+roles), the issuer's voucher batches; their forms, CSRF, roles and isolation."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
 from conftest import World
 from entitle.actors import operator
 from entitle.db import transaction
+from entitle.keys.models import KeyBatch
 from entitle.my2n import access
 from entitle.my2n import services as my2n
+from entitle.my2n.models import VoucherBatch
+from entitle.tenancy import services as tenancy
 from entitle.tenancy.models import Role
 from test_web import HTMX, sign_in
 from test_web_ac import content_of, error_text, text_of
@@ -48,6 +53,17 @@ class SitePages:
 
     def assign(self, serial: str, apartment: str, tab: str = "apartments") -> Any:
         return self.post("devices/assign", {"serial": serial, "apartment": apartment, "tab": tab})
+
+    def import_csv(self, content: str | bytes, filename: str = "site.csv") -> Any:
+        return self.client.post(f"{self.url}/import", data={"csrf_token": self.csrf},
+                                files={"csv_file": (filename, content, "text/csv")}, headers=HTMX)
+
+    def grant(self, email: str, role: str, apartment: str = "", payments: bool = False) -> Any:
+        return self.post("roles", {"email": email, "role": role, "apartment": apartment,
+                                   **({"payments": "on"} if payments else {})})
+
+    def revoke(self, user_id: int) -> Any:
+        return self.post("roles/revoke", {"user_id": str(user_id)})
 
 
 def create_site(client: TestClient, csrf: str, name: str) -> Any:
@@ -484,6 +500,291 @@ def test_a_declined_card_pays_nothing(world, client):  # R-MY-5
     assert re.search(r'<tr data-apartment="A1">.*?data-state="lapsed"', pages.get(), re.S)
 
 
+# --- CSV export and import (the Apartments tab) ----------------------------------------------------
+
+def csv_text(*rows: str) -> str:
+    """A CSV file as the export writes it: the header, then the rows, CRLF line ends."""
+    return "".join(f"{r}\r\n" for r in ("apartment,serial,kind,local_mode", *rows))
+
+
+def csv_problems(page: str) -> list[tuple[str, str, str]]:
+    """The (row, column, code) of each row of the import's problem table."""
+    table = re.search(r'<table class="my2n-csv-problems">.*?</table>', page, re.S)
+    assert table, "no problem table on the page"
+    rows = re.findall(r'<tr data-row="[^"]*">(.*?)</tr>', table.group(0), re.S)
+    return [tuple(text_of(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)[:3]) for r in rows]
+
+
+def site_contents(world: World, org: int, site_id: int) -> tuple[list[str], list[tuple[str, str, int | None]]]:
+    with world.ctx.sessions() as s:
+        site = my2n.get_site(s, org, site_id)
+        return ([a.name for a in my2n.apartments_of(s, site)],
+                [(d.serial, d.kind, d.apartment_id) for d in my2n.devices_of(s, site)])
+
+
+def test_a_csv_with_bad_rows_lists_each_problem_and_imports_nothing(world, client):  # R-MY-2
+    org, pages = owner_site(world, client)
+    page = pages.get("apartments")
+    assert "Import CSV</button>" in page and f'href="{pages.url}/export.csv"' in page
+    bad = csv_text(",IC-1,intercom,false",
+                   "1A,P1,phone,false",
+                   "1A,P1,phone,false",          # row 4: the serial twice
+                   "1B,X1,toaster,false",        # row 5: no such kind
+                   "1B,IC-2,intercom,false",     # row 6: an intercom in an apartment
+                   *[f"2A,T{i},tablet,false" for i in range(1, 6)],  # row 11: the fifth paid device of 2A
+                   "2A,AU,answering_unit,maybe")  # row 12: local_mode
+    r = pages.import_csv(bad)
+    assert r.status_code == 422
+    assert error_text(r.text).startswith("csv_invalid The file has 5 problem(s); nothing was imported. First, row 4, "
+                                         "serial: Serial P1 is already on row 3.")
+    assert csv_problems(r.text) == [("4", "serial", "serial_duplicate"), ("5", "kind", "device_kind_invalid"),
+                                    ("6", "kind", "intercom_not_in_apartment"),
+                                    ("11", "apartment", "apartment_paid_device_limit"),
+                                    ("12", "local_mode", "local_mode_invalid")]
+    assert "5 problem(s); nothing was imported." in text_of(re.search(r"<caption>(.*?)</caption>", r.text, re.S)
+                                                             .group(1))
+    # All or nothing: not even the good rows were written.
+    assert site_contents(world, org, pages.site_id) == ([], [])
+    assert "The site has no apartment yet" in pages.get("apartments")
+    # A file that is not CSV at all, and no file: refused the same way.
+    r = pages.import_csv(b"\xff\xfeapartment")
+    assert r.status_code == 422 and csv_problems(r.text) == [("—", "—", "encoding_invalid")]
+    r = pages.import_csv(b"", filename="")
+    assert r.status_code == 400 and error_text(r.text).startswith("csv_file_required")
+
+
+def test_a_good_csv_imports_and_exports_back_the_same(world, client):  # R-MY-2 R-MY-4
+    org, pages = owner_site(world, client)
+    pages.apartment("0")
+    pages.device("PH-LOOSE", "phone")  # on the site, outside every apartment: the file assigns it
+    good = csv_text(",IC-1,intercom,false",
+                    "0,,,",
+                    "1A,AU-1,answering_unit,false",
+                    "1A,PH-1,phone,true",
+                    "1A,PH-LOOSE,phone,false",
+                    "1B,,,")
+    r = pages.import_csv(good)
+    assert r.status_code == 200, r.text
+    assert status_text(r.text) == ("The file is imported (6 row(s)): 2 apartment(s) created, 3 device(s) added, 1 "
+                                   "device(s) assigned to an apartment, local mode changed on 0 device(s).")
+    assert serials_in(apartment_section(r.text, "1A")) == ["AU-1", "PH-1", "PH-LOOSE"]
+    assert "No device in this apartment." in apartment_section(r.text, "1B")
+    assert "my2n-csv-problems" not in r.text
+    # The same file again changes nothing.
+    r = pages.import_csv(good)
+    assert r.status_code == 200 and status_text(r.text).startswith(
+        "The file is imported (6 row(s)): 0 apartment(s) created, 0 device(s) added, 0 device(s) assigned")
+    assert site_contents(world, org, pages.site_id)[0] == ["0", "1A", "1B"]
+
+    # The export downloads the site as CSV: the same file the import read.
+    r = client.get(f"{pages.url}/export.csv")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "text/csv; charset=utf-8"
+    assert r.headers["content-disposition"] == f'attachment; filename="site-{pages.site_id}-Block-A.csv"'
+    assert r.headers["cache-control"] == "no-store"
+    assert r.text == good
+
+
+def test_a_viewer_exports_but_does_not_import(world, client):
+    org, pages = owner_site(world, client)
+    pages.apartment("1A")
+    world.member(org, world.user("vic@example.com"), Role.viewer)
+    vic = SitePages(client, sign_in(client, "vic@example.com"), pages.site_id)
+    page = vic.get("apartments")
+    assert "Export CSV</a>" in page and "Import CSV</button>" not in page
+    r = client.get(f"{vic.url}/export.csv")
+    assert r.status_code == 200 and r.text == csv_text("1A,,,")
+    r = vic.import_csv(csv_text("2A,,,"))
+    assert r.status_code == 403 and error_text(r.text).startswith("site_admin_required")
+    r = vic.import_csv(b"", filename="")  # the role is refused first, file or not
+    assert r.status_code == 403 and error_text(r.text).startswith("site_admin_required")
+    assert site_contents(world, org, pages.site_id)[0] == ["1A"]
+
+
+# --- People: site roles (R-MY-2, R-MY-5) ------------------------------------------------------------
+
+def role_row(page: str, email: str) -> str:
+    m = re.search(rf'<tr data-member="{re.escape(email)}">(.*?)</tr>', page, re.S)
+    assert m, f"no role row for {email}"
+    return m.group(1)
+
+
+def user_id_of(world: World, email: str) -> int:
+    with world.ctx.sessions() as s:
+        return tenancy.user_by_email(s, email).id
+
+
+def roles_of(world: World, org: int, site_id: int) -> list[tuple[str, str, bool]]:
+    with world.ctx.sessions() as s:
+        return [(r["email"], r["role"], r["payments"]) for r in access.site_roles(s, my2n.get_site(s, org, site_id))]
+
+
+def test_a_company_admin_gives_and_revokes_site_roles(world, client):  # R-MY-2 R-MY-5
+    org, pages = owner_site(world, client)
+    pages.apartment("3A")
+    for email in ("sam@example.com", "amy@example.com"):
+        world.member(org, world.user(email), Role.viewer)
+    world.org("Elsewhere", owner=world.user("out@example.com"))
+    page = pages.get("people")
+    assert "No one has a role on this site: give one below." in page
+    members = re.findall(r'<option value="([^"]+@[^"]+)"', page)
+    assert members == ["amy@example.com", "ann@example.com", "sam@example.com"]  # not another company's users
+
+    r = pages.grant("sam@example.com", "site_admin", payments=True)
+    assert r.status_code == 200, r.text
+    assert status_text(r.text) == "sam@example.com is a site admin of Block A now, with the payments permission."
+    assert text_of(role_row(r.text, "sam@example.com")) == "sam@example.com Site admin — yes Revoke"
+    r = pages.grant("amy@example.com", "apartment_admin", apartment="3A")
+    assert status_text(r.text) == "amy@example.com is the admin of apartment 3A now."
+    assert text_of(role_row(r.text, "amy@example.com")) == "amy@example.com Apartment admin 3A no Revoke"
+
+    # Refusals keep the form: they name the problem.
+    for (email, role, apartment, payments), (status, code) in (
+            (("amy@example.com", "apartment_admin", "", False), (400, "apartment_required")),
+            (("amy@example.com", "apartment_admin", "9Z", False), (404, "apartment_not_found")),
+            (("amy@example.com", "apartment_admin", "3A", True), (400, "payments_permission_site_admins_only")),
+            (("out@example.com", "site_admin", "", False), (404, "member_not_found")),
+            (("nobody@example.com", "site_admin", "", False), (404, "member_not_found")),
+            (("amy@example.com", "owner", "", False), (400, "site_role_invalid"))):
+        r = pages.grant(email, role, apartment, payments)
+        assert r.status_code == status and error_text(r.text).startswith(code), (email, role, r.text)
+        new_role = re.search(r'<section id="new-role".*?</section>', r.text, re.S).group(0)
+        assert 'class="message error"' in new_role  # shown by the form, which keeps what was chosen
+        if email in members:
+            assert re.search(rf'<option value="{re.escape(email)}" selected>', new_role), email
+        if apartment:
+            assert f'name="apartment" list="apartment-list" maxlength="200" autocomplete="off" value="{apartment}"' \
+                in new_role
+        assert ('name="payments" value="on" checked' in new_role) == payments
+    assert roles_of(world, org, pages.site_id) == [("sam@example.com", "site_admin", True),
+                                                   ("amy@example.com", "apartment_admin", False)]
+
+    # The role works: Sam pays (the voucher form is his now).
+    sam = SitePages(client, sign_in(client, "sam@example.com"), pages.site_id)
+    assert "Activate voucher</button>" in sam.get("vouchers")
+
+    pages.csrf = sign_in(client, "ann@example.com")
+    r = pages.revoke(user_id_of(world, "amy@example.com"))
+    assert r.status_code == 200 and status_text(r.text) == "amy@example.com has no role on Block A any more."
+    assert 'data-member="amy@example.com"' not in r.text and 'data-member="sam@example.com"' in r.text
+    r = pages.revoke(user_id_of(world, "amy@example.com"))
+    assert r.status_code == 409 and error_text(r.text).startswith("site_role_missing")
+    assert roles_of(world, org, pages.site_id) == [("sam@example.com", "site_admin", True)]
+
+
+def test_only_company_admins_give_or_revoke_site_roles(world, client):  # R-MY-2
+    org, pages = owner_site(world, client)
+    sam, vic = world.user("sam@example.com"), world.user("vic@example.com")
+    world.member(org, sam, Role.viewer)
+    world.member(org, vic, Role.viewer)
+    assert pages.grant("sam@example.com", "site_admin", payments=True).status_code == 200
+    # A site admin, even with the payments permission, sees the roles but neither the form nor Revoke.
+    sam_pages = SitePages(client, sign_in(client, "sam@example.com"), pages.site_id)
+    page = sam_pages.get("people")
+    assert "sam@example.com" in role_row(page, "sam@example.com")
+    assert "Give role</button>" not in page and ">Revoke</button>" not in page
+    assert "Company admins give and take away the roles on a site." in text_of(page)
+    r = sam_pages.grant("vic@example.com", "site_admin")
+    assert r.status_code == 403 and error_text(r.text).startswith("role_insufficient")
+    r = sam_pages.revoke(sam.id)
+    assert r.status_code == 403 and error_text(r.text).startswith("role_insufficient")
+    # A viewer is refused the same way.
+    vic_pages = SitePages(client, sign_in(client, "vic@example.com"), pages.site_id)
+    assert "Give role</button>" not in vic_pages.get("people")
+    r = vic_pages.grant("vic@example.com", "site_admin", payments=True)
+    assert r.status_code == 403 and error_text(r.text).startswith("role_insufficient")
+    assert roles_of(world, org, pages.site_id) == [("sam@example.com", "site_admin", True)]
+
+
+# --- the issuer's voucher batches (R-MY-5) -----------------------------------------------------------
+
+def voucher_form(client: TestClient) -> tuple[str, str]:
+    """The voucher batches page's CSRF token and nonce."""
+    page = client.get("/issuer/my2n/vouchers")
+    assert page.status_code == 200, page.text
+    return (re.search(r'name="csrf_token" value="([^"]+)"', content_of(page.text)).group(1),
+            re.search(r'name="nonce" value="([^"]+)"', page.text).group(1))
+
+
+def mint(client: TestClient, csrf: str, nonce: str, **fields: Any) -> Any:
+    data = {"part_number": "9137958", "name": "Distributor 7", "years": "2", "subscriptions": "3",
+            "scope": "apartment", **fields}
+    return client.post("/issuer/my2n/vouchers", data={"csrf_token": csrf, "nonce": nonce, **data}, headers=HTMX)
+
+
+def batch_count(world: World) -> tuple[int, int]:
+    with world.ctx.sessions() as s:
+        return s.scalar(select(func.count()).select_from(VoucherBatch)), s.scalar(
+            select(func.count()).select_from(KeyBatch))
+
+
+def test_the_issuer_mints_a_voucher_batch_and_a_double_post_mints_one(world, client):  # R-MY-5
+    world.user("support@2n.example", issuer=True)
+    sign_in(client, "support@2n.example")
+    support = client.get("/issuer/my2n").text
+    assert re.search(r'<a href="/issuer/my2n/vouchers"[^>]*>Voucher batches</a>', support)
+    csrf, nonce = voucher_form(client)
+    before = batch_count(world)
+    r = mint(client, csrf, nonce)
+    assert r.status_code == 200, r.text
+    codes = re.search(r'<textarea id="minted-codes"[^>]*>(.*?)</textarea>', r.text, re.S).group(1).split()
+    assert len(codes) == 3 and len(set(codes)) == 3
+    assert "These codes are shown once." in r.text
+    assert field(r.text, "minted-batch") == ("Distributor 7: 2 apartment-year(s) per code, valid until 2029-01-15.")
+    assert batch_count(world) == (before[0] + 1, before[1] + 1)
+    # The same form posted again (a double click, a reload) mints nothing and shows no codes.
+    r = mint(client, csrf, nonce)
+    assert r.status_code == 200
+    assert re.fullmatch(r"This form was already submitted: batch \d+ \(3 code\(s\) of 9137958\) was minted then, and "
+                        r"its codes were shown once\. Nothing was minted twice\.", status_text(r.text))
+    assert "minted-codes" not in r.text and codes[0] not in r.text
+    assert batch_count(world) == (before[0] + 1, before[1] + 1)
+    # The same nonce with other values is refused, and mints nothing either.
+    r = mint(client, csrf, nonce, subscriptions="4")
+    assert r.status_code == 422 and error_text(r.text).startswith("form_already_submitted")
+    assert batch_count(world) == (before[0] + 1, before[1] + 1)
+    rows = re.findall(r'<tr data-batch="\d+">(.*?)</tr>', r.text, re.S)
+    assert len(rows) == 1 and "Distributor 7 2 3 Apartment support@2n.example 2026-01-15 2029-01-15" in text_of(rows[0])
+
+    # The codes are real: one activated on a site adds its 2 apartment-years to the pool.
+    org = world.org("Residence", owner=world.user("ann@example.com"))
+    with transaction(world.ctx.sessions) as s:
+        site = my2n.create_site(s, org_id=org, name="Block A", actor=VENDOR, now=world.now)
+        assert my2n.redeem_voucher(s, site=site, code=codes[0], actor=VENDOR, now=world.now)["pool"] == {
+            "apartment_years": 2, "device_years": 0}
+
+
+def test_voucher_batch_refusals_keep_the_form_and_mint_nothing(world, client):  # R-MY-5
+    world.user("support@2n.example", issuer=True)
+    sign_in(client, "support@2n.example")
+    before = batch_count(world)
+    for fields, (status, code) in (({"years": "11"}, (400, "years_invalid")),
+                                   ({"scope": "building"}, (400, "voucher_scope_invalid")),
+                                   ({"part_number": "91379040"}, (400, "sku_not_voucher")),  # an Access Commander part
+                                   ({"subscriptions": "10001"}, (400, "count_invalid")),
+                                   ({"nonce": ""}, (400, "form_expired"))):
+        csrf, nonce = voucher_form(client)
+        r = mint(client, csrf, fields.pop("nonce", nonce), **fields)
+        assert r.status_code == status and error_text(r.text).startswith(code), (fields, r.text)
+        assert 'value="Distributor 7"' in r.text  # the form is kept
+    assert batch_count(world) == before
+    # A US & APAC part, per device.
+    csrf, nonce = voucher_form(client)
+    r = mint(client, csrf, nonce, part_number="02683-001", scope="device", years="1", subscriptions="1")
+    assert r.status_code == 200 and field(r.text, "minted-batch").startswith("Distributor 7: 1 device-year(s) per code")
+
+
+def test_only_the_issuer_mints_voucher_batches(world, client):  # R-MY-5
+    world.org("Residence", owner=world.user("ann@example.com"))
+    csrf = sign_in(client, "ann@example.com")
+    r = client.get("/issuer/my2n/vouchers")
+    assert r.status_code == 403 and "issuer_only" in r.text
+    before = batch_count(world)
+    r = mint(client, csrf, "a-nonce")
+    assert r.status_code == 403 and "issuer_only" in r.text
+    assert batch_count(world) == before
+
+
 # --- CSRF and isolation --------------------------------------------------------------------------
 
 def test_forms_need_the_csrf_token(world, client):
@@ -498,12 +799,18 @@ def test_another_companys_site_is_not_found(world, client):  # R-MY-1
     pages.apartment("Secret")
     world.org("Other", owner=world.user("bob@example.com"))
     bob = SitePages(client, sign_in(client, "bob@example.com"), pages.site_id)
-    for tab in ("dashboard", "apartments", "vouchers", "payments"):
+    for tab in ("dashboard", "apartments", "vouchers", "payments", "people"):
         r = client.get(f"{bob.url}?tab={tab}")
         assert r.status_code == 404 and "site_not_found" in r.text and "Secret" not in r.text, tab
+    r = client.get(f"{bob.url}/export.csv")
+    assert r.status_code == 404 and "site_not_found" in r.text and "Secret" not in r.text
     for path, data in (("apartments", {"name": "X"}), ("devices", {"serial": "S", "kind": "phone"}),
                        ("devices/assign", {"serial": "S", "apartment": "Secret"}),
-                       ("vouchers/redeem", {"code": "X"}), ("payments/recurring", {"recurring": "on"})):
+                       ("vouchers/redeem", {"code": "X"}), ("payments/recurring", {"recurring": "on"}),
+                       ("roles", {"email": "bob@example.com", "role": "site_admin"}),
+                       ("roles/revoke", {"user_id": "1"})):
         r = bob.post(path, data)
         assert r.status_code == 404 and "site_not_found" in r.text, path
+    r = bob.import_csv(csv_text("Secret2,,,"))
+    assert r.status_code == 404 and "site_not_found" in r.text
     assert 'data-site="Block A"' not in client.get("/my2n").text

@@ -80,15 +80,16 @@ def can_pay(session: Session, actor: Actor, site: Site) -> bool:
 
 
 def permissions(session: Session, actor: Actor, site: Site) -> dict[str, Any]:
-    """What the actor may do on the site, for showing only the forms they can use: ``admin``
+    """What the actor may do on the site, for showing only the forms they can use: ``company``
+    (a company admin: hands out site roles), ``admin``
     (company admin or this site's admin), ``apartment`` (the id of the apartment they administer,
     if that is their role), ``pay``."""
     if actor.role_in(site.org_id) is None:
-        return {"admin": False, "apartment": None, "pay": False}
+        return {"company": False, "admin": False, "apartment": None, "pay": False}
     company = is_company_admin(actor, site.org_id)
     grant = None if company else _grant(session, actor, site)
     site_admin = company or (grant is not None and grant.role == "site_admin")
-    return {"admin": site_admin,
+    return {"company": company, "admin": site_admin,
             "apartment": grant.apartment_id if grant is not None and grant.role == "apartment_admin" else None,
             "pay": company or (grant is not None and grant.role == "site_admin" and grant.payments)}
 

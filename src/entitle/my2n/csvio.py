@@ -83,8 +83,9 @@ REQUIRED: frozenset[str] = frozenset({"apartment", "serial", "kind"})
 MAX_ROWS = 200_000  # the largest site of the benchmark (50,000 apartments, 150,000 devices) fits
 MAX_REPORTED = 1_000  # problems listed in detail.rows; detail.problems counts them all
 # The services' own limits (services._name and add_device), checked here before any write.
-MAX_NAME = 200
-MAX_SERIAL = 128
+MAX_NAME = my2n.NAME_MAX
+MAX_SERIAL = my2n.SERIAL_MAX
+MAX_BYTES = 64 * 1024 * 1024  # an upload of the largest file (200,000 rows of long names and serials)
 TRUE = frozenset({"true", "yes", "y", "1"})
 FALSE = frozenset({"false", "no", "n", "0", ""})
 _FORMULA = ("=", "+", "-", "@")

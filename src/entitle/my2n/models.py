@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from entitle.db import Base, BigId
+from entitle.keys.models import KeyBatch
 
 
 class Site(Base):
@@ -76,6 +77,8 @@ class VoucherBatch(Base):
     key_batch_id: Mapped[int] = mapped_column(ForeignKey("key_batches.id"), unique=True)
     scope: Mapped[str] = mapped_column(String(16))
     purchased_at: Mapped[datetime]
+
+    key_batch: Mapped[KeyBatch] = relationship(lazy="joined")
 
 
 class SiteRole(Base):

@@ -34,10 +34,14 @@ from entitle.tenancy.models import Membership, Organization
 KINDS: tuple[str, ...] = get_args(rules.DeviceKind)
 
 
+NAME_MAX = 200  # sites, apartments, voucher batches
+SERIAL_MAX = 128  # a device's serial number (or name)
+
+
 def _name(name: str, what: str) -> str:
     name = name.strip()
-    if not 1 <= len(name) <= 200:
-        raise EntitleError("name_invalid", f"Give the {what} a name of 1 to 200 characters.")
+    if not 1 <= len(name) <= NAME_MAX:
+        raise EntitleError("name_invalid", f"Give the {what} a name of 1 to {NAME_MAX} characters.")
     return name
 
 
@@ -46,11 +50,14 @@ def _name(name: str, what: str) -> str:
 def create_site(session: Session, *, org_id: int, name: str, actor: Actor, now: datetime, model: str = "apartment",
                 custom_expires_at: datetime | None = None, site_type: str = "apartment_building") -> Site:
     """A new site has the apartment model. A ``custom`` site can only be recorded by the vendor
-    (a legacy site, with its expiry): the model is retired and cannot be newly chosen."""
-    actor.require_licensing(org_id)
+    (a legacy site, with its expiry), whether or not it is a member of the company: the model is
+    retired and cannot be newly chosen."""
+    vendor = actor.is_issuer or actor.is_operator
+    if not (model == "custom" and vendor):
+        actor.require_licensing(org_id)
     name = _name(name, "site")
     if model == "custom":
-        if not (actor.is_issuer or actor.is_operator):
+        if not vendor:
             rules.check_model_choice(model)  # refuses: model_retired
         if custom_expires_at is None:
             raise EntitleError("custom_expiry_required", "A legacy custom-model site needs the date it expires.")
@@ -203,8 +210,8 @@ def add_device(session: Session, *, site: Site, serial: str, kind: str, actor: A
     is refused whoever adds it (R-MY-2): a site admin, or the apartment's own admin."""
     access.require_apartment_admin(session, actor, site, apartment_id)
     serial = serial.strip()
-    if not 1 <= len(serial) <= 128:
-        raise EntitleError("serial_invalid", "A device serial number (or name) is 1 to 128 characters.")
+    if not 1 <= len(serial) <= SERIAL_MAX:
+        raise EntitleError("serial_invalid", f"A device serial number (or name) is 1 to {SERIAL_MAX} characters.")
     if kind not in KINDS:
         raise EntitleError("device_kind_invalid", f"A device is one of: {', '.join(KINDS)}.", kind=kind,
                            allowed=list(KINDS))
@@ -348,6 +355,20 @@ def mint_vouchers(session: Session, *, part_number: str, name: str, years: int, 
     session.add(batch)
     session.flush()
     return batch, minted.codes
+
+
+def voucher_batch_to_dict(batch: VoucherBatch) -> dict[str, Any]:
+    kb = batch.key_batch
+    return {"id": batch.id, "key_batch_id": kb.id, "part_number": kb.sku.part_number, "name": kb.name,
+            "years": kb.quantity_per_key, "subscriptions": kb.count, "scope": batch.scope, "minted_by": kb.minted_by,
+            "purchased_at": batch.purchased_at.isoformat(),
+            "valid_until": _voucher_rules(batch, kb).valid_until.isoformat()}
+
+
+def voucher_batches(session: Session, *, actor: Actor, limit: int = 50) -> list[VoucherBatch]:
+    """The latest voucher batches (the issuer's list)."""
+    actor.require_issuer()
+    return list(session.scalars(select(VoucherBatch).order_by(VoucherBatch.id.desc()).limit(limit)))
 
 
 def _voucher_rules(batch: VoucherBatch, key_batch: KeyBatch) -> rules.VoucherBatch:

@@ -1,7 +1,8 @@
 """My2N apartment-license pages (SPEC §4, R-MY-1 … R-MY-6): the company's Sites list, and per
-site its tabs Site dashboard, Apartments, Migration (custom-model sites and the sites migrated
-from it), Vouchers and Payments; plus the vendor-support page where 2N Tech Support (the issuer)
-changes a custom-model site to the apartment model.
+site its tabs Site dashboard, Apartments (with CSV export and import), Migration (custom-model
+sites and the sites migrated from it), Vouchers, Payments and People (site roles); plus the
+vendor-support page where 2N Tech Support (the issuer)
+changes a custom-model site to the apartment model, and mints distributors' voucher batches.
 
 Like the AXIS pages, every action re-renders the site's page on the tab where it was asked (only
 its content for htmx) with the outcome in the section it belongs to; a refusal keeps the page and
@@ -12,27 +13,49 @@ do not pay.
 
 Paying an apartment-year from the site credit pool moves units, so its form carries a one-time
 nonce that is the idempotency key: a re-posted form replays the first answer instead of paying
-twice. A voucher code is used once by nature; a card payment is keyed by the billing service.
+twice. Minting a voucher batch does the same (the codes are shown once: a replay names the batch
+without them). A voucher code is used once by nature; a card payment is keyed by the billing
+service; importing the same CSV file twice changes nothing the second time (rows that name what
+the site already has are kept as they are).
+
+The People tab lists the site's admins and apartment admins; company admins (the organization's
+owners and admins) give and take away those roles there. The Apartments tab exports the site as
+CSV and imports a file all or nothing, listing every refused row (``entitle.my2n.csvio``).
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from entitle.api.deps import client_id
 from entitle.db import reading, transaction
 from entitle.errors import EntitleError, NotFound
-from entitle.my2n import access, billing, board, rules
+from entitle.my2n import access, billing, board, csvio, rules
 from entitle.my2n import services as my2n
-from entitle.my2n.models import Site, SiteDevice
+from entitle.my2n.models import Apartment, Site, SiteDevice
 from entitle.platform import idempotency
-from entitle.web.views import AnyViewer, OrgChoice, PostingViewer, Viewer, WebRoute, _ctx, render, templates
+from entitle.tenancy import services as tenancy
+from entitle.tenancy.models import User
+from entitle.web.views import (
+    MAX_WEB_MINT,
+    PAGE_HEADERS,
+    AnyViewer,
+    OrgChoice,
+    PostingViewer,
+    Viewer,
+    WebRoute,
+    _ctx,
+    render,
+    templates,
+)
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
@@ -43,6 +66,12 @@ KIND_NAMES = {"intercom": "Intercom", "answering_unit": "2N answering unit", "ph
 MODEL_NAMES = {"apartment": "Apartment model", "custom": "Custom model (retired)"}
 STATE_NAMES = {"lapsed": "Lapsed", "lapsing_soon": "Lapses soon", "paid": "Paid",
                "no_license_needed": "No license needed"}
+ROLE_NAMES = {"site_admin": "Site admin", "apartment_admin": "Apartment admin"}
+# The voucher parts (R-MY-3, R-MY-5): 9137958, and 02683-001 for US & APAC sites.
+VOUCHER_PARTS = {rules.PART_DEFAULT: "My2N Annual Apartment Subscription",
+                 rules.PART_US_APAC: "My2N Annual Apartment Subscription, US & APAC"}
+VOUCHER_SCOPES = {"apartment": "Per apartment (apartment-years)", "device": "Per device (device-years)"}
+RECENT_BATCHES = 50
 
 
 # --- formatting ------------------------------------------------------------------------------
@@ -103,8 +132,23 @@ def _tabs(site: Site) -> dict[str, str]:
     tabs = {"dashboard": "Site dashboard", "apartments": "Apartments"}
     if site.model == "custom" or site.model_changed_at is not None:
         tabs["migration"] = "Migration"
-    tabs.update(vouchers="Vouchers", payments="Payments")
+    tabs.update(vouchers="Vouchers", payments="Payments", people="People")
     return tabs
+
+
+def _people(s: Session, site: Site, org_id: int, company: bool) -> dict[str, Any]:
+    """The People tab: the site's roles (with their apartments' names), and for a company admin
+    the organization's members to choose from and the apartment names."""
+    roles = access.site_roles(s, site)
+    ids = {r["apartment_id"] for r in roles if r["apartment_id"] is not None}
+    names: dict[int, str] = {}
+    if ids:
+        names = {i: n for i, n in s.execute(select(Apartment.id, Apartment.name).where(Apartment.id.in_(ids)))}
+    out: dict[str, Any] = {"roles": [{**r, "apartment": names.get(r["apartment_id"])} for r in roles]}
+    if company:
+        out["members"] = sorted((m.user.email, m.role) for m in tenancy.members(s, org_id))
+        out["apartment_names"] = [a.name for a in my2n.apartments_of(s, site)]
+    return out
 
 
 def _page(request: Request, viewer: Viewer, site_id: int, tab: str, *, status: int = 200,
@@ -121,6 +165,7 @@ def _page(request: Request, viewer: Viewer, site_id: int, tab: str, *, status: i
         if tab not in tabs:
             tab = "dashboard"
         info = my2n.site_to_dict(site, now)
+        # ``company``: a company admin (the organization's owner or admin), who gives site roles.
         may = access.permissions(s, viewer.actor, site)
         if tab in ("dashboard", "vouchers"):
             page["board"] = board.dashboard(s, site=site, now=now)
@@ -140,6 +185,8 @@ def _page(request: Request, viewer: Viewer, site_id: int, tab: str, *, status: i
                                                 price_minor=ctx.settings.apartment_year_price_minor,
                                                 currency=ctx.settings.apartment_year_currency)
             page["payments"] = billing.payments_of(s, site)
+        if tab == "people":
+            page.update(_people(s, site, org.id, may["company"]))
     if tab == "dashboard":
         b = page["board"]
         lapsed, soon = set(b["lapsed"]), set(b["lapsing_soon"])
@@ -148,6 +195,7 @@ def _page(request: Request, viewer: Viewer, site_id: int, tab: str, *, status: i
                             for r in b["rows"]}
     return render(request, "my2n_site.html", viewer=viewer, active="my2n", status=status, org=org, site=info,
                   tab=tab, tabs=tabs, may=may, kinds=my2n.KINDS, kind_names=KIND_NAMES, state_names=STATE_NAMES,
+                  role_names=ROLE_NAMES, csv_columns=csvio.COLUMNS,
                   site_types=my2n.SITE_TYPES, nonce=secrets.token_urlsafe(18), where=where, message=message,
                   error=error, form=form or {}, switch_next=SWITCH_NEXT, **page)
 
@@ -292,6 +340,89 @@ def choose_site_type(request: Request, viewer: PostingViewer, site_id: int,
     return _act(request, viewer, site_id, tab, "site-type", action)
 
 
+# --- CSV export and import (the Apartments tab) ---------------------------------------------------
+
+def _filename(site: Site) -> str:
+    """The download's name: the site's name in plain ASCII (a header value), and its id."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", site.name).strip("-.")[:60]
+    return f"site-{site.id}-{slug}.csv" if slug else f"site-{site.id}.csv"
+
+
+@router.get("/my2n/sites/{site_id}/export.csv")
+def export_csv(request: Request, viewer: AnyViewer, site_id: int) -> Response:
+    """The site's apartments and devices as a CSV download, in the format the import reads (every
+    member of the organization)."""
+    ctx = _ctx(request)
+    org = _member_org(viewer)
+    with reading(ctx.sessions) as s:
+        site = my2n.get_site(s, org.id, site_id)
+        text, name = csvio.export_csv(s, site, actor=viewer.actor), _filename(site)
+    return Response(text, media_type="text/csv; charset=utf-8",
+                    headers={**PAGE_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@router.post("/my2n/sites/{site_id}/import")
+def import_csv(request: Request, viewer: PostingViewer, site_id: int,
+               csv_file: Annotated[UploadFile | None, File()] = None) -> Response:
+    """Import a CSV file of apartments and devices, all or nothing: a refused file lists each
+    problem (row, column, code, message) and nothing is imported (R-MY-2 holds for every row)."""
+    data = csv_file.file.read(csvio.MAX_BYTES + 1) if csv_file is not None else b""
+    chosen = csv_file is not None and bool(csv_file.filename or data)
+
+    def action(s: Session, site: Site, now: datetime) -> str:
+        if not chosen:
+            access.require_site_admin(s, viewer.actor, site)  # the same refusal as with a file, for others
+            raise EntitleError("csv_file_required", "Choose a CSV file to import.")
+        if len(data) > csvio.MAX_BYTES:
+            raise EntitleError("csv_too_large", f"A CSV file is at most {csvio.MAX_BYTES // 2**20} MiB; split it.",
+                               status=413, max_bytes=csvio.MAX_BYTES)
+        out = csvio.import_csv(s, site=site, data=data, actor=viewer.actor, now=now)
+        return (f"The file is imported ({out['rows']:,} row(s)): {out['apartments_created']:,} apartment(s) created, "
+                f"{out['devices_added']:,} device(s) added, {out['devices_assigned']:,} device(s) assigned to an "
+                f"apartment, local mode changed on {out['local_mode_changed']:,} device(s).")
+
+    return _act(request, viewer, site_id, "apartments", "import", action)
+
+
+# --- people: site admins and apartment admins (R-MY-2, R-MY-5) -------------------------------------
+
+@router.post("/my2n/sites/{site_id}/roles")
+def grant_role(request: Request, viewer: PostingViewer, site_id: int, email: Annotated[str, Form()] = "",
+               role: Annotated[str, Form()] = "", apartment: Annotated[str, Form()] = "",
+               payments: Annotated[str, Form()] = "") -> Response:
+    """Give a member of the organization a role on the site, or change theirs (company admins
+    only): site admin, with or without the payments permission, or the admin of one apartment."""
+    form = {"role_email": email, "role": role, "role_apartment": apartment, "payments": bool(payments)}
+
+    def action(s: Session, site: Site, now: datetime) -> str:
+        viewer.actor.require_licensing(site.org_id)  # before the e-mail is looked up: it tells others nothing
+        if not email.strip():
+            raise EntitleError("email_required", "Choose the member to give the role to.")
+        user = tenancy.user_by_email(s, email)
+        if user is None:
+            raise NotFound("member", email=email.strip())
+        apartment_id = _apartment_id(s, site, apartment) if role == "apartment_admin" else None
+        access.grant_site_role(s, site=site, user_id=user.id, role=role, apartment_id=apartment_id,
+                               payments=bool(payments), actor=viewer.actor, now=now)
+        if role == "apartment_admin":
+            return f"{user.email} is the admin of apartment {apartment.strip()} now."
+        return f"{user.email} is a site admin of {site.name} now, " + \
+            ("with the payments permission." if payments else "without the payments permission.")
+
+    return _act(request, viewer, site_id, "people", "new-role", action, form=form)
+
+
+@router.post("/my2n/sites/{site_id}/roles/revoke")
+def revoke_role(request: Request, viewer: PostingViewer, site_id: int, user_id: Annotated[int, Form()]) -> Response:
+    """Take a user's role on the site away (company admins only)."""
+    def action(s: Session, site: Site, now: datetime) -> str:
+        access.revoke_site_role(s, site=site, user_id=user_id, actor=viewer.actor, now=now)
+        user = s.get(User, user_id)  # they had a role on the site: a member, whose e-mail the page shows anyway
+        return f"{user.email if user else f'User {user_id}'} has no role on {site.name} any more."
+
+    return _act(request, viewer, site_id, "people", "roles", action)
+
+
 # --- vouchers and the site credit pool (R-MY-5) --------------------------------------------------
 
 @router.post("/my2n/sites/{site_id}/vouchers/redeem")
@@ -429,3 +560,71 @@ def change_model(request: Request, viewer: PostingViewer, site_id: int,
         f"Site {name} has the {out['site']['model']} model now. {out['users_logged_out']} user(s) of the company "
         f"were logged out ({out['sessions_revoked']} session(s) and app token(s) revoked); they sign in again and "
         "choose the site type."))
+
+
+# --- the issuer's voucher batches (R-MY-5) -------------------------------------------------------
+
+def _vouchers(request: Request, viewer: Viewer, *, status: int = 200, message: str | None = None,
+              error: EntitleError | None = None, minted: dict[str, Any] | None = None,
+              form: dict[str, Any] | None = None) -> Response:
+    """The voucher batches page: the mint form (with a fresh nonce), the codes of a batch just
+    minted, and the latest batches."""
+    viewer.actor.require_issuer()
+    with reading(_ctx(request).sessions) as s:
+        batches = [my2n.voucher_batch_to_dict(b)
+                   for b in my2n.voucher_batches(s, actor=viewer.actor, limit=RECENT_BATCHES)]
+    return render(request, "my2n_issuer_vouchers.html", viewer=viewer, active="my2n-support", status=status,
+                  batches=batches, parts=VOUCHER_PARTS, scopes=VOUCHER_SCOPES, max_count=MAX_WEB_MINT,
+                  nonce=secrets.token_urlsafe(18), message=message, error=error, minted=minted, form=form or {})
+
+
+@router.get("/issuer/my2n/vouchers")
+def vouchers_page(request: Request, viewer: AnyViewer) -> Response:
+    return _vouchers(request, viewer)
+
+
+@router.post("/issuer/my2n/vouchers")
+def mint_vouchers(request: Request, viewer: PostingViewer, part_number: Annotated[str, Form()] = "",
+                  name: Annotated[str, Form()] = "", years: Annotated[int, Form()] = 1,
+                  subscriptions: Annotated[int, Form()] = 1, scope: Annotated[str, Form()] = "",
+                  nonce: Annotated[str, Form()] = "") -> Response:
+    """Mint a distributor's voucher batch: ``subscriptions`` codes of part 9137958 (or 02683-001),
+    each worth ``years`` apartment-years or device-years, valid for 3 years (R-MY-5). The codes
+    are in this answer only; the form's nonce is the idempotency key, so a re-posted form mints
+    nothing twice and names the batch it minted (without its codes, which are not kept)."""
+    viewer.actor.require_issuer()
+    ctx = _ctx(request)
+    form = {"part_number": part_number, "name": name, "years": years, "subscriptions": subscriptions, "scope": scope}
+    try:
+        key = f"web:my2n-vouchers:{_check_nonce(nonce)}"
+        if subscriptions > MAX_WEB_MINT:
+            raise EntitleError("count_invalid", f"The web form mints at most {MAX_WEB_MINT:,} codes at once; use the "
+                               "CLI or the API for larger batches.", count=subscriptions, maximum=MAX_WEB_MINT)
+        with transaction(ctx.sessions) as s:
+            issuer_org = tenancy.issuer_organization(s, now=ctx.clock.now()).id
+
+        def work(s: Session) -> tuple[int, dict[str, Any]]:
+            batch, codes = my2n.mint_vouchers(s, part_number=part_number, name=name, years=years,
+                                              subscriptions=subscriptions, scope=scope, actor=viewer.actor,
+                                              now=ctx.clock.now())
+            return 200, {"batch": my2n.voucher_batch_to_dict(batch), "codes": codes}
+
+        fp = idempotency.fingerprint("POST", request.url.path, form)
+        try:
+            outcome = idempotency.run(ctx.sessions, org_id=issuer_org, key=key, fp=fp, now=ctx.clock.now(),
+                                      work=work, stored=lambda body: {**body, "codes": None})  # codes never kept
+        except EntitleError as exc:
+            if exc.code != "idempotency_key_reused":
+                raise
+            raise EntitleError("form_already_submitted", "This form was already submitted with other values: reload "
+                               "the page to mint another batch.", status=422) from None
+    except EntitleError as exc:
+        if exc.code == "issuer_only":
+            raise
+        return _vouchers(request, viewer, status=exc.status, error=exc, form=form)
+    b = outcome.body["batch"]
+    if outcome.replayed:
+        return _vouchers(request, viewer, message=(
+            f"This form was already submitted: batch {b['id']} ({b['subscriptions']:,} code(s) of {b['part_number']}) "
+            "was minted then, and its codes were shown once. Nothing was minted twice."))
+    return _vouchers(request, viewer, minted=outcome.body, form={"part_number": part_number, "scope": scope})

@@ -26,7 +26,6 @@ from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, client_id
 from entitle.context import Context
 from entitle.db import reading, transaction
 from entitle.errors import EntitleError, NotFound
-from entitle.keys.models import KeyBatch
 from entitle.my2n import access, billing, board, rules
 from entitle.my2n import services as my2n
 from entitle.my2n.models import Apartment, Site, SiteDevice
@@ -704,15 +703,7 @@ def mint_vouchers(body: VoucherBatchIn, actor: CurrentActor, ctx: Ctx, request: 
     def work(s: Session) -> tuple[int, dict[str, Any]]:
         batch, codes = my2n.mint_vouchers(s, part_number=body.part_number, name=body.name, years=body.years,
                                           subscriptions=body.subscriptions, scope=body.scope, actor=actor, now=now)
-        kb = s.get(KeyBatch, batch.key_batch_id)
-        assert kb is not None
-        rule = rules.VoucherBatch(kb.name, kb.quantity_per_key, kb.count, body.scope, batch.purchased_at)
-        return 201, {"batch": {"id": batch.id, "key_batch_id": kb.id, "part_number": kb.sku.part_number,
-                               "name": kb.name, "years": kb.quantity_per_key, "subscriptions": kb.count,
-                               "scope": batch.scope, "minted_by": kb.minted_by,
-                               "purchased_at": batch.purchased_at.isoformat(),
-                               "valid_until": rule.valid_until.isoformat()},
-                     "codes": codes}
+        return 201, {"batch": my2n.voucher_batch_to_dict(batch), "codes": codes}
 
     return _idempotent(ctx, request, response, org_id=_issuer_org_id(ctx), key=key, body=body.model_dump(),
                        work=work, stored=lambda b: {**b, "codes": None})  # codes are never stored in clear

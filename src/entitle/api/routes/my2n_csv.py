@@ -19,7 +19,7 @@ from entitle.my2n import services as my2n
 router = APIRouter(tags=["my2n"])
 
 SiteId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-MAX_BYTES = 64 * 1024 * 1024  # 200,000 rows of long names and serials fit
+MAX_BYTES = csvio.MAX_BYTES
 
 
 async def csv_body(request: Request) -> bytes:
