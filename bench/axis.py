@@ -24,11 +24,10 @@ import json
 import os
 import random
 import re
-import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,7 +40,6 @@ os.environ.setdefault("ENTITLE_ARGON2_MEMORY_COST", "8192")
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from sqlalchemy import Engine, event, make_url, text  # noqa: E402
-from sqlalchemy.pool import NullPool  # noqa: E402
 
 from bench import databases  # noqa: E402
 
@@ -262,36 +260,7 @@ def insert_devices(engine: Engine, rows: Iterator[tuple[Any, ...]]) -> None:
         raw.close()
 
 
-def vacuum_analyze(engine: Engine) -> None:
-    """After a bulk load, as autovacuum would eventually: statistics, and on PostgreSQL the
-    visibility map an index-only scan needs to skip the table."""
-    if engine.dialect.name == "postgresql":
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("VACUUM ANALYZE axis_devices"))
-    else:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("ANALYZE")
-            conn.commit()
-
-
 # --- timing ---------------------------------------------------------------------------------------------
-
-def timed(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, dict[str, Any]]:
-    """Median (and spread) of ``repeats`` calls of each, after two warm-up calls of each. The
-    calls take turns, so that a busy moment of the machine falls on all of them alike."""
-    for _ in range(2):  # warm: connection, statement caches, pages
-        for call in calls.values():
-            call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            started = time.perf_counter()
-            call()
-            times[name].append((time.perf_counter() - started) * 1000)
-    return {name: {"median_ms": round(statistics.median(ts), 2), "min_ms": round(min(ts), 2),
-                   "max_ms": round(max(ts), 2), "runs_ms": [round(t, 2) for t in ts]}
-            for name, ts in times.items()}
-
 
 class Captured:
     """The SQL ``need`` really sends (so the plan shown is the service's query, not a copy)."""
@@ -366,7 +335,7 @@ def measure(engine: Engine, org: Org, repeats: int) -> dict[str, Any]:
             axis.status(s, org_id=org.org_id, product=product, now=NOW)
             out["status_statements"] = captured.statements - before[0]
             out["status_device_scans"] = captured.device_scans - before[1]
-            out.update(timed({
+            out.update(databases.timed({
                 "need": lambda: axis.need(s, org.org_id, org.product_id, now=NOW, at=GRACE_END),
                 "status": lambda: axis.status(s, org_id=org.org_id, product=product, now=NOW),
             }, repeats))
@@ -380,17 +349,6 @@ def measure(engine: Engine, org: Org, repeats: int) -> dict[str, Any]:
 
 
 # --- one database -----------------------------------------------------------------------------------------
-
-def drop_postgresql(url: str) -> None:
-    from entitle.db import make_engine
-
-    target = make_url(url)
-    admin = make_engine(target.set(database="postgres").render_as_string(hide_password=False),
-                        isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
-    admin.dispose()
-
 
 def table_mib(engine: Engine) -> dict[str, float] | None:
     if engine.dialect.name != "postgresql":
@@ -427,7 +385,7 @@ def bench_database(name: str, args: argparse.Namespace, workdir: Path) -> dict[s
             insert_devices(engine, device_rows(org, have, n, expected))
             inserted = time.perf_counter() - started
             started = time.perf_counter()
-            vacuum_analyze(engine)
+            databases.vacuum_analyze(engine, "axis_devices")
             vacuumed = time.perf_counter() - started
             console.print(f"  {n:,} devices ({n - have:,} inserted in {inserted:.1f} s, (VACUUM) ANALYZE "
                           f"{vacuumed:.1f} s): timing need and status ({args.repeats} runs each)…")
@@ -449,7 +407,7 @@ def bench_database(name: str, args: argparse.Namespace, workdir: Path) -> dict[s
     finally:
         engine.dispose()
         if name == "postgresql" and not args.keep:
-            drop_postgresql(db.url)
+            databases.drop_postgresql(db.url)
 
 
 # --- output ---------------------------------------------------------------------------------------------------

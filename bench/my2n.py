@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import random
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -48,7 +47,6 @@ from rich.table import Table  # noqa: E402
 from sqlalchemy import Engine, event, make_url, text  # noqa: E402
 
 from bench import databases  # noqa: E402
-from bench.axis import drop_postgresql  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -268,37 +266,11 @@ def build(engine: Engine, args: argparse.Namespace) -> tuple[list[BenchSite], fl
             noise.append(BenchSite(f"N{k}", site.id, other, NOISE_APARTMENTS, 3 * NOISE_APARTMENTS))
     for i, site in enumerate(noise + measured):
         fill_site(engine, site, seed=i)
-    vacuum_analyze(engine)
+    databases.vacuum_analyze(engine, "my2n_apartments", "my2n_devices")
     return measured, round(time.perf_counter() - started, 1)
 
 
-def vacuum_analyze(engine: Engine) -> None:
-    if engine.dialect.name == "postgresql":
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("VACUUM ANALYZE my2n_apartments, my2n_devices"))
-    else:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("ANALYZE")
-            conn.commit()
-
-
 # --- timing --------------------------------------------------------------------------------------------------
-
-def timed(calls: dict[str, Callable[[], Any]], repeats: int, warmups: int = 2) -> dict[str, dict[str, Any]]:
-    """Median (and spread) of ``repeats`` calls of each after ``warmups``; the calls take turns."""
-    for _ in range(warmups):
-        for call in calls.values():
-            call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            started = time.perf_counter()
-            call()
-            times[name].append((time.perf_counter() - started) * 1000)
-    return {name: {"median_ms": round(statistics.median(ts), 1), "min_ms": round(min(ts), 1),
-                   "max_ms": round(max(ts), 1), "runs_ms": [round(t, 1) for t in ts]}
-            for name, ts in times.items()}
-
 
 class Captured:
     """The statement ``board.dashboard`` really sends, for its plan."""
@@ -364,7 +336,7 @@ def measure(engine: Engine, site: BenchSite, *, repeats: int, old_repeats: int |
     out["expected"] = vars(site.expected)
     out["counted"] = Expected.of(result)
     out["board_right"] = out["counted"] == out["expected"]
-    out.update(timed({"board": new, "query": query_only}, repeats))
+    out.update(databases.timed({"board": new, "query": query_only}, repeats))
     started = time.perf_counter()
     encoded = json.dumps(result, separators=(",", ":")).encode()
     rows_only = json.dumps(result["rows"], separators=(",", ":")).encode()
@@ -384,7 +356,7 @@ def measure(engine: Engine, site: BenchSite, *, repeats: int, old_repeats: int |
         def old_call() -> None:
             answers.append(old())
 
-        out["old"] = timed({"old": old_call}, old_repeats, warmups=warm)["old"]
+        out["old"] = databases.timed({"old": old_call}, old_repeats, warmups=warm)["old"]
         out["old_equal"] = all(a == result for a in answers)
         out["speedup"] = round(out["old"]["median_ms"] / out["board"]["median_ms"], 1)
     return out
@@ -437,7 +409,7 @@ def bench_database(name: str, args: argparse.Namespace, workdir: Path) -> dict[s
     finally:
         engine.dispose()
         if name == "postgresql" and not args.keep:
-            drop_postgresql(db.url)
+            databases.drop_postgresql(db.url)
 
 
 # --- output ----------------------------------------------------------------------------------------------

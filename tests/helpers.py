@@ -201,3 +201,32 @@ class CliDriver:
         body: dict[str, Any] = json.loads(as_json.stderr)["error"]
         assert body["code"] == code and body["message"]
         return body
+
+
+class ClockedCli(CliDriver):
+    """`entitle ARGS --database-url …` with ENTITLE_NOW set to ``now`` (tests move ``now``)."""
+
+    def __init__(self, url: str, monkeypatch: Any) -> None:
+        super().__init__(url)
+        self.mp = monkeypatch
+        from conftest import START
+
+        self.now = START
+
+    def top(self, *args: str) -> Any:
+        from entitle.config import get_settings
+
+        self.mp.setenv("ENTITLE_NOW", self.now.isoformat())
+        get_settings.cache_clear()  # the console reads its settings (ENTITLE_NOW) once per process
+        return super().top(*args)
+
+
+@contextmanager
+def clocked_cli(database_url: str, monkeypatch: Any) -> Iterator[ClockedCli]:
+    """The fixture body of the CLI test files: a clocked driver with the tests' secret key."""
+    from conftest import TEST_SECRET_KEY
+    from entitle.config import get_settings
+
+    monkeypatch.setenv("ENTITLE_SECRET_KEY", TEST_SECRET_KEY)
+    yield ClockedCli(database_url, monkeypatch)
+    get_settings.cache_clear()  # monkeypatch then removes ENTITLE_NOW

@@ -17,37 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import Result
 
 from conftest import START, TEST_SECRET_KEY, World
 from entitle.cli.main import app
-from entitle.config import get_settings
 from entitle.context import Context
-from helpers import REPO, CliDriver
+from helpers import REPO, ClockedCli, clocked_cli
 
 P = "axis-camera-station"
 CORE_1Y = "AXIS-ACS-CORE-1Y"
 
 
-class Cli(CliDriver):
-    """`entitle ARGS --database-url …` with ENTITLE_NOW set to ``now``."""
-
-    def __init__(self, url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-        super().__init__(url)
-        self.mp = monkeypatch
-        self.now = START
-
-    def top(self, *args: str) -> Result:
-        self.mp.setenv("ENTITLE_NOW", self.now.isoformat())
-        get_settings.cache_clear()  # the console reads its settings (ENTITLE_NOW) once per process
-        return super().top(*args)
+Cli = ClockedCli
 
 
 @pytest.fixture
 def cli(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
-    monkeypatch.setenv("ENTITLE_SECRET_KEY", TEST_SECRET_KEY)
-    yield Cli(ctx.settings.database_url, monkeypatch)
-    get_settings.cache_clear()  # monkeypatch then removes ENTITLE_NOW
+    with clocked_cli(ctx.settings.database_url, monkeypatch) as driver:
+        yield driver
 
 
 class Org:
