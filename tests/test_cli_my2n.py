@@ -255,6 +255,22 @@ def test_a_voucher_batch_is_valid_three_years(world: World, cli: Cli) -> None:  
     cli.refused("voucher_expired", "voucher", "redeem", *co.at, "--code", code)
 
 
+def test_voucher_codes_are_active_used_or_cancelled_and_only_active_ones_cancel(world: World, cli: Cli) -> None:
+    # R-MY-5: each code is Active, Used or Cancelled; only the issuer cancels, and only an Active code.
+    co = Company(world, cli)
+    minted = cli.json("voucher", "mint", "--part", "9137958", "--name", "Order 11", "--years", "1",
+                      "--subscriptions", "3")
+    used, cancelled, _active = minted["codes"]
+    cli.json("voucher", "redeem", *co.at, "--code", used)
+    assert cli.json("voucher", "cancel", "--code", cancelled)["state"] == "cancelled"
+    cli.refused("key_not_active", "voucher", "cancel", "--code", used)
+    cli.refused("key_cancelled", "voucher", "redeem", *co.at, "--code", cancelled)
+    [batch] = cli.json("voucher", "batches")
+    assert batch["codes"] == {"active": 1, "used": 1, "cancelled": 1}
+    assert batch["valid_until"] == START.replace(year=START.year + 3).isoformat()
+    assert "Order 11" in cli.ok("voucher", "batches")
+
+
 # --- card payment (R-MY-5) ---------------------------------------------------------------------
 
 def test_recurring_card_payment_on_and_off(world: World, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:  # R-MY-5

@@ -662,3 +662,17 @@ def test_the_dashboard_counts_the_whole_site_and_pages_its_rows(world, client):
         if cursor is None:
             break
     assert seen == apartments
+
+
+def test_the_issuer_lists_voucher_batches_with_their_code_states(world, client):
+    # R-MY-5: Active / Used / Cancelled; only the issuer cancels (the key rules) and lists.
+    c = Company(world, client)
+    site = c.site()
+    support = issuer(world)
+    used, cancelled, _ = mint(client, support.token, subscriptions=3).json()["codes"]
+    c.ok(c.post(f"/sites/{site}/vouchers/redeem", {"code": used}, idem=True))
+    r = client.post(f"{API}/issuer/keys/cancel", json={"key": cancelled}, headers=auth(support.token, "cancel-1"))
+    assert r.status_code == 200, r.text
+    [batch] = c.ok(client.get(f"{API}/issuer/voucher-batches", headers=auth(support.token)))
+    assert batch["codes"] == {"active": 1, "used": 1, "cancelled": 1}
+    refused(client.get(f"{API}/issuer/voucher-batches", headers=auth(c.token)), 403, "issuer_only")

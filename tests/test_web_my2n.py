@@ -744,7 +744,9 @@ def test_the_issuer_mints_a_voucher_batch_and_a_double_post_mints_one(world, cli
     assert r.status_code == 422 and error_text(r.text).startswith("form_already_submitted")
     assert batch_count(world) == (before[0] + 1, before[1] + 1)
     rows = re.findall(r'<tr data-batch="\d+">(.*?)</tr>', r.text, re.S)
-    assert len(rows) == 1 and "Distributor 7 2 3 Apartment support@2n.example 2026-01-15 2029-01-15" in text_of(rows[0])
+    # R-MY-5: the batch's codes by state (all three Active).
+    assert len(rows) == 1 and "Distributor 7 2 3 Apartment support@2n.example 2026-01-15 2029-01-15 3 0 0" in text_of(
+        rows[0])
 
     # The codes are real: one activated on a site adds its 2 apartment-years to the pool.
     org = world.org("Residence", owner=world.user("ann@example.com"))

@@ -657,6 +657,39 @@ def voucher_pool(org: OrgRef, site: SiteRef, database_url: DatabaseUrl = None, a
         plain(f"The credit pool of site {found.id} ({found.name}) holds {_pool(result)}.")
 
 
+@voucher_app.command("cancel")
+@handles_errors
+def voucher_cancel(code: Annotated[str, typer.Option("--code", help="The voucher code as typed.")],
+                   database_url: DatabaseUrl = None, as_json: JsonOut = False) -> None:
+    """Cancel an Active voucher code (issuer only; a Used code stays used, R-MY-5)."""
+    with context(database_url) as ctx, transaction(ctx.sessions) as s:
+        result = my2n.cancel_voucher(s, code=code, actor=console_actor(), now=ctx.clock.now())
+    if as_json:
+        print_json(result)
+    else:
+        plain("The voucher code is cancelled; it can no longer be activated.")
+
+
+@voucher_app.command("batches")
+@handles_errors
+def voucher_batches(limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="How many, newest first.")]
+                    = 50, database_url: DatabaseUrl = None, as_json: JsonOut = False) -> None:
+    """The latest voucher batches (issuer): part, years, scope, valid until, and how many codes
+    are Active, Used and Cancelled (R-MY-5)."""
+    with context(database_url) as ctx, reading(ctx.sessions) as s:
+        result = [my2n.voucher_batch_to_dict(b, s) for b in my2n.voucher_batches(s, actor=console_actor(), limit=limit)]
+    if as_json:
+        print_json(result)
+        return
+    table = make_table("Voucher batches (dates in UTC)", "id=", "name", "part=", "years>", "scope=", "valid until=",
+                       "active>", "used>", "cancelled>")
+    for b in result:
+        table.add_row(str(b["id"]), escape(b["name"]), b["part_number"], str(b["years"]), b["scope"],
+                      day(b["valid_until"]), f"{b['codes']['active']:,}", f"{b['codes']['used']:,}",
+                      f"{b['codes']['cancelled']:,}")
+    out.print(table)
+
+
 # --- card payment (R-MY-5) ---------------------------------------------------------------------
 
 def _money(minor: int | None, currency: str | None) -> str:

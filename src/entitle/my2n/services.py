@@ -357,12 +357,23 @@ def mint_vouchers(session: Session, *, part_number: str, name: str, years: int, 
     return batch, minted.codes
 
 
-def voucher_batch_to_dict(batch: VoucherBatch) -> dict[str, Any]:
+def voucher_batch_to_dict(batch: VoucherBatch, session: Session | None = None) -> dict[str, Any]:
+    """A batch; with a session also how many of its codes are Active, Used and Cancelled."""
     kb = batch.key_batch
-    return {"id": batch.id, "key_batch_id": kb.id, "part_number": kb.sku.part_number, "name": kb.name,
-            "years": kb.quantity_per_key, "subscriptions": kb.count, "scope": batch.scope, "minted_by": kb.minted_by,
-            "purchased_at": batch.purchased_at.isoformat(),
-            "valid_until": _voucher_rules(batch, kb).valid_until.isoformat()}
+    out: dict[str, Any] = {
+        "id": batch.id, "key_batch_id": kb.id, "part_number": kb.sku.part_number, "name": kb.name,
+        "years": kb.quantity_per_key, "subscriptions": kb.count, "scope": batch.scope, "minted_by": kb.minted_by,
+        "purchased_at": batch.purchased_at.isoformat(), "valid_until": _voucher_rules(batch, kb).valid_until.isoformat()}
+    if session is not None:
+        states = {state: n for state, n in session.execute(
+            select(LicenseKey.state, func.count()).where(LicenseKey.batch_id == kb.id).group_by(LicenseKey.state))}
+        out["codes"] = {state: int(states.get(state, 0)) for state in ("active", "used", "cancelled")}
+    return out
+
+
+def cancel_voucher(session: Session, *, code: str, actor: Actor, now: datetime) -> dict[str, Any]:
+    """Only the issuer cancels a code, and only an Active one (R-MY-5); the key rules do it."""
+    return keys.cancel(session, typed_key=code, actor=actor, now=now)
 
 
 def voucher_batches(session: Session, *, actor: Actor, limit: int = 50) -> list[VoucherBatch]:

@@ -571,7 +571,7 @@ def _vouchers(request: Request, viewer: Viewer, *, status: int = 200, message: s
     minted, and the latest batches."""
     viewer.actor.require_issuer()
     with reading(_ctx(request).sessions) as s:
-        batches = [my2n.voucher_batch_to_dict(b)
+        batches = [my2n.voucher_batch_to_dict(b, s)
                    for b in my2n.voucher_batches(s, actor=viewer.actor, limit=RECENT_BATCHES)]
     return render(request, "my2n_issuer_vouchers.html", viewer=viewer, active="my2n-support", status=status,
                   batches=batches, parts=VOUCHER_PARTS, scopes=VOUCHER_SCOPES, max_count=MAX_WEB_MINT,

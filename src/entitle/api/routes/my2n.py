@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -290,6 +290,13 @@ class VoucherBatchOut(BaseModel):
     minted_by: str
     purchased_at: str
     valid_until: str = Field(description="Codes can be activated until then (3 years, R-MY-5).")
+    codes: CodeStatesOut | None = Field(default=None, description="How many codes are in each state (in lists).")
+
+
+class CodeStatesOut(BaseModel):
+    active: int
+    used: int
+    cancelled: int
 
 
 class VoucherMintOut(BaseModel):
@@ -686,6 +693,14 @@ def payments_webhook(ctx: Ctx, payload: Annotated[bytes, Depends(webhook_body)],
 def _issuer_org_id(ctx: Context) -> int:
     with transaction(ctx.sessions) as s:
         return tenancy.issuer_organization(s, now=ctx.clock.now()).id
+
+
+@router.get("/issuer/voucher-batches", response_model=list[VoucherBatchOut], tags=["issuer"])
+def list_voucher_batches(actor: CurrentActor, db: DB,
+                         limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, Any]]:
+    """The latest voucher batches, newest first, with how many codes are Active, Used and
+    Cancelled (R-MY-5). Issuer only; a code is cancelled with POST /api/v1/issuer/keys/cancel."""
+    return [my2n.voucher_batch_to_dict(b, db) for b in my2n.voucher_batches(db, actor=actor, limit=limit)]
 
 
 @router.post("/issuer/voucher-batches", response_model=VoucherMintOut, status_code=status.HTTP_201_CREATED,
