@@ -5,6 +5,7 @@ def load_all() -> None:
     import entitle.access_commander.models
     import entitle.axis.models
     import entitle.catalog.models
+    import entitle.delivery.models
     import entitle.history.models
     import entitle.keys.models
     import entitle.ledger.models

@@ -1,4 +1,6 @@
-"""Recording events in the caller's transaction (the outbox, R-CORE-8). Delivery comes later."""
+"""Recording events in the caller's transaction (the outbox, R-CORE-8): the event, one webhook
+delivery per endpoint that wants it, and a notification per admin for the types admins act on,
+all committed with the change that caused them (``entitle.delivery``)."""
 
 from __future__ import annotations
 
@@ -7,10 +9,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from entitle.delivery import notifications, webhooks
 from entitle.platform.models import Event
 
 
 def emit(session: Session, *, org_id: int, type: str, now: datetime, **payload: Any) -> Event:
     event = Event(org_id=org_id, type=type, payload=payload, created_at=now)
     session.add(event)
+    webhooks.fan_out(session, event)
+    notifications.notify(session, event)
     return event
