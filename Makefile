@@ -8,7 +8,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-dev bench bench-heartbeat bench-axis bench-my2n bench-verify clean
+.PHONY: run test install install-dev bench bench-heartbeat bench-axis bench-my2n bench-events bench-verify clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ bench-axis: install-dev
 
 bench-my2n: install-dev
 	$(BIN)/python -m bench.run my2n
+
+bench-events: install-dev
+	$(BIN)/python -m bench.run events
 
 bench-verify: install-dev
 	$(BIN)/python -m bench.run verify

@@ -100,25 +100,29 @@ def test_no_route_lets_one_organization_see_or_change_anothers_data(world, clien
                                                  "license_type": "core"}, headers=auth(bob.token)).status_code == 201
     # B has a My2N site with an apartment, a phone in it, a site admin, a voucher in its credit pool.
     b_my2n = _bravo_my2n(world, client, bob.token, org_b)
+    # B has a webhook endpoint with a delivery (a test event).
+    b_hook = _bravo_webhook(client, bob.token, org_b)
     b_wallet, b_history = wallet_of(engine, org_b), history_of(engine, org_b)
     with world.ctx.sessions() as s:
         b_members = sorted((m.user_id, m.role) for m in s.scalars(select(Membership).where(Membership.org_id == org_b)))
-    assert b_wallet == {"9137958": 3} and len(b_history) == 18
+    assert b_wallet == {"9137958": 3} and len(b_history) == 20
 
     markers = [SECRET_NAME, "bravo-owner@example.com", "bravo-viewer@example.com", redeemed,
                redeemed.replace("-", ""), "BRAVO-AC-UID", "BRAVO-SERIAL-1", b_device_token,
                "BRAVO-AXIS-UID", "BRAVO-AXIS-CAM", "BRAVO-HW-1", *MY2N_MARKERS, b_my2n["voucher"],
-               b_my2n["voucher"].replace("-", "")] + [h for _, _, h in b_history]
+               b_my2n["voucher"].replace("-", ""), *WEBHOOK_MARKERS, b_hook["secret"]] + [h for _, _, h in b_history]
     spec = client.get("/openapi.json").json()
     b_ids = _b_row_ids(engine, org_b)
     plausible = {"email": "alice@example.com", "role": "owner", "key": spare_b, "name": "x",
                  "region": "EU", "part_number": "91379040", "password": "wrong password",
                  "count": 1, "quantity_per_key": 1, "serial": "BRAVO-SERIAL-1",
-                 "license_device": "BRAVO-SERIAL-1"}
+                 "license_device": "BRAVO-SERIAL-1", "url": "http://127.0.0.1:9/alpha-hook",
+                 "event_types": ["key.redeemed"]}
 
     by_name: dict[str, list[Any]] = {"org_id": [org_b], "serial": ["BRAVO-SERIAL-1", "BRAVO-HW-1", MY2N_SERIAL],
                                      "product": ["axis-camera-station"], "apartment_id": [b_my2n["apartment"]],
-                                     "user_id": [b_my2n["site_admin"]]}
+                                     "user_id": [b_my2n["site_admin"]], "endpoint_id": [b_hook["endpoint"]],
+                                     "delivery_id": [b_hook["delivery"]]}
     calls = 0
     for path, ops in spec["paths"].items():
         params = PARAM.findall(path)
@@ -160,6 +164,55 @@ def test_no_route_lets_one_organization_see_or_change_anothers_data(world, clien
     r = client.post(f"/api/v1/orgs/{org_a}/members", json={"email": "bravo-viewer@example.com", "role": "viewer"},
                     headers=auth(alice.token))
     assert r.status_code == 201
+
+
+WEBHOOK_URL = "http://127.0.0.1:9/bravo-secret-hook"
+WEBHOOK_MARKERS = [WEBHOOK_URL, "bravo-secret-hook", "Bravo ERP hook"]
+
+
+def _bravo_webhook(client, token: str, org_b: int) -> dict[str, Any]:  # noqa: ANN001
+    """B's webhook endpoint (R-CORE-8) and one delivery on it (a test event)."""
+    r = client.post(f"/api/v1/orgs/{org_b}/webhooks", json={"url": WEBHOOK_URL, "event_types": ["my2n.*"],
+                                                            "description": "Bravo ERP hook"}, headers=auth(token))
+    assert r.status_code == 201, r.text
+    endpoint, secret = r.json()["id"], r.json()["secret"]
+    r = client.post(f"/api/v1/orgs/{org_b}/webhooks/{endpoint}/test", headers=auth(token))
+    assert r.status_code == 202, r.text
+    return {"endpoint": endpoint, "delivery": r.json()["id"], "secret": secret}
+
+
+def test_another_organizations_webhook_or_delivery_looks_like_none(world, client, app):
+    # R-CORE-1 for webhooks: A's owner, in A's own organization, names B's endpoint, or B's
+    # delivery under A's own endpoint: every webhook route answers as if there were none.
+    org_a, alice = org_with_owner(world, "Alpha", "alice@example.com")
+    org_b, bob = org_with_owner(world, SECRET_NAME, "bravo-owner@example.com")
+    b = _bravo_webhook(client, bob.token, org_b)
+    r = client.post(f"/api/v1/orgs/{org_a}/webhooks", json={"url": "http://127.0.0.1:9/alpha-hook"},
+                    headers=auth(alice.token))
+    assert r.status_code == 201, r.text
+    a_endpoint = r.json()["id"]
+    b_history = history_of(world.ctx.engine, org_b)
+    spec = client.get("/openapi.json").json()
+    routes = [(path, method, op) for path, ops in spec["paths"].items() if "{endpoint_id}" in path
+              for method, op in ops.items() if method in ("get", "post", "put", "patch", "delete")]
+    assert len(routes) >= 5
+    calls = 0
+    for endpoint, delivery, wanted in ((b["endpoint"], b["delivery"], "webhook_endpoint_not_found"),
+                                       (a_endpoint, b["delivery"], "webhook_delivery_not_found")):
+        for path, method, op in routes:
+            if wanted == "webhook_delivery_not_found" and "{delivery_id}" not in path:
+                continue
+            url = path.replace("{org_id}", str(org_a)).replace("{endpoint_id}", str(endpoint)) \
+                .replace("{delivery_id}", str(delivery))
+            calls += 1
+            r = client.request(method.upper(), url, json=_request_body(op, spec, {"url": "http://127.0.0.1:9/x"}),
+                               headers=auth(alice.token))
+            where = f"{method.upper()} {url} -> {r.status_code}: {r.text[:300]}"
+            assert (r.status_code, r.json()["error"]["code"]) == (404, wanted), where
+            for marker in (*WEBHOOK_MARKERS, b["secret"]):
+                assert marker not in r.text, where
+    assert calls >= len(routes) + 1
+    assert history_of(world.ctx.engine, org_b) == b_history  # nothing of B's changed
 
 
 MY2N_SERIAL = "BRAVO-MY2N-PHONE"

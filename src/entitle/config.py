@@ -61,6 +61,18 @@ class Settings(BaseSettings):
     apartment_year_price_minor: int = Field(default=1200, ge=1)
     apartment_year_currency: str = Field(default="eur", min_length=3, max_length=3)
 
+    # Notifications by e-mail (R-CORE-8, docs/events.md "Notifications"). "local" keeps the
+    # messages in the process and logs them (development, tests); "smtp" sends them through the
+    # configured server, with STARTTLS and a login when set.
+    mail: Literal["local", "smtp"] = "local"
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str = "Entitle <entitle@localhost>"
+    smtp_starttls: bool = False
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+
     @field_validator("now")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:

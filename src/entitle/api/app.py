@@ -13,7 +13,8 @@ from sqlalchemy import text
 from entitle import __version__
 from entitle.access_commander import heartbeat
 from entitle.api import errors
-from entitle.api.routes import access_commander, axis, catalog, history, issuer, ledger, my2n, my2n_csv, systems, tenancy
+from entitle.api.routes import (access_commander, axis, catalog, history, issuer, ledger, my2n, my2n_csv,
+                                notifications, systems, tenancy, webhooks)
 from entitle.clock import Clock
 from entitle.config import Settings
 from entitle.context import Context, build
@@ -55,7 +56,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     errors.install(app)
 
     api = APIRouter(prefix="/api/v1", responses={401: {"model": errors_model()}, 404: {"model": errors_model()}})
-    for module in (tenancy, ledger, history, catalog, issuer, systems, access_commander, axis, my2n, my2n_csv):
+    for module in (tenancy, ledger, history, catalog, issuer, systems, access_commander, axis, my2n, my2n_csv,
+                   webhooks, notifications):
         api.include_router(module.router)
     app.include_router(api)
 

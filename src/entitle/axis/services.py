@@ -21,6 +21,7 @@ from entitle.actors import Actor
 from entitle.axis import rules
 from entitle.axis.models import Allocation, AxisDevice, CompensationRemainder, Hardware, OrgProduct
 from entitle.catalog.models import Product, Sku
+from entitle.delivery.sweep import Transition, record_once
 from entitle.errors import Conflict, EntitleError, NotFound
 from entitle.history import services as history
 from entitle.keys import services as keys
@@ -367,7 +368,8 @@ def lots(session: Session, org_id: int, product: Product, *, now: datetime, expi
 def expire_lots(session: Session, *, org_id: int, product: Product, actor: Actor, now: datetime) -> int:
     """Record the expiry of wallet units older than five years (R-AX-4) in the ledger and
     history. Reads are right without it (``lots`` leaves expired lots out); every writer that
-    takes units from the wallet calls it first, and so will the sweep."""
+    takes units from the wallet calls it first. The event is announced once, by this or by the
+    sweep, whichever comes first (``expiry_transition``)."""
     gone = lots(session, org_id, product, now=now, expired=True)
     for lot in gone:
         target = ledger.account(session, org_id=org_id, kind="expired", sku_id=lot.sku.id, now=now)
@@ -377,9 +379,18 @@ def expire_lots(session: Session, *, org_id: int, product: Product, actor: Actor
                        object_type="wallet_lot", object_id=lot.account.ref,
                        before={"units": lot.units, "part_number": lot.sku.part_number},
                        after={"units": 0, "expired_at": lot.expires_at.isoformat()})
-        events.emit(session, org_id=org_id, type="axis.units.expired", now=now, product=product.code,
-                    part_number=lot.sku.part_number, units=lot.units, lot=lot.account.ref)
+        record_once(session, expiry_transition(org_id, product.code, lot), now=now)
     return sum(lot.units for lot in gone)
+
+
+def expiry_transition(org_id: int, product_code: str, lot: LotView) -> Transition:
+    """A lot's units expiring (R-AX-4, R-CORE-8) as both its announcers name it: the sweep
+    (``entitle.axis.sweep``) at the expiry, and the next write that records it in the ledger.
+    The subject is the lot itself (its account), so whichever comes first records the event and
+    the other finds its mark."""
+    return Transition("axis.units.expired", f"axis/lot/{lot.account.id}", org_id, lot.expires_at,
+                      {"product": product_code, "part_number": lot.sku.part_number, "units": lot.units,
+                       "lot": lot.account.ref})
 
 
 def _remainders(session: Session, org_id: int, product: Product) -> dict[str, int]:

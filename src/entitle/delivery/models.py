@@ -75,6 +75,10 @@ class Notification(Base):
     read_at: Mapped[datetime | None]
     emailed_at: Mapped[datetime | None]
     mail_error: Mapped[str | None] = mapped_column(String(500))
+    # entitle.delivery.mail: failed attempts so far, and the time before which no worker mails it
+    # (the lease of the worker sending it, or the back-off after a failure; null: due now).
+    mail_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    mail_next_at: Mapped[datetime | None]
 
 
 class SweepMark(Base):

@@ -25,8 +25,10 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from entitle.db import reading
 from entitle.delivery.models import SweepMark
 from entitle.platform import events
+from entitle.platform.models import Event
 
 
 @dataclass(frozen=True)
@@ -74,27 +76,35 @@ def sweep(factory: sessionmaker[Session], *, now: datetime, using: list[Finder] 
           batch: int = 200, on_batch: Callable[[int], None] | None = None) -> dict[str, int]:
     """Record every transition due by ``now`` that no sweep has recorded; returns how many were
     found, recorded now, and skipped because another sweep recorded them meanwhile."""
-    with factory() as s:
+    with reading(factory) as s:  # on SQLite, no write lock while the finders read
         found = [t for finder in (using or finders()) for t in finder(s, now) if t.due_at <= now]
         todo = _unmarked(s, found)
     recorded = skipped = 0
     for chunk in _chunks(todo, batch):
         with factory.begin() as s:
             for t in chunk:
-                mark = SweepMark(kind=t.kind, subject=t.subject[:255], org_id=t.org_id, due_at=t.due_at,
-                                 recorded_at=now)
-                try:
-                    with s.begin_nested():
-                        s.add(mark)
-                        s.flush()
-                except IntegrityError:
+                if record_once(s, t, now=now) is None:
                     skipped += 1
-                    continue
-                event = events.emit(s, org_id=t.org_id, type=t.kind, now=now, due_at=t.due_at.isoformat(),
-                                    **t.payload)
-                s.flush()
-                mark.event_id = event.id
-                recorded += 1
+                else:
+                    recorded += 1
         if on_batch is not None:
             on_batch(len(chunk))
     return {"found": len(found), "recorded": recorded, "skipped": skipped}
+
+
+def record_once(session: Session, t: Transition, *, now: datetime) -> Event | None:
+    """Record ``t``'s event with its mark, in the caller's transaction, unless another
+    transaction recorded it (the mark's unique key refuses it: None). A write path that notices
+    a time-driven transition itself (an AXIS wallet lot found expired by the next allocation)
+    records it through here too, so that it and the sweep announce it once between them."""
+    mark = SweepMark(kind=t.kind, subject=t.subject[:255], org_id=t.org_id, due_at=t.due_at, recorded_at=now)
+    try:
+        with session.begin_nested():
+            session.add(mark)
+            session.flush()
+    except IntegrityError:
+        return None
+    event = events.emit(session, org_id=t.org_id, type=t.kind, now=now, due_at=t.due_at.isoformat(), **t.payload)
+    session.flush()
+    mark.event_id = event.id
+    return event

@@ -31,8 +31,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import and_, func, select, update
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from entitle.actors import Actor
 from entitle.delivery.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -75,7 +75,8 @@ def verify(secret: str, body: bytes, header: str, *, now: float, tolerance: floa
 def backoff(attempts: int, rng: Callable[[], float] = random.random) -> timedelta:
     """The wait after ``attempts`` failed attempts: 10 s doubling up to an hour, times a jitter
     between 0.5 and 1 so that many failing deliveries do not retry in step."""
-    base = min(MAX_RETRY, FIRST_RETRY * (2 ** max(0, attempts - 1)))
+    # The exponent is capped: past the hour cap it changes nothing, and 10 s x 2^43 overflows timedelta.
+    base = min(MAX_RETRY, FIRST_RETRY * (2 ** min(max(0, attempts - 1), 20)))
     return base * (0.5 + rng() / 2)
 
 
@@ -206,13 +207,16 @@ class Claimed:
 def _claim(factory: sessionmaker[Session], *, now: datetime, limit: int, key: bytes) -> list[Claimed]:
     """Take up to ``limit`` due deliveries, the oldest pending one of each endpoint, by moving
     their ``next_attempt_at`` a lease ahead (a compare-and-set: two workers never both win)."""
-    earlier = aliased(WebhookDelivery)
-    head_of_line = ~select(earlier.id).where(and_(earlier.endpoint_id == WebhookDelivery.endpoint_id,
-                                                  earlier.state == "pending",
-                                                  earlier.id < WebhookDelivery.id)).exists()
+    # Each endpoint's head: its lowest pending id (a later event never overtakes it); claimable
+    # when due. Found directly, reading the pending deliveries once (docs/benchmarks.md, "Events").
+    heads = (select(WebhookDelivery.endpoint_id, func.min(WebhookDelivery.id).label("head"))
+             .where(WebhookDelivery.state == "pending").group_by(WebhookDelivery.endpoint_id).subquery())
     with factory.begin() as s:
+        # A switched-off endpoint gets nothing, not even what was waiting (it goes out if switched on again).
         due = s.execute(select(WebhookDelivery.id, WebhookDelivery.next_attempt_at)
-                        .where(WebhookDelivery.state == "pending", WebhookDelivery.next_attempt_at <= now, head_of_line)
+                        .join(heads, heads.c.head == WebhookDelivery.id)
+                        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+                        .where(WebhookDelivery.next_attempt_at <= now, WebhookEndpoint.active.is_(True))
                         .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id).limit(limit)).all()
         won = []
         for delivery_id, seen in due:

@@ -1,7 +1,8 @@
 """My2N's time-driven transitions for the sweep (R-MY-6, R-CORE-8): an apartment license that
 lapses within 30 days (``my2n.apartment.expiring``) and one that lapsed (``my2n.apartment.lapsed``),
 for apartments that need a license (a paid device outside local mode). The subject is the
-apartment and its paid-through date, so each paid year lapses (and warns) once."""
+apartment and its paid-through date, so each paid year lapses (and warns) once. A warning is sent
+only while it is still ahead of the lapse (a sweep that first runs after it sends the lapse only)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def find(session: Session, now: datetime) -> Iterator[Transition]:
         subject = f"apt/{apt_id}/{paid_through.isoformat()}"
         payload = {"site": site_name, "site_id": site_id, "apartment": apt_name, "apartment_id": apt_id,
                    "paid_through": paid_through.isoformat()}
-        yield Transition("my2n.apartment.expiring", subject, org_id, paid_through - rules.LAPSE_WARNING, payload)
-        if rules.is_lapsed(paid_through, now):
+        if not rules.is_lapsed(paid_through, now):  # a warning that is already too late is not sent
+            yield Transition("my2n.apartment.expiring", subject, org_id, paid_through - rules.LAPSE_WARNING, payload)
+        else:
             yield Transition("my2n.apartment.lapsed", subject, org_id, paid_through, payload)

@@ -501,10 +501,11 @@ def upload_system_file(request: Request, viewer: PostingViewer,
 
 
 def install(app: FastAPI) -> None:
-    from entitle.web import access_commander, axis, my2n
+    from entitle.web import access_commander, axis, events, my2n
 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(router)
     app.include_router(access_commander.router)
     app.include_router(axis.router)
     app.include_router(my2n.router)
+    app.include_router(events.router)
