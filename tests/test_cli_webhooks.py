@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from conftest import START, TEST_SECRET_KEY, World
-from entitle.api.routes.webhooks import EVENT_TYPES
+from entitle.delivery.webhooks import EVENT_TYPES
 from entitle.context import Context
 from entitle.db import transaction
 from entitle.delivery import webhooks

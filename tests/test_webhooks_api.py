@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import World, auth
-from entitle.api.routes.webhooks import EVENT_TYPES, TEST_EVENT
+from entitle.delivery.webhooks import EVENT_TYPES, TEST_EVENT
 from entitle.delivery import notifications, webhooks
 from entitle.delivery.models import Notification
 from entitle.tenancy.models import Role

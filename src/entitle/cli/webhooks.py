@@ -22,7 +22,7 @@ import httpx
 import typer
 from rich.markup import escape
 
-from entitle.api.routes.webhooks import EVENT_TYPES, check_event_types, delivery_detail, send_test_event
+from entitle.delivery.webhooks import EVENT_TYPES, check_event_types, delivery_detail, send_test_event
 from entitle.cli.common import (DatabaseUrl, JsonOut, console_actor, context, handles_errors, make_table, org_ref,
                                 out, plain, print_json)
 from entitle.context import Context

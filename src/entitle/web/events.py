@@ -18,7 +18,7 @@ from fastapi import APIRouter, Form, Path, Query, Request, Response
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from entitle.api.routes.webhooks import EVENT_TYPES, check_event_types
+from entitle.delivery.webhooks import EVENT_TYPES, check_event_types
 from entitle.db import reading, transaction
 from entitle.delivery import inbox, webhooks
 from entitle.delivery.models import WebhookDelivery

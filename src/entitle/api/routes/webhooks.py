@@ -9,21 +9,14 @@ often carries a credential of the receiving system. The worker that sends delive
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, Field
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from entitle.actors import Actor
 from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging
 from entitle.delivery import notifications, webhooks
-from entitle.delivery.models import WebhookAttempt, WebhookDelivery
-from entitle.errors import EntitleError, NotFound
-from entitle.history import services as history
-from entitle.platform.models import Event
+from entitle.delivery.webhooks import EVENT_TYPES, check_event_types, delivery_detail, send_test_event
 
 router = APIRouter(tags=["webhooks"])
 
@@ -31,85 +24,6 @@ MAX_ID = 2**63 - 1  # a database integer
 EndpointId = Annotated[int, Path(ge=1, le=MAX_ID)]
 DeliveryId = Annotated[int, Path(ge=1, le=MAX_ID)]
 REFUSALS: dict[int | str, dict[str, Any]] = {400: {}, 403: {}, 404: {}, 409: {}, 422: {}}
-TEST_EVENT = "webhook.test"
-
-# Every event type the software emits, with what it means; an endpoint's filter names these
-# (or ``area.*``). Kept by hand: tests/test_webhooks_api.py fails when code emits a type that is
-# not here (it reads the ``events.emit`` calls and the finders' ``Transition("…")``) or when
-# notifications.TITLES has one that is not.
-EVENT_TYPES: dict[str, str] = {
-    "ac.devices.inactive": "Access Commander: the protective period ended and the installation's devices were "
-                           "made inactive.",
-    "ac.license.added": "Access Commander: a license file was added to an installation (it replaces the old one).",
-    "ac.license_device.disconnected": "Access Commander: the license device disconnected; the protective period "
-                                      "started.",
-    "ac.protective_period.ended": "Access Commander: the protective period ended without the license device.",
-    "ac.protective_period.ending": "Access Commander: the protective period ends soon.",
-    "axis.fully_licensed": "AXIS: a product's current subscription year became fully licensed.",
-    "axis.grace.ended": "AXIS: a grace period ended without full licensing.",
-    "axis.grace.ending": "AXIS: a grace period ends in 7 days.",
-    "axis.grace.started": "AXIS: a grace period started (a subscription year began).",
-    "axis.growth_allowance.exceeded": "AXIS: a product grew past its growth allowance.",
-    "axis.units.expired": "AXIS: license units in the wallet expired unused.",
-    "key.redeemed": "A license key was redeemed into the organization's wallet.",
-    "my2n.apartment.expiring": "My2N: an apartment license lapses within 30 days.",
-    "my2n.apartment.lapsed": "My2N: an apartment license lapsed; its paid devices stopped.",
-    "my2n.apartments.paid": "My2N: apartments of a site were paid for (card or credit).",
-    "my2n.card_payment.failed": "My2N: a card payment for a site failed.",
-    "my2n.site.model_changed": "My2N: a site's licensing model was changed.",
-    TEST_EVENT: "A test event, sent to one endpoint when asked (POST …/webhooks/{endpoint_id}/test).",
-}
-
-
-def check_event_types(types: list[str]) -> list[str]:
-    """Each filter names a known type, or ``area.*`` of an area that has one: a mistyped filter
-    would otherwise quietly receive nothing."""
-    for wanted in types:
-        wanted = wanted.strip()
-        known = any(webhooks.matches([wanted], t) for t in EVENT_TYPES) if wanted.endswith(".*") \
-            else wanted in EVENT_TYPES
-        if wanted and not known:
-            raise EntitleError("event_type_unknown", f"{wanted[:64]!r} is no event type; see GET "
-                               "/api/v1/webhooks/event-types (or `entitle webhook types`), or use area.* "
-                               "(e.g. my2n.*).", event_type=wanted[:64])
-    return types
-
-
-def send_test_event(session: Session, *, org_id: int, endpoint_id: int, actor: Actor,
-                    now: datetime) -> WebhookDelivery:
-    """A ``webhook.test`` event for one endpoint only, whatever its filter (other endpoints and
-    admins' notifications are not involved). It is queued like any event: behind the
-    endpoint's earlier pending deliveries, sent by the worker."""
-    actor.require_licensing(org_id)
-    endpoint = webhooks.get_endpoint(session, org_id, endpoint_id)
-    if not endpoint.active:
-        raise EntitleError("webhook_endpoint_inactive", "This endpoint is switched off and gets nothing; "
-                           "switch it on (active: true) first.", status=409, endpoint_id=endpoint_id)
-    event = Event(org_id=org_id, type=TEST_EVENT, created_at=now,
-                  payload={"endpoint_id": endpoint.id, "message": "A test event from Entitle."})
-    session.add(event)
-    session.flush()
-    delivery = WebhookDelivery(org_id=org_id, endpoint_id=endpoint.id, event_id=event.id, state="pending",
-                               attempts=0, next_attempt_at=now, created_at=now)
-    session.add(delivery)
-    session.flush()
-    history.record(session, org_id=org_id, actor=actor, now=now, action="webhook.endpoint.tested",
-                   object_type="webhook_endpoint", object_id=endpoint.id, after={"event": f"evt_{event.id}"})
-    return delivery
-
-
-def delivery_detail(db: Session, org_id: int, endpoint_id: int, delivery_id: int) -> dict[str, Any]:
-    """One delivery of this endpoint with its attempts (another endpoint's looks like none)."""
-    row = db.execute(select(WebhookDelivery, Event).join(Event, Event.id == WebhookDelivery.event_id).where(
-        WebhookDelivery.id == delivery_id, WebhookDelivery.org_id == org_id,
-        WebhookDelivery.endpoint_id == endpoint_id)).first()
-    if row is None:
-        raise NotFound("webhook_delivery", delivery_id=delivery_id)
-    d, event = row
-    attempts = list(db.scalars(select(WebhookAttempt).where(WebhookAttempt.delivery_id == d.id)
-                               .order_by(WebhookAttempt.id)))
-    return webhooks.delivery_to_dict(d, event, attempts)
-
 
 # --- bodies --------------------------------------------------------------------------------------
 
