@@ -7,8 +7,14 @@ BIN     = $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test` (auto: one per CPU); TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= auto
+# Every worker imports the whole code base and the assertion-rewritten tests: let Python keep
+# their bytecode (in the ignored __pycache__ dirs) even where PYTHONDONTWRITEBYTECODE is set,
+# or each worker compiles it all again (~15 s per worker on 2 cores).
+TEST_ENV ?= PYTHONDONTWRITEBYTECODE=
 
-.PHONY: run test install install-dev bench bench-heartbeat bench-axis bench-my2n bench-events bench-verify clean
+.PHONY: run test smoke install install-dev bench bench-heartbeat bench-axis bench-my2n bench-events bench-verify bench-cli clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +39,12 @@ run: install
 
 test: install-dev
 	$(MAKE) -C device test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
+# `make run` on a clean copy of the tree, in a temp venv with the runtime dependencies alone:
+# migrate, first-run, serve, sign in (API and web), open the dashboard, stop (.ci/smoke.py).
+smoke:
+	$(PYTHON) .ci/smoke.py
 
 bench: install-dev
 	$(BIN)/python -m bench.run
@@ -52,6 +63,9 @@ bench-events: install-dev
 
 bench-verify: install-dev
 	$(BIN)/python -m bench.run verify
+
+bench-cli: install-dev
+	$(BIN)/python -m bench.run cli
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -6,6 +6,7 @@
     python -m bench.run verify [--seconds S]     # license-file verifies vs raw Ed25519 (bench/verify.py)
     python -m bench.run my2n [--old-full] …      # the My2N site dashboard at 50,000 apartments (bench/my2n.py)
     python -m bench.run events [--events N] …    # webhook deliveries per second (bench/events.py)
+    python -m bench.run cli [--runs N]           # the console's cold starts vs `import typer` (bench/cli.py)
 
 Prints the figures as tables and writes them, with the machine and the options, to
 ``bench/results/bench-<UTC time>.json``. docs/benchmarks.md says what each figure means.
@@ -326,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import my2n
 
         return my2n.main(argv[1:])
+    if argv[:1] == ["cli"]:  # cold starts of the console against `python -c "import typer"` (bench/cli.py)
+        from bench import cli
+
+        return cli.main(argv[1:])
     if argv[:1] == ["events"]:  # webhook deliveries per second to a local receiver (bench/events.py)
         from bench import events
 

@@ -2,13 +2,21 @@
 
 ``ENTITLE_TEST_DATABASE_URL`` selects the database; the default is an SQLite file in a temp
 directory. Every test starts from empty tables.
+
+`make test` runs the suite in parallel (pytest-xdist): every worker is a process of its own with
+its own database (SQLite: a file under its own temp dir; PostgreSQL: a database of its own), its
+own temp dir for the settings' defaults (below) and free ports the kernel hands out. Tests that
+must share one worker carry ``pytest.mark.xdist_group`` (``--dist loadgroup``).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,8 +33,22 @@ from sqlalchemy import Engine, make_url, text
 from sqlalchemy.pool import NullPool
 from sqlalchemy.orm import Session
 
+# The tests are hermetic: no ENTITLE_* setting of the shell that runs them reaches the code under
+# test (or the servers and CLI processes the tests start), only the tests' own knobs.
+TEST_KNOBS = {"ENTITLE_TEST_DATABASE_URL", "ENTITLE_REQUIRE_BROWSER", "ENTITLE_HYPOTHESIS_EXAMPLES",
+              "ENTITLE_ARGON2_TIME_COST", "ENTITLE_ARGON2_MEMORY_COST"}
+for _name in [n for n in os.environ if n.startswith("ENTITLE_") and n not in TEST_KNOBS]:
+    del os.environ[_name]
 os.environ.setdefault("ENTITLE_ARGON2_TIME_COST", "1")
 os.environ.setdefault("ENTITLE_ARGON2_MEMORY_COST", "8192")
+# Nothing defaults into the checkout's var/ (that database and secret key are `make run`'s, and
+# parallel workers would race to create the same key file): each test process (each xdist worker)
+# has a temp dir of its own for the default database and secret key file.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+PROCESS_DIR = Path(tempfile.mkdtemp(prefix=f"entitle-tests-{WORKER}-"))
+atexit.register(shutil.rmtree, PROCESS_DIR, True)
+os.environ["ENTITLE_DATABASE_URL"] = f"sqlite:///{PROCESS_DIR / 'default.db'}"
+os.environ["ENTITLE_SECRET_KEY_FILE"] = str(PROCESS_DIR / "secret.key")
 
 from entitle.actors import Actor, operator  # noqa: E402
 from entitle.api.app import create_app  # noqa: E402
@@ -60,7 +82,8 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
         return
     server = make_url(url)
-    name = f"entitle_t_{os.getpid()}_{secrets.token_hex(3)}"
+    # One per test process: each xdist worker (and each concurrent run) has a database of its own.
+    name = f"entitle_t_{WORKER}_{os.getpid()}_{secrets.token_hex(3)}"
     admin = make_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -185,9 +208,18 @@ def auth(token: str, idem: str | None = None) -> dict[str, str]:
 # --- a real HTTP server ------------------------------------------------------------------------
 
 def free_port() -> int:
+    """A port free now. Another process (a parallel worker) may take it before it is used: a test
+    server should rather listen on a socket that stays bound (``bound_socket``)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def bound_socket() -> socket.socket:
+    """A socket bound to a free port on 127.0.0.1, kept: no other process can take that port."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    return s
 
 
 @dataclass
@@ -200,10 +232,11 @@ class LiveServer:
 @pytest.fixture
 def live_server(app: Any) -> Iterator[LiveServer]:
     """uvicorn serving the app on a free port in a thread, for end-to-end and browser tests."""
-    port = free_port()
+    sock = bound_socket()  # bound before uvicorn starts: no parallel worker can take the port
+    port = sock.getsockname()[1]
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 15
@@ -216,6 +249,7 @@ def live_server(app: Any) -> Iterator[LiveServer]:
     yield LiveServer(url, server, thread)
     server.should_exit = True
     thread.join(timeout=10)
+    sock.close()
 
 
 Factory = Callable[..., Any]

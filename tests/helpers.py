@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine, func, select, text
 
-from conftest import World, auth, free_port
+from conftest import World, auth, bound_socket
 from entitle.db import Base
 from entitle.history.models import HistoryEntry
 from entitle.keys import codes
@@ -126,17 +126,21 @@ def dump_database(engine: Engine) -> str:
 @contextmanager
 def uvicorn_process(database_url: str, **settings: str) -> Iterator[str]:
     """``python -m uvicorn entitle.api.app:app_from_env --factory`` on a free port, as a deployment
-    runs it; ``settings`` become ENTITLE_* variables. Yields the base URL."""
-    port = free_port()
+    runs it; ``settings`` become ENTITLE_* variables. Yields the base URL.
+
+    The port is bound here and handed over as a file descriptor (``--fd``, as a process manager
+    does): a parallel test worker can never take it in between, nor answer in its place."""
     env = {**os.environ, "ENTITLE_DATABASE_URL": database_url, "ENTITLE_LOG_LEVEL": "WARNING",
            **{f"ENTITLE_{k.upper()}": v for k, v in settings.items()}}
+    sock = bound_socket()
+    sock.set_inheritable(True)
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "entitle.api.app:app_from_env", "--factory",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+         "--fd", str(sock.fileno()), "--log-level", "warning"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, pass_fds=[sock.fileno()],
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -159,6 +163,7 @@ def uvicorn_process(database_url: str, **settings: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        sock.close()
         log.close()
 
 

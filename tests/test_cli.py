@@ -113,7 +113,7 @@ def test_first_run_prints_the_password_once_with_a_warning(cli: Cli) -> None:
     result = cli("first-run", "--url", "http://localhost:8000")
     assert result.exit_code == 0, result.output
     assert "admin@localhost" in result.stdout and "http://localhost:8000" in result.stdout
-    assert "change it" in result.stdout
+    assert "choose your own password at the first sign-in" in result.stdout
 
 
 # --- users, organizations, members, tokens ------------------------------------------------------
@@ -363,7 +363,7 @@ def test_history_of_an_unknown_organization_is_refused(ctx: Context, cli: Cli) -
 # --- help ----------------------------------------------------------------------------------------
 
 EXPECTED_COMMANDS = {
-    "first-run", "migrate", "serve", "admin create", "org create", "org list", "member add",
+    "first-run", "migrate", "serve", "admin create", "admin password", "org create", "org list", "member add",
     "catalog load", "catalog show", "keys mint", "keys cancel", "redeem", "wallet show", "history",
     "token create",
     "ac calculate", "ac status", "ac sync", "ac installation create", "ac installation list",

@@ -13,12 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from conftest import TEST_SECRET_KEY, World, auth
+from entitle.access_commander import calculator
+from entitle.access_commander import services as ac_services
+from entitle.actors import operator
+from entitle.catalog import services as catalog
 from entitle.cli import common
 from entitle.cli.main import app
 from entitle.config import get_settings
 from entitle.context import Context
+from entitle.db import transaction
 from helpers import CliDriver, org_with_owner
 
 API = "/api/v1"
@@ -87,7 +93,8 @@ def test_calculate_gives_the_packages_and_the_smallest_tier(world: World, cli: C
     assert [(p["part_number"], p["quantity"]) for p in body["packages"]] == [("91379040", 4), ("91379041", 3)]
     assert body["capacity"]["devices"] == 20 and body["capacity"]["attendance_users"] == 75
     assert body["tier"]["part_number"] == "AC-TIER-ADVANCED"
-    # The same dict as the API's.
+    # The same dict as the API's, and from the same catalog: the database's.
+    assert body.pop("catalog") == "database"
     _, owner = org_with_owner(world, "Acme", "owner@example.com")
     r = client.post(f"{API}/ac/calculate", json={"devices": 17, "attendance_users": 69}, headers=auth(owner.token))
     assert r.status_code == 200 and r.json() == body
@@ -101,6 +108,42 @@ def test_calculate_gives_the_packages_and_the_smallest_tier(world: World, cli: C
     assert body["tier"]["part_number"] == "AC-TIER-PRO"
     assert "no package is needed" in cli.ok("calculate", "--devices", "1")
     cli.refused("need_invalid", "calculate", "--devices", "-1")
+
+
+def test_calculate_reads_the_database_catalog_and_says_so(world: World, cli: Cli) -> None:
+    # R-AC-1 with the catalog in the database, which here also sells +10 devices: for 17 devices
+    # 2 x AC-10 covers as tightly as 4 x 91379040 (20), with fewer units.
+    with transaction(world.ctx.sessions) as s:
+        catalog.load(s, catalog.parse_obj({"products": [{
+            "code": "access-commander", "name": "2N Access Commander", "model": "access_commander",
+            "skus": [{"part_number": "AC-10", "name": "+10 devices", "grant_kind": "capacity",
+                      "grants": {"devices": 10}}]}]}), actor=operator(), now=world.now)
+    body = cli.json("calculate", "--devices", "17")
+    assert body["catalog"] == "database"
+    assert [(p["part_number"], p["quantity"]) for p in body["packages"]] == [("AC-10", 2)]
+    text = cli("calculate", "--devices", "17")
+    assert text.exit_code == 0 and "AC-10" in text.stdout
+    assert text.stderr.startswith("catalog: database (")
+
+
+def test_calculate_uses_the_shipped_catalog_when_the_database_has_none(ctx: Context, cli: Cli, tmp_path: Path) -> None:
+    # A migrated database without Access Commander's packages (no `catalog load` yet), and a file
+    # that is no database at all: the catalog Entitle ships, and the reason on stderr.
+    body = cli.json("calculate", "--devices", "17")
+    assert body["catalog"] == "default" and body["packages"] == [
+        {"part_number": "91379040", "name": "Access Commander license for +5 devices", "quantity": 4}]
+    assert "has no Access Commander packages" in cli("calculate", "--devices", "17").stderr
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    text = CliRunner().invoke(app, ["ac", "calculate", "--devices", "17", "--database-url", f"sqlite:///{empty}"])
+    assert text.exit_code == 0 and text.stderr.startswith("catalog: default (") and "entitle migrate" in text.stderr
+
+
+def test_the_shipped_catalog_is_the_one_first_run_loads(world: World) -> None:
+    # The calculator's catalog without a database is the default catalog as a database holds it.
+    with world.ctx.sessions() as s:
+        in_database = sorted(ac_services.catalog_skus(s), key=lambda sku: sku.part_number)
+    assert list(calculator.default_catalog()) == in_database
 
 
 # --- installations and status --------------------------------------------------------------------

@@ -21,7 +21,9 @@ from entitle.ledger import services as ledger
 from entitle.ledger.models import LedgerTransaction
 from helpers import count_rows, org_with_owner, wallet_of, uvicorn_process
 
-pytestmark = pytest.mark.slow
+# One worker runs this module's tests (its servers are module fixtures: started once, not once
+# per worker that gets one of its tests).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("concurrency")]
 CLIENTS = 50
 
 

@@ -12,8 +12,9 @@ from typing import Any
 from sqlalchemy import select
 
 from conftest import auth
-from entitle.db import Base
-from entitle.tenancy.models import Membership, Role
+from entitle.db import Base, transaction
+from entitle.tenancy import services as tenancy
+from entitle.tenancy.models import Membership, Role, User
 from helpers import history_of, join, org_with_owner, redeem, wallet_of
 
 PARAM = re.compile(r"{([^}]+)}")
@@ -122,7 +123,7 @@ def test_no_route_lets_one_organization_see_or_change_anothers_data(world, clien
     by_name: dict[str, list[Any]] = {"org_id": [org_b], "serial": ["BRAVO-SERIAL-1", "BRAVO-HW-1", MY2N_SERIAL],
                                      "product": ["axis-camera-station"], "apartment_id": [b_my2n["apartment"]],
                                      "user_id": [b_my2n["site_admin"]], "endpoint_id": [b_hook["endpoint"]],
-                                     "delivery_id": [b_hook["delivery"]]}
+                                     "delivery_id": [b_hook["delivery"]], **_bravo_owners_own(world, bob.user)}
     calls = 0
     for path, ops in spec["paths"].items():
         params = PARAM.findall(path)
@@ -164,6 +165,15 @@ def test_no_route_lets_one_organization_see_or_change_anothers_data(world, clien
     r = client.post(f"/api/v1/orgs/{org_a}/members", json={"email": "bravo-viewer@example.com", "role": "viewer"},
                     headers=auth(alice.token))
     assert r.status_code == 201
+
+
+def _bravo_owners_own(world, user) -> dict[str, list[int]]:  # noqa: ANN001
+    """Ids that belong to a user, not to an organization: B's owner's API token and web session."""
+    with transaction(world.ctx.sessions) as s:
+        tenancy.start_session(s, user=s.get(User, user.id), now=world.now)
+    with world.ctx.sessions() as s:
+        return {"token_id": [t.id for t in tenancy.active_tokens(s, user_id=user.id)],
+                "session_id": [w.id for w in tenancy.active_sessions(s, user_id=user.id, now=world.now)]}
 
 
 WEBHOOK_URL = "http://127.0.0.1:9/bravo-secret-hook"

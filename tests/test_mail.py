@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -24,7 +25,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
-from conftest import free_port
 from entitle.config import Settings
 from entitle.db import transaction
 from entitle.delivery import mail
@@ -71,21 +71,40 @@ class SmtpInbox:
             return [m["Message-ID"] for m in self.messages]
 
 
+class _ReusePortController(Controller):
+    """aiosmtpd's controller, listening with SO_REUSEPORT beside the port's reservation."""
+
+    def _create_server(self) -> Any:
+        return self.loop.create_server(self._factory_invoker, host=self.hostname, port=self.port,
+                                       ssl=self.ssl_context, reuse_port=True)
+
+
 class SmtpServer:
+    """Started, stopped ("down": connections refused) and started again on one port. The port
+    stays reserved the whole time (a socket bound with SO_REUSEPORT that never listens), so that
+    no parallel test worker can take it while this server is down."""
+
     def __init__(self, **options: Any) -> None:
         self.inbox = SmtpInbox()
-        self.port = free_port()
+        self.reservation = socket.socket()
+        self.reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        self.reservation.bind(("127.0.0.1", 0))
+        self.port = self.reservation.getsockname()[1]
         self.options = options
         self.controller: Controller | None = None
 
     def start(self) -> None:
-        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port, **self.options)
+        self.controller = _ReusePortController(self.inbox, hostname="127.0.0.1", port=self.port, **self.options)
         self.controller.start()
 
     def stop(self) -> None:
         if self.controller is not None:
             self.controller.stop()
             self.controller = None
+
+    def close(self) -> None:
+        self.stop()
+        self.reservation.close()
 
     def mailer(self, **options: Any) -> SmtpMailer:
         return SmtpMailer(host="127.0.0.1", port=self.port, from_address=FROM, timeout=5, **options)
@@ -96,7 +115,7 @@ def smtp() -> Iterator[SmtpServer]:
     server = SmtpServer()
     server.start()
     yield server
-    server.stop()
+    server.close()
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -334,4 +353,4 @@ def test_starttls_and_login_as_configured(tmp_path):  # R-CORE-8
             smtp.mailer(starttls=True, username="entitle", password="s3cret").send(message)
         assert len(smtp.inbox.messages) == 1
     finally:
-        smtp.stop()
+        smtp.close()

@@ -254,13 +254,13 @@ def test_a_slow_provider_is_unreachable_after_the_timeout(provider, fake_stripe)
 
 
 def test_a_provider_that_refuses_connections_is_unreachable(clock):
-    with socket.socket() as s:  # a port nobody listens on
+    with socket.socket() as s:  # a port nobody listens on (kept bound: no parallel worker can take it)
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    provider = StripeProvider(api_key="sk_test_local", webhook_secret=SECRET, price_id="price_x",
-                              api_base=f"http://127.0.0.1:{port}", timeout=TIMEOUT, clock=clock)
-    with pytest.raises(PaymentError) as refused:
-        provider.create_customer("site-42", name="Block A", email=None, idempotency_key="customer:site-42")
+        provider = StripeProvider(api_key="sk_test_local", webhook_secret=SECRET, price_id="price_x",
+                                  api_base=f"http://127.0.0.1:{port}", timeout=TIMEOUT, clock=clock)
+        with pytest.raises(PaymentError) as refused:
+            provider.create_customer("site-42", name="Block A", email=None, idempotency_key="customer:site-42")
     assert refused.value.code == "payment_provider_unreachable"
 
 

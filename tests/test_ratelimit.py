@@ -109,3 +109,20 @@ def test_two_app_instances_share_the_counters(world, ctx, database_url):
             assert s.query(LicenseKey).filter_by(state="active").count() == 1
     finally:
         other_engine.dispose()
+
+
+def test_a_redis_url_without_the_redis_client_names_the_extra(ctx, monkeypatch):
+    # ENTITLE_REDIS_URL needs the optional `[redis]` extra: without it, a plain refusal that says
+    # what to install (not an ImportError from deep inside `limits` on the first redeem).
+    import importlib.util
+
+    from entitle.errors import EntitleError
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "redis" else find_spec(name, *args))
+    settings = ctx.settings.model_copy(update={"redis_url": "redis://127.0.0.1:6379/0"})
+    with pytest.raises(EntitleError) as refused:
+        build(settings, ctx.clock, engine=ctx.engine).redeem_limiter  # noqa: B018 - made on first use
+    assert refused.value.code == "redis_unavailable" and refused.value.status == 500
+    assert "entitle[redis]" in refused.value.message and "ENTITLE_REDIS_URL" in refused.value.message

@@ -24,14 +24,14 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from conftest import World
+from conftest import World, bound_socket
 from entitle.actors import operator
 from entitle.context import Context
 from entitle.db import transaction
 from entitle.delivery import webhooks
 from entitle.delivery.models import WebhookAttempt, WebhookDelivery
 from entitle.platform import events
-from helpers import REPO, free_port
+from helpers import REPO
 from webhook_receiver import Receiver, running_receiver
 
 TIMEOUT = 1.0  # the test client's (roomy on a busy machine); the receiver's slow answer takes 3 s
@@ -151,10 +151,11 @@ def test_every_event_is_delivered_through_failures_and_timeouts_under_one_event_
 
 def test_an_unreachable_endpoint_is_retried_and_the_refusal_is_kept(hooks: Hooks, receiver: Receiver) -> None:
     # R-CORE-8: no answer at all (connection refused): the attempt is kept with no status and its error.
-    closed = f"http://127.0.0.1:{free_port()}/gone"
-    endpoint = hooks.endpoint(closed)
-    hooks.emit()
-    assert hooks.deliver() == Counter({"pending": 1})
+    with bound_socket() as unused:  # bound, never listening: refused, and no parallel worker can take it
+        closed = f"http://127.0.0.1:{unused.getsockname()[1]}/gone"
+        endpoint = hooks.endpoint(closed)
+        hooks.emit()
+        assert hooks.deliver() == Counter({"pending": 1})
     [d] = hooks.deliveries(endpoint)
     [attempt] = hooks.attempts(d.id)
     assert attempt.status_code is None and "ConnectError" in (attempt.error or "")

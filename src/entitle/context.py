@@ -1,21 +1,28 @@
-"""What every interface (API, web UI, CLI) needs: settings, database, clock, shared limiters."""
+"""What every interface (API, web UI, CLI) needs: settings, database, clock, shared limiters.
+
+What only some commands use is made on first use (the rate limiter, the payment provider, the
+secret key), and imported then: every CLI command builds a context, and Stripe's SDK alone takes
+~0.5 s to import. A server makes them all at start (``prepare``).
+"""
 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from datetime import datetime
-
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from typing import TYPE_CHECKING
 
 from entitle.clock import Clock, FrozenClock, SystemClock
-from entitle.config import Settings, get_settings
-from entitle.db import make_engine, make_session_factory
 from entitle.errors import EntitleError
-from entitle.my2n.payments import LocalProvider, PaymentProvider, StripeProvider
-from entitle.platform.ratelimit import RedeemLimiter, make_storage
-from entitle.signing.secrets import load_secret_key
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from entitle.config import Settings
+    from entitle.my2n.payments import PaymentProvider
+    from entitle.platform.ratelimit import RedeemLimiter
 
 
 @dataclass
@@ -24,40 +31,68 @@ class Context:
     engine: Engine
     sessions: sessionmaker[Session]
     clock: Clock
-    redeem_limiter: RedeemLimiter
-    payments: PaymentProvider
 
+    _redeem_limiter: RedeemLimiter | None = None
+    _payments: PaymentProvider | None = None
     _secret: bytes | None = None
+    _making: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def now(self) -> datetime:
         return self.clock.now()
 
     @property
+    def redeem_limiter(self) -> RedeemLimiter:
+        """The limits on redeeming keys, counted in the database or in Redis (made on first use)."""
+        with self._making:
+            if self._redeem_limiter is None:
+                from entitle.platform.ratelimit import RedeemLimiter, make_storage
+
+                s = self.settings
+                self._redeem_limiter = RedeemLimiter(
+                    make_storage(self.engine, self.clock, s.redis_url), per_org=s.redeem_limit_per_org,
+                    per_client=s.redeem_limit_per_client, clock=self.clock, enabled=s.rate_limits_enabled)
+            return self._redeem_limiter
+
+    @property
+    def payments(self) -> PaymentProvider:
+        """The card-payment provider (made on first use, by ``payment_provider``)."""
+        with self._making:
+            if self._payments is None:
+                self._payments = payment_provider(self.settings, self.clock)
+            return self._payments
+
+    @property
     def secret(self) -> bytes:
         """The key that encrypts signing keys at rest (loaded, or made, on first use)."""
-        if self._secret is None:
-            self._secret = load_secret_key(self.settings)
-        return self._secret
+        with self._making:
+            if self._secret is None:
+                from entitle.signing.secrets import load_secret_key
+
+                self._secret = load_secret_key(self.settings)
+            return self._secret
+
+    def prepare(self) -> None:
+        """Make now what is otherwise made on first use: a server with Redis or Stripe misconfigured
+        then refuses to start, rather than its first redeem or payment."""
+        self.redeem_limiter, self.payments  # noqa: B018
 
 
 def build(settings: Settings | None = None, clock: Clock | None = None,
           engine: Engine | None = None) -> Context:
+    from entitle.config import get_settings
+    from entitle.db import make_engine, make_session_factory
+
     settings = settings or get_settings()
     if clock is None:
         clock = FrozenClock(settings.now) if settings.now is not None else SystemClock()
     engine = engine or make_engine(settings.database_url)
-    limiter = RedeemLimiter(
-        make_storage(engine, clock, settings.redis_url),
-        per_org=settings.redeem_limit_per_org,
-        per_client=settings.redeem_limit_per_client,
-        clock=clock,
-        enabled=settings.rate_limits_enabled,
-    )
-    return Context(settings, engine, make_session_factory(engine), clock, limiter, payment_provider(settings, clock))
+    return Context(settings, engine, make_session_factory(engine), clock)
 
 
 def payment_provider(settings: Settings, clock: Clock) -> PaymentProvider:
     """The configured card-payment provider (docs/my2n.md): Stripe, or the local one."""
+    from entitle.my2n.payments import LocalProvider, StripeProvider
+
     if settings.payment_provider == "stripe":
         missing = [name for name in ("stripe_api_key", "stripe_webhook_secret", "stripe_price_id")
                    if not getattr(settings, name)]

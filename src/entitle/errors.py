@@ -25,8 +25,8 @@ class EntitleError(Exception):
 class NotFound(EntitleError):
     status = 404
 
-    def __init__(self, what: str, **detail: Any) -> None:
-        super().__init__(f"{what}_not_found", f"No such {what.replace('_', ' ')} here.", **detail)
+    def __init__(self, what: str, message: str | None = None, **detail: Any) -> None:
+        super().__init__(f"{what}_not_found", message or f"No such {what.replace('_', ' ')} here.", **detail)
 
 
 class Forbidden(EntitleError):

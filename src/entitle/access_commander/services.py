@@ -18,6 +18,8 @@ from entitle_device import access_commander as rules
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
+from entitle.access_commander import calculator
+from entitle.access_commander.calculator import error_of as _error
 from entitle.access_commander.models import (
     DEVICE_TYPES,
     AcLicense,
@@ -38,11 +40,6 @@ from entitle.signing import services as signing
 MODEL = "access_commander"
 TOKEN_PREFIX = "eac_"
 _US = timedelta(microseconds=1)
-
-
-def _error(exc: rules.AccessCommanderError) -> EntitleError:
-    status = {"no_package_available": 422, "not_access_commander_license": 400}.get(exc.code, 409)
-    return EntitleError(exc.code, exc.message, status=status, **dict(exc.detail))
 
 
 def token_digest(token: str) -> bytes:
@@ -633,23 +630,14 @@ def check_integration(session: Session, *, installation: Installation, source: s
 # --- the calculator (R-AC-1) --------------------------------------------------------------------
 
 def calculate(session: Session, *, devices: int, attendance_users: int, integration: bool) -> dict[str, Any]:
-    if devices < 0 or attendance_users < 0:
-        raise EntitleError("need_invalid", "Counts of devices and Attendance users are 0 or more.",
-                           devices=devices, attendance_users=attendance_users)
-    skus = ac_skus(session)
-    catalog = [(s.part_number, s.grants) for s in skus]
-    names = {s.part_number: s.name for s in skus}
-    try:
-        order = rules.packages_for(devices, attendance_users, integration, catalog)
-    except rules.AccessCommanderError as exc:
-        raise _error(exc) from None
-    grants = dict(catalog)
-    capacity = rules.capacity_from_grants((grants[p], q) for p, q in order) if order else rules.TRIAL
-    tier = rules.cheapest_tier_for(devices, attendance_users, integration, catalog)
-    return {"need": {"devices": devices, "attendance_users": attendance_users, "integration": integration},
-            "packages": [{"part_number": p, "name": names[p], "quantity": q} for p, q in order],
-            "capacity": capacity.as_dict(),
-            "tier": {"part_number": tier, "name": names[tier]} if tier else None}
+    """The calculator (calculator.calculate) over the database's catalog."""
+    return calculator.calculate(catalog_skus(session), devices=devices, attendance_users=attendance_users,
+                                integration=integration)
+
+
+def catalog_skus(session: Session) -> list[calculator.CatalogSku]:
+    """The database's Access Commander packages and tiers, as the calculator reads them."""
+    return [calculator.CatalogSku(s.part_number, s.name, s.grants) for s in ac_skus(session)]
 
 
 # --- views --------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio.to_thread
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from sqlalchemy import text
 
 from entitle import __version__
@@ -26,6 +26,7 @@ from entitle.logs import log
 def create_app(settings: Settings | None = None, clock: Clock | None = None,
                ctx: Context | None = None) -> FastAPI:
     ctx = ctx or build(settings, clock)
+    ctx.prepare()
     configure_logging(ctx.settings)
     heartbeats = heartbeat.Heartbeats(ctx)
 
@@ -55,11 +56,13 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     app.state.heartbeats = heartbeats
     errors.install(app)
 
-    api = APIRouter(prefix="/api/v1", responses={401: {"model": errors_model()}, 404: {"model": errors_model()}})
+    # Each area's router straight into the app, with the prefix given here: the same routes and
+    # OpenAPI document as one /api/v1 router holding them all, but FastAPI then does not build
+    # every route a second time to check that none has an empty path (~0.5 s per app).
     for module in (tenancy, ledger, history, catalog, issuer, systems, access_commander, axis, my2n, my2n_csv,
                    webhooks, notifications):
-        api.include_router(module.router)
-    app.include_router(api)
+        app.include_router(module.router, prefix="/api/v1",
+                           responses={401: {"model": errors_model()}, 404: {"model": errors_model()}})
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, Any]:

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from entitle.tenancy.services import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
+
 
 class ErrorDetail(BaseModel):
     code: str
@@ -27,6 +29,33 @@ class TokenOut(BaseModel):
     id: int
     token: str = Field(description="Shown once; only its hash is stored.")
     prefix: str
+
+
+class PasswordChangeIn(BaseModel):
+    current_password: str = Field(max_length=PASSWORD_MAX_LENGTH)
+    new_password: str = Field(max_length=PASSWORD_MAX_LENGTH, description=f"At least {PASSWORD_MIN_LENGTH} "
+                              "characters, not the current password.")
+
+
+class PasswordChangedOut(BaseModel):
+    password_changed_at: str
+    web_sessions_ended: int = Field(description="Your web sessions signed out by the change; API tokens are kept.")
+
+
+class WebSessionOut(BaseModel):
+    id: int
+    created_at: str
+    expires_at: str
+    revoked_at: str | None = Field(description="When it was signed out; null while it is signed in.")
+
+
+class ApiTokenOut(BaseModel):
+    id: int
+    name: str
+    prefix: str = Field(description="The token's first characters, to recognise it by.")
+    created_at: str
+    last_used_at: str | None
+    revoked_at: str | None = Field(description="When it was revoked; null while it works.")
 
 
 class OrgIn(BaseModel):
@@ -61,6 +90,8 @@ class MeOut(BaseModel):
     id: int
     email: str
     is_issuer: bool
+    must_change_password: bool = Field(description="The web UI asks for a new password before anything else; "
+                                       "the API keeps working (POST /api/v1/auth/password).")
     organizations: list[OrgOut]
 
 

@@ -203,20 +203,6 @@ def remove_devices(session: Session, *, org_id: int, system_id: int, serials: Se
     return int(removed)
 
 
-def system_by_ref(session: Session, org_id: int, ref: str) -> tuple[System, Product]:
-    """The organization's AXIS system by numeric id, else by uid (another organization's
-    looks like none)."""
-    ref = ref.strip()
-    if ref.isdigit():
-        found = session.get(System, int(ref))
-        if found is not None and found.org_id == org_id:
-            return axis_system(session, org_id, found.id)
-    by_uid = session.scalars(select(System).where(System.org_id == org_id, System.uid == ref)).one_or_none()
-    if by_uid is None:
-        raise NotFound("system", system=ref)
-    return axis_system(session, org_id, by_uid.id)
-
-
 def systems_summary(session: Session, org_id: int, system_id: int | None = None) -> list[dict[str, Any]]:
     """The organization's AXIS systems (online and offline) with their devices per license type."""
     q = (select(System).join(Product, Product.code == System.product)

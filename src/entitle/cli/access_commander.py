@@ -7,6 +7,7 @@ Thin over ``entitle.access_commander.services``: every rule is decided there (an
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Annotated, Any
@@ -15,16 +16,15 @@ import typer
 from rich import box
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from entitle.access_commander import calculator
 from entitle.access_commander import services as ac
 from entitle.access_commander.models import DEVICE_TYPES, AttendanceUser, Installation
-from entitle.cli.common import (DatabaseUrl, JsonOut, staged_file, console_actor, context, err, handles_errors, out,
-                                print_json)
+from entitle.cli.common import (DatabaseUrl, JsonOut, Kind, OrgRef, console_actor, context, err, handles_errors,
+                                named, org_ref, out, print_json, settings_for, staged_file)
 from entitle.db import reading, transaction
-from entitle.errors import EntitleError, NotFound
-from entitle.tenancy import services as tenancy
+from entitle.errors import EntitleError
 
 ac_app = typer.Typer(help="Access Commander: installations, devices, Attendance users, licenses, the calculator.",
                      no_args_is_help=True)
@@ -41,9 +41,8 @@ system_user_app = typer.Typer(help="System users of an installation (a tier limi
                               no_args_is_help=True)
 ac_app.add_typer(system_user_app, name="system-user")
 
-OrgId = Annotated[int, typer.Option("--org", help="Organization id (see `entitle org list`).")]
-InstallationRef = Annotated[str, typer.Option(
-    "--installation", help="Installation: its numeric id or its uid (see `entitle ac installation list`).")]
+INSTALLATION = Kind("installation", "installations", "installation", "entitle ac installation list", key="uid")
+InstallationRef = Annotated[str, typer.Option("--installation", help=INSTALLATION.help)]
 Serial = Annotated[str, typer.Option("--serial", help="The device's serial number.")]
 OutFile = Annotated[Path | None, typer.Option("--out", dir_okay=False,
                                               help="Write the signed license file here (replaced if it exists).")]
@@ -51,23 +50,12 @@ OutFile = Annotated[Path | None, typer.Option("--out", dir_okay=False,
 
 # --- shared ------------------------------------------------------------------------------------
 
-def _installation(session: Session, org_id: int, ref: str) -> Installation:
-    """The organization's installation by numeric id, else by uid.
-
-    A number is an id when the organization has an installation with that id; otherwise it is
-    looked up as a uid (uids are made up as AC-…, so a clash needs a uid chosen as digits).
-    """
-    tenancy.get_organization(session, org_id, actor=console_actor())
-    ref = ref.strip()
-    if ref.isdigit():
-        inst = session.get(Installation, int(ref))
-        if inst is not None and inst.org_id == org_id:
-            return inst
-    found = session.scalars(select(Installation).where(Installation.org_id == org_id,
-                                                       Installation.uid == ref)).one_or_none()
-    if found is None:
-        raise NotFound("installation", installation=ref)
-    return found
+def _installation(session: Session, org: str, ref: str) -> Installation:
+    """The installation of the organization ``org`` names that ``ref`` names: by id, uid or name
+    (uids are made up as AC-…, so one of digits clashes with an id only when chosen so)."""
+    org_id = org_ref(session, org)
+    return named(session, Installation, INSTALLATION, ref, scope=[Installation.org_id == org_id],
+                 within=f" of organization {org_id}")
 
 
 def _plain(text: str) -> None:
@@ -146,6 +134,30 @@ def _staged(target: Path) -> Any:
 
 # --- the calculator (R-AC-1) -------------------------------------------------------------------
 
+def _calculator_catalog(database_url: str | None) -> tuple[Sequence[calculator.CatalogSku], str, str]:
+    """The catalog the calculator reads, "database" or "default", and why: the database's when
+    there is one, migrated, with Access Commander's packages in it; else the one Entitle ships."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    url = make_url(settings_for(database_url).database_url)
+    where = url.render_as_string(hide_password=True)
+    if url.get_backend_name() == "sqlite" and not (url.database and url.database != ":memory:"
+                                                   and Path(url.database).is_file()):
+        # Opening an SQLite file that is not there would create it (and its directory).
+        return calculator.default_catalog(), "default", f"no database at {url.database or ':memory:'}"
+    try:
+        with context(database_url) as ctx, reading(ctx.sessions) as s:
+            skus = ac.catalog_skus(s)
+    except (OperationalError, ProgrammingError) as exc:
+        reason = " ".join(str(exc.orig or exc).split())
+        return calculator.default_catalog(), "default", f"{where} cannot be read, run `entitle migrate`: {reason}"
+    if not skus:
+        return (calculator.default_catalog(), "default",
+                f"{where} has no Access Commander packages; `entitle catalog load` adds them")
+    return skus, "database", where
+
+
 @ac_app.command("calculate")
 @handles_errors
 def calculate(
@@ -155,12 +167,18 @@ def calculate(
     database_url: DatabaseUrl = None,
     as_json: JsonOut = False,
 ) -> None:
-    """The packages to order for a need, and the smallest tier that covers it (R-AC-1)."""
-    with context(database_url) as ctx, reading(ctx.sessions) as s:
-        result = ac.calculate(s, devices=devices, attendance_users=attendance_users, integration=integration)
+    """The packages to order for a need, and the smallest tier that covers it.
+
+    The catalog is the database's, else (no database, none migrated, no packages) the one Entitle ships.
+    Which one is said on stderr, and as "catalog" with --json.
+    """
+    catalog, source, note = _calculator_catalog(database_url)
+    result = calculator.calculate(catalog, devices=devices, attendance_users=attendance_users,
+                                  integration=integration)
     if as_json:
-        print_json(result)
+        print_json({**result, "catalog": source})
         return
+    err.print(f"catalog: {source} ({note})", style="dim", highlight=False, markup=False)
     need = (f"{devices} device(s), {attendance_users} Attendance user(s)"
             + (", integration" if integration else ""))
     if result["packages"]:
@@ -180,7 +198,7 @@ def calculate(
 @installation_app.command("create")
 @handles_errors
 def installation_create(
-    org: OrgId,
+    org: OrgRef,
     name: Annotated[str, typer.Option("--name", help="A name for the installation.")],
     uid: Annotated[str | None, typer.Option("--uid", help="The installation's own id; made up (AC-…) if left out.")] = None,
     heartbeat_timeout: Annotated[int, typer.Option(
@@ -188,18 +206,17 @@ def installation_create(
     database_url: DatabaseUrl = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Register an installation; it starts on the trial (R-AC-2). Prints its device-report token once."""
+    """Register an installation; it starts on the trial. Prints its device-report token once."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
-        actor = console_actor()
-        tenancy.get_organization(s, org, actor=actor)
-        inst, token = ac.create_installation(s, org_id=org, name=name, uid=uid, actor=actor, now=ctx.clock.now(),
+        actor, org_id = console_actor(), org_ref(s, org)
+        inst, token = ac.create_installation(s, org_id=org_id, name=name, uid=uid, actor=actor, now=ctx.clock.now(),
                                              heartbeat_timeout_seconds=heartbeat_timeout)
         result = {"installation": ac.installation_to_dict(inst), "token": token}
     if as_json:
         print_json(result)
         return
     i = result["installation"]
-    _plain(f"Installation {i['id']} ({i['uid']}, {i['name']}) registered in organization {org}; it runs on the trial.")
+    _plain(f"Installation {i['id']} ({i['uid']}, {i['name']}) registered in organization {org_id}; it runs on the trial.")
     _plain(f"Device-report token: {token}")
     err.print("The token is shown only this once; the installation sends it to POST /api/v1/ac/state.",
               style="dim", highlight=False)
@@ -207,18 +224,18 @@ def installation_create(
 
 @installation_app.command("list")
 @handles_errors
-def installation_list(org: OrgId, database_url: DatabaseUrl = None, as_json: JsonOut = False) -> None:
+def installation_list(org: OrgRef, database_url: DatabaseUrl = None, as_json: JsonOut = False) -> None:
     """The organization's installations."""
     with context(database_url) as ctx, reading(ctx.sessions) as s:
-        tenancy.get_organization(s, org, actor=console_actor())
-        rows = [ac.installation_to_dict(i) for i in ac.installations_of(s, org)]
+        org_id = org_ref(s, org)
+        rows = [ac.installation_to_dict(i) for i in ac.installations_of(s, org_id)]
     if as_json:
         print_json(rows)
         return
     if not rows:
-        _plain(f"Organization {org} has no Access Commander installation; add one with `entitle ac installation create`.")
+        _plain(f"Organization {org_id} has no Access Commander installation; add one with `entitle ac installation create`.")
         return
-    table = _table(f"Installations of organization {org} (times in UTC)", "id=", "uid=", "name",
+    table = _table(f"Installations of organization {org_id} (times in UTC)", "id=", "uid=", "name",
                    "heartbeat timeout=", "created=")
     for r in rows:
         table.add_row(str(r["id"]), escape(r["uid"]), escape(r["name"]), f"{r['heartbeat_timeout_seconds']} s",
@@ -228,7 +245,7 @@ def installation_list(org: OrgId, database_url: DatabaseUrl = None, as_json: Jso
 
 @ac_app.command("status")
 @handles_errors
-def status(org: OrgId, installation: InstallationRef, database_url: DatabaseUrl = None,
+def status(org: OrgRef, installation: InstallationRef, database_url: DatabaseUrl = None,
            as_json: JsonOut = False) -> None:
     """License settings: state, license device, protective period end, required / owned, devices."""
     with context(database_url) as ctx, reading(ctx.sessions) as s:
@@ -288,7 +305,7 @@ def _device_out(dev: dict[str, Any], as_json: bool, what: str) -> None:
 @device_app.command("add")
 @handles_errors
 def device_add(
-    org: OrgId, installation: InstallationRef, serial: Serial,
+    org: OrgRef, installation: InstallationRef, serial: Serial,
     type: Annotated[str, typer.Option("--type", help=f"One of: {', '.join(DEVICE_TYPES)}.")] = "ip_intercom",
     name: Annotated[str, typer.Option("--name", help="A name for the device.")] = "",
     database_url: DatabaseUrl = None,
@@ -306,15 +323,15 @@ def device_add(
 @device_app.command("state")
 @handles_errors
 def device_state(
-    org: OrgId, installation: InstallationRef, serial: Serial,
+    org: OrgRef, installation: InstallationRef, serial: Serial,
     connected: Annotated[bool, typer.Option("--connected/--disconnected", help="What the device reports.")],
     database_url: DatabaseUrl = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Report a device connected or disconnected, for the installation (R-AC-4, R-AC-5)."""
+    """Report a device connected or disconnected, for the installation."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         inst = _installation(s, org, installation)
-        console_actor().require_licensing(org)
+        console_actor().require_licensing(inst.org_id)
         now = ctx.clock.now()
         dev = ac.report_state(s, installation=inst, serial=serial, connected=connected, now=now)
         result = ac.device_to_dict(dev, now, ac.timeout_of(inst))
@@ -323,10 +340,10 @@ def device_state(
 
 @device_app.command("activate")
 @handles_errors
-def device_activate(org: OrgId, installation: InstallationRef, serial: Serial, database_url: DatabaseUrl = None,
+def device_activate(org: OrgRef, installation: InstallationRef, serial: Serial, database_url: DatabaseUrl = None,
                     as_json: JsonOut = False) -> None:
-    """Activate a device; after a new license the license device comes first (R-AC-7); activating
-    the connected license device of a suspended license recovers it (R-AC-6)."""
+    """Activate a device; after a new license the license device comes first; activating
+    the connected license device of a suspended license recovers it."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         inst = _installation(s, org, installation)
         now = ctx.clock.now()
@@ -338,7 +355,7 @@ def device_activate(org: OrgId, installation: InstallationRef, serial: Serial, d
 
 @device_app.command("deactivate")
 @handles_errors
-def device_deactivate(org: OrgId, installation: InstallationRef, serial: Serial, database_url: DatabaseUrl = None,
+def device_deactivate(org: OrgRef, installation: InstallationRef, serial: Serial, database_url: DatabaseUrl = None,
                       as_json: JsonOut = False) -> None:
     """Deactivate a device; it stops counting against the license."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
@@ -366,9 +383,9 @@ def _user_out(user: dict[str, Any], as_json: bool) -> None:
 @attendance_app.command("add")
 @handles_errors
 def attendance_add(
-    org: OrgId, installation: InstallationRef,
+    org: OrgRef, installation: InstallationRef,
     name: Annotated[str, typer.Option("--name", help="The user's name.")],
-    monitored: Annotated[bool, typer.Option("--monitored", help="Monitor the user's attendance (counted, R-AC-8).")] = False,
+    monitored: Annotated[bool, typer.Option("--monitored", help="Monitor the user's attendance (counted).")] = False,
     database_url: DatabaseUrl = None,
     as_json: JsonOut = False,
 ) -> None:
@@ -383,7 +400,7 @@ def attendance_add(
 
 @attendance_app.command("list")
 @handles_errors
-def attendance_list(org: OrgId, installation: InstallationRef, database_url: DatabaseUrl = None,
+def attendance_list(org: OrgRef, installation: InstallationRef, database_url: DatabaseUrl = None,
                     as_json: JsonOut = False) -> None:
     """The installation's Attendance users (their ids are what `attendance monitor` takes)."""
     with context(database_url) as ctx, reading(ctx.sessions) as s:
@@ -404,13 +421,13 @@ def attendance_list(org: OrgId, installation: InstallationRef, database_url: Dat
 @attendance_app.command("monitor")
 @handles_errors
 def attendance_monitor(
-    org: OrgId, installation: InstallationRef,
+    org: OrgRef, installation: InstallationRef,
     user_id: Annotated[int, typer.Option("--user-id", help="The Attendance user's id (see `entitle ac attendance list`).")],
     off: Annotated[bool, typer.Option("--off", help="Stop monitoring instead.")] = False,
     database_url: DatabaseUrl = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Start (or with --off stop) monitoring a user's attendance (R-AC-8)."""
+    """Start (or with --off stop) monitoring a user's attendance."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         inst = _installation(s, org, installation)
         user = ac.set_monitored(s, installation=inst, user_id=user_id, monitored=not off, actor=console_actor(),
@@ -431,7 +448,7 @@ def _system_user_out(user: dict[str, Any], as_json: bool) -> None:
 @system_user_app.command("add")
 @handles_errors
 def system_user_add(
-    org: OrgId, installation: InstallationRef,
+    org: OrgRef, installation: InstallationRef,
     name: Annotated[str, typer.Option("--name", help="The user's name.")],
     admin: Annotated[bool, typer.Option("--admin", help="Make the user an administrator (a tier limits them).")] = False,
     database_url: DatabaseUrl = None,
@@ -448,7 +465,7 @@ def system_user_add(
 
 @system_user_app.command("list")
 @handles_errors
-def system_user_list(org: OrgId, installation: InstallationRef, database_url: DatabaseUrl = None,
+def system_user_list(org: OrgRef, installation: InstallationRef, database_url: DatabaseUrl = None,
                      as_json: JsonOut = False) -> None:
     """The installation's system users."""
     with context(database_url) as ctx, reading(ctx.sessions) as s:
@@ -469,7 +486,7 @@ def system_user_list(org: OrgId, installation: InstallationRef, database_url: Da
 @system_user_app.command("admin")
 @handles_errors
 def system_user_admin(
-    org: OrgId, installation: InstallationRef,
+    org: OrgRef, installation: InstallationRef,
     user_id: Annotated[int, typer.Option("--user-id", help="The system user's id (see `entitle ac system-user list`).")],
     off: Annotated[bool, typer.Option("--off", help="Make the user an ordinary user instead.")] = False,
     database_url: DatabaseUrl = None,
@@ -489,7 +506,7 @@ def system_user_admin(
 @ac_license_app.command("generate")
 @handles_errors
 def license_generate(
-    org: OrgId, installation: InstallationRef,
+    org: OrgRef, installation: InstallationRef,
     license_device: Annotated[str, typer.Option("--license-device", help="Serial of a connected device of the installation.")],
     package: Annotated[list[str], typer.Option(
         "--package", help="PART_NUMBER:QUANTITY, repeatable. Left out: the current license's packages plus "
@@ -498,7 +515,7 @@ def license_generate(
     database_url: DatabaseUrl = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Generate a signed license for the installation; it replaces the current one whole (R-AC-3, R-AC-4).
+    """Generate a signed license for the installation; it replaces the current one whole.
 
     The replaced license's units go back to the wallet; the new one's come out of it.
     Without --out the license file goes to stdout (and the summary to stderr).
@@ -525,7 +542,7 @@ def license_generate(
         print_json(result)
         return
     lines = _license_lines(result["license"])
-    lines.append(f"  It replaces the current license; activate {license_device} first (R-AC-7).")
+    lines.append(f"  It replaces the current license; activate {license_device} first.")
     if out_file is None:
         typer.echo(result["license_file"], nl=not result["license_file"].endswith("\n"))
         for line in lines:
@@ -538,7 +555,7 @@ def license_generate(
 
 @ac_license_app.command("list")
 @handles_errors
-def license_list(org: OrgId, installation: InstallationRef, database_url: DatabaseUrl = None,
+def license_list(org: OrgRef, installation: InstallationRef, database_url: DatabaseUrl = None,
                  as_json: JsonOut = False) -> None:
     """Every license the installation had, newest first; replaced ones are marked."""
     with context(database_url) as ctx, reading(ctx.sessions) as s:
@@ -564,7 +581,7 @@ def license_list(org: OrgId, installation: InstallationRef, database_url: Databa
 @ac_license_app.command("export")
 @handles_errors
 def license_export(
-    org: OrgId, installation: InstallationRef,
+    org: OrgRef, installation: InstallationRef,
     license_id: Annotated[int, typer.Option("--id", help="The license's id (see `entitle ac license list`).")],
     out_file: OutFile = None,
     database_url: DatabaseUrl = None,
@@ -584,7 +601,7 @@ def license_export(
 @handles_errors
 def license_check(
     file: Annotated[Path, typer.Argument(help="The license file.", dir_okay=False)],
-    org: OrgId, installation: InstallationRef,
+    org: OrgRef, installation: InstallationRef,
     database_url: DatabaseUrl = None,
     as_json: JsonOut = False,
 ) -> None:
@@ -611,12 +628,12 @@ def license_check(
 @ac_app.command("sync")
 @handles_errors
 def sync(
-    org: OrgId, installation: InstallationRef,
+    org: OrgRef, installation: InstallationRef,
     source: Annotated[str, typer.Option("--source", help="ldap or csv.")],
     database_url: DatabaseUrl = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Start an LDAP or CSV synchronisation: only with the integration feature (R-AC-8)."""
+    """Start an LDAP or CSV synchronisation: only with the integration feature."""
     with context(database_url) as ctx, reading(ctx.sessions) as s:
         inst = _installation(s, org, installation)
         ac.check_integration(s, installation=inst, source=source, actor=console_actor(), now=ctx.clock.now())

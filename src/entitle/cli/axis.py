@@ -24,8 +24,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from entitle.axis import services as axis
-from entitle.cli.common import (DatabaseUrl, JsonOut, console_actor, context, day, err, handles_errors, make_table,
-                                org_ref, out, plain, print_json)
+from entitle.catalog.models import Product
+from entitle.cli.common import (DatabaseUrl, JsonOut, Kind, OrgRef, console_actor, context, day, err, handles_errors,
+                                make_table, named, org_ref, out, plain, print_json)
 from entitle.db import reading, transaction
 from entitle.errors import EntitleError, NotFound
 from entitle.systems import services as systems
@@ -40,18 +41,16 @@ axis_app = typer.Typer(help="AXIS licensing: products, systems and devices, hard
 system_app = typer.Typer(help="Online systems (installations) of an AXIS product.", no_args_is_help=True)
 devices_app = typer.Typer(help="Devices (channels) of a system: each needs a license of its type.",
                           no_args_is_help=True)
-hardware_app = typer.Typer(help="Hardware with licenses tied to it for its lifetime (R-AX-10).",
+hardware_app = typer.Typer(help="Hardware with licenses tied to it for its lifetime.",
                            no_args_is_help=True)
 axis_app.add_typer(system_app, name="system")
 axis_app.add_typer(devices_app, name="devices")
 axis_app.add_typer(hardware_app, name="hardware")
 
-OrgRef = Annotated[str, typer.Option(
-    "--org", help="Organization: its id or its exact name (see `entitle org list`).")]
 ProductCode = Annotated[str, typer.Option(
     "--product", help="AXIS product code, e.g. axis-camera-station (see `entitle catalog show`).")]
-SystemRef = Annotated[str, typer.Option(
-    "--system", help="System: its numeric id or its uid (see `entitle axis system list`).")]
+SYSTEM = Kind("system", "AXIS systems", "system", "entitle axis system list", key="uid")
+SystemRef = Annotated[str, typer.Option("--system", help=SYSTEM.help)]
 Term = Annotated[int, typer.Option("--term", help="Years each unit lasts: 1 or 5 (the SKU's term).")]
 
 # Devices from a file are added in slices of this many, all in one transaction (all or none).
@@ -61,8 +60,11 @@ DEVICE_BATCH = 1000
 # --- shared ------------------------------------------------------------------------------------
 
 def _system(session: Session, org_id: int, ref: str) -> System:
-    """The organization's AXIS system by numeric id, else by uid."""
-    return axis.system_by_ref(session, org_id, ref)[0]
+    """The organization's AXIS system that ``ref`` names: by id, uid or name (another
+    organization's, or another model's, looks like none)."""
+    axis_products = select(Product.code).where(Product.model == axis.MODEL)
+    return named(session, System, SYSTEM, ref, scope=[System.org_id == org_id, System.product.in_(axis_products)],
+                 within=f" of organization {org_id}")
 
 
 def _when(iso: str | None) -> str:
@@ -112,7 +114,7 @@ def _progress(total: int, what: str, *, shown: bool) -> Iterator[Callable[[int],
 def subscription_start(org: OrgRef, product: ProductCode, database_url: DatabaseUrl = None,
                        as_json: JsonOut = False) -> None:
     """Start the subscription: fixes the subscription years from now and opens the first 30-day
-    grace period, in which the product works unlicensed (R-AX-3)."""
+    grace period, in which the product works unlicensed."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         org_id, now = org_ref(s, org), ctx.clock.now()
         axis.start_subscription(s, org_id=org_id, product_code=product, actor=console_actor(), now=now)
@@ -278,7 +280,7 @@ def _print_allocated(result: dict[str, Any], product_name: str, org_id: int) -> 
     if days:
         units = sum(a["compensation_units"] for a in allocations)
         kept = ", ".join(f"{d:,} license-days of {p}" for p, d in result["remainder_license_days"].items()) or "none"
-        plain(f"Compensation for the time already past (R-AX-7): {days:,} license-days; {units:,} whole unit(s) "
+        plain(f"Compensation for the time already past: {days:,} license-days; {units:,} whole unit(s) "
                f"credited to the wallet; remainder kept toward the next unit: {kept}.")
     plain(f"State: {_state(result['state'])}")
 
@@ -301,8 +303,8 @@ def allocate(
     as_json: JsonOut = False,
 ) -> None:
     """Allocate units from the wallet to subscription years, every line or none, in one
-    confirmation (R-AX-5). A short wallet is refused with how many units are missing. Allocating
-    after the grace period credits the time already past back to the wallet (R-AX-7)."""
+    confirmation. A short wallet is refused with how many units are missing. Allocating
+    after the grace period credits the time already past back to the wallet."""
     lines = _lines(license_type or [], year or [], units or [], term or [], line or [])
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         org_id, now = org_ref(s, org), ctx.clock.now()
@@ -334,7 +336,7 @@ def renew(
     as_json: JsonOut = False,
 ) -> None:
     """Renew ahead: allocate, for each of the next YEARS subscription years, the units it still
-    misses against the current need (R-AX-5, R-AX-6); refused as a whole when the wallet is short."""
+    misses against the current need; refused as a whole when the wallet is short."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         org_id, now = org_ref(s, org), ctx.clock.now()
         result = axis.renew(s, org_id=org_id, product_code=product, years_ahead=years, term_years=term,
@@ -348,7 +350,7 @@ def renew(
 @axis_app.command("products")
 @handles_errors
 def products(org: OrgRef, database_url: DatabaseUrl = None, as_json: JsonOut = False) -> None:
-    """The AXIS products registered to the organization, with their state (and trial, R-AX-13)."""
+    """The AXIS products registered to the organization, with their state (and trial)."""
     with context(database_url) as ctx, reading(ctx.sessions) as s:
         org_id, now = org_ref(s, org), ctx.clock.now()
         rows = axis.products(s, org_id=org_id, now=now)
@@ -400,7 +402,7 @@ def upgrade(
     as_json: JsonOut = False,
 ) -> None:
     """Convert allocated one-year units of a year into another license type (Core to Universal)
-    with upgrade units from the wallet, each used once (R-AX-13)."""
+    with upgrade units from the wallet, each used once."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         org_id = org_ref(s, org)
         result = axis.upgrade(s, org_id=org_id, product_code=product, year=year, units=units, actor=console_actor(),
@@ -427,8 +429,8 @@ def system_register(
     database_url: DatabaseUrl = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Register an online system to the organization; a registration never moves (R-AX-1). The
-    product's trial starts with its first registration (R-AX-13)."""
+    """Register an online system to the organization; a registration never moves. The
+    product's trial starts with its first registration."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         org_id = org_ref(s, org)
         system = axis.register_system(s, org_id=org_id, uid=uid, name=name, product_code=product,
@@ -493,7 +495,7 @@ def devices_add(
     license_type: Annotated[str | None, typer.Option(
         "--type", help="License type of the --serial devices (core, universal).")] = None,
     hardware: Annotated[str | None, typer.Option(
-        "--hardware", help="Serial of registered hardware the --serial devices are on (licensed by it, R-AX-10).")]
+        "--hardware", help="Serial of registered hardware the --serial devices are on (licensed by it).")]
     = None,
     file: Annotated[Path | None, typer.Option(
         "--file", dir_okay=False, help="A CSV file of serial,license_type[,hardware_serial] lines (a header "
@@ -502,7 +504,7 @@ def devices_add(
     as_json: JsonOut = False,
 ) -> None:
     """Add devices to a system, all or none. They need no allocation at once: they count toward
-    the next renewal's need (R-AX-8); growth past twice the allocation is flagged (R-AX-9)."""
+    the next renewal's need; growth past twice the allocation is flagged."""
     devices: list[axis.NewDevice] = []
     if serial:
         if not license_type:
@@ -606,7 +608,7 @@ def hardware_register(
     as_json: JsonOut = False,
 ) -> None:
     """Register hardware to the organization for its lifetime; its preloaded licenses are
-    activated onto it at once, never into the wallet (R-AX-10)."""
+    activated onto it at once, never into the wallet."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         org_id, now = org_ref(s, org), ctx.clock.now()
         hw = axis.register_hardware(s, org_id=org_id, product_code=product, serial=serial, name=name,
@@ -650,7 +652,7 @@ def hardware_allocate(
     database_url: DatabaseUrl = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Allocate expansion units from the wallet to one piece of hardware; permanent (R-AX-10)."""
+    """Allocate expansion units from the wallet to one piece of hardware; permanent."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         org_id = org_ref(s, org)
         result = axis.allocate_to_hardware(s, org_id=org_id, serial=serial, units=units, actor=console_actor(),

@@ -9,15 +9,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from entitle.cli.common import DatabaseUrl, JsonOut, console_actor, context, handles_errors, out, print_json
+from entitle.cli.common import DatabaseUrl, JsonOut, OrgRef, context, handles_errors, org_ref, out, print_json
 from entitle.db import reading
 from entitle.history import services as history
-from entitle.tenancy import services as tenancy
 
 
 @handles_errors
 def show_history(
-    org: Annotated[int, typer.Option("--org", help="Organization id (see `entitle org list`).")],
+    org: OrgRef,
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many entries, newest first.")] = 50,
     verify: Annotated[bool, typer.Option("--verify", help="Check the hash chain instead; exit 1 if "
                                          "an entry was changed, removed or inserted.")] = False,
@@ -26,17 +25,17 @@ def show_history(
 ) -> None:
     """Show an organization's history, or verify its hash chain."""
     with context(database_url) as ctx, reading(ctx.sessions) as s:
-        tenancy.get_organization(s, org, actor=console_actor())
+        org_id = org_ref(s, org)
         if verify:
-            result = history.verify(s, org)
+            result = history.verify(s, org_id)
         else:
-            entries = [history.to_dict(e) for e in history.page(s, org, limit=limit)]
+            entries = [history.to_dict(e) for e in history.page(s, org_id, limit=limit)]
     if verify:
-        _report(org, result, as_json=as_json)
+        _report(org_id, result, as_json=as_json)
     elif as_json:
         print_json(entries)
     else:
-        _table(org, entries)
+        _table(org_id, entries)
 
 
 def _report(org: int, result: history.Verification, *, as_json: bool) -> None:

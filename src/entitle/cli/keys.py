@@ -14,21 +14,22 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn,
 from rich.table import Table
 from rich.text import Text
 
-from entitle.cli.common import (DatabaseUrl, JsonOut, staged_file, console_actor, context, err, handles_errors, out,
-                                print_json)
+from entitle.cli.common import (DatabaseUrl, JsonOut, OrgRef, console_actor, context, err, handles_errors, org_ref,
+                                out, print_json, staged_file)
+from entitle.cli.licensing import signing_app
 from entitle.db import reading, transaction
 from entitle.errors import EntitleError
 from entitle.keys import services as keys
 from entitle.ledger import services as ledger
-from entitle.tenancy import services as tenancy
 
 # Printing more than this many codes to a terminal helps nobody and risks losing them.
 PRINT_LIMIT = 1000
 
 keys_app = typer.Typer(help="License keys: mint and cancel (issuer).", no_args_is_help=True)
 wallet_app = typer.Typer(help="An organization's wallet of unallocated units.", no_args_is_help=True)
+# `entitle keys signing …`: the signing keys are defined beside the license files they sign.
+keys_app.add_typer(signing_app, name="signing")
 
-OrgId = Annotated[int, typer.Option("--org", help="Organization id (see `entitle org list`).")]
 KeyCode = Annotated[str, typer.Option("--key", help="The key as typed, e.g. 7KQ2M-XW9PD-4HN3R-T8VCG.")]
 
 
@@ -132,33 +133,34 @@ def keys_cancel(key: KeyCode, database_url: DatabaseUrl = None, as_json: JsonOut
 
 
 @handles_errors
-def redeem(org: OrgId, key: KeyCode, database_url: DatabaseUrl = None, as_json: JsonOut = False) -> None:
+def redeem(org: OrgRef, key: KeyCode, database_url: DatabaseUrl = None, as_json: JsonOut = False) -> None:
     """Redeem a license key into an organization's wallet (no rate limit at the console)."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
-        result = keys.redeem(s, org_id=org, typed_key=key, actor=console_actor(), now=ctx.clock.now())
+        org_id = org_ref(s, org)
+        result = keys.redeem(s, org_id=org_id, typed_key=key, actor=console_actor(), now=ctx.clock.now())
     if as_json:
         print_json(result)
     else:
         out.print(f"Redeemed {result['quantity']} unit(s) of {result['part_number']} into organization "
-                  f"{org}; its wallet now holds {result['wallet_units']} of them.",
+                  f"{org_id}; its wallet now holds {result['wallet_units']} of them.",
                   markup=False, highlight=False)
 
 
 @wallet_app.command("show")
 @handles_errors
-def wallet_show(org: OrgId, database_url: DatabaseUrl = None, as_json: JsonOut = False) -> None:
+def wallet_show(org: OrgRef, database_url: DatabaseUrl = None, as_json: JsonOut = False) -> None:
     """Units redeemed into an organization and not yet allocated, per part number."""
     with context(database_url) as ctx, reading(ctx.sessions) as s:
-        tenancy.get_organization(s, org, actor=console_actor())
+        org_id = org_ref(s, org)
         lines = [{"part_number": w.part_number, "name": w.name, "product": w.product,
-                  "grant_kind": w.grant_kind, "units": w.units} for w in ledger.wallet(s, org, now=ctx.clock.now())]
+                  "grant_kind": w.grant_kind, "units": w.units} for w in ledger.wallet(s, org_id, now=ctx.clock.now())]
     if as_json:
-        print_json({"org_id": org, "lines": lines})
+        print_json({"org_id": org_id, "lines": lines})
         return
     if not lines:
-        out.print(f"The wallet of organization {org} is empty.", markup=False)
+        out.print(f"The wallet of organization {org_id} is empty.", markup=False)
         return
-    table = Table("part number", "name", "product", "units", title=f"Wallet of organization {org}",
+    table = Table("part number", "name", "product", "units", title=f"Wallet of organization {org_id}",
                   title_justify="left")
     for line in lines:
         table.add_row(escape(str(line["part_number"])), escape(str(line["name"])),

@@ -1,4 +1,9 @@
-"""Signed license files, the signing key ring, and system files of offline systems (R-CORE-9, R-AX-11)."""
+"""Signed license files, the signing key ring, and system files of offline systems (R-CORE-9, R-AX-11).
+
+`license verify`, `license show` and `system-file make` run offline (on a device, an offline
+installation) with no database: the services and the database are imported only by the commands
+that use them.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +17,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from entitle_device import KeyRing, License, LicenseError, make_system_file, read_unverified, verify
 
-from entitle.cli.common import (DatabaseUrl, JsonOut, console_actor, context, handles_errors, out,
+from entitle.cli.common import (DatabaseUrl, JsonOut, OrgRef, console_actor, context, handles_errors, org_ref, plain,
                                 print_json)
-from entitle.config import Settings
-from entitle.db import reading, transaction
 from entitle.errors import EntitleError
-from entitle.signing import services as signing
-from entitle.systems import services as systems
 
 signing_app = typer.Typer(help="The issuer's Ed25519 signing keys.", no_args_is_help=True)
 license_app = typer.Typer(help="Signed license files: verify and show (offline).", no_args_is_help=True)
@@ -47,19 +48,25 @@ def _read_text(path: Path) -> str:
 @handles_errors
 def signing_rotate(database_url: DatabaseUrl = None, as_json: JsonOut = False) -> None:
     """Make a new current signing key. Files signed by older keys keep verifying."""
+    from entitle.db import transaction
+    from entitle.signing import services as signing
+
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         row = signing.rotate(s, secret=ctx.secret, actor=console_actor(), now=ctx.clock.now())
         result = {"kid": row.kid, "alg": row.algorithm, "public_key": signing.b64u(row.public_key)}
     if as_json:
         print_json(result)
     else:
-        out.print(f"New current signing key: {result['kid']}", markup=False, highlight=False)
+        plain(f"New current signing key: {result['kid']}")
 
 
 @signing_app.command("export")
 @handles_errors
 def signing_export(out_file: OutFile = None, database_url: DatabaseUrl = None) -> None:
     """Export the public key ring (JSON) for devices and `entitle license verify`."""
+    from entitle.db import reading
+    from entitle.signing import services as signing
+
     with context(database_url) as ctx, reading(ctx.sessions) as s:
         ring = signing.keyring(s)
     _write(ring.dumps(), out_file)
@@ -74,7 +81,9 @@ def _license_dict(lic: License) -> dict[str, Any]:
 
 
 def _now() -> datetime:
-    """The offline commands' clock: the machine's, or ENTITLE_NOW when set (R-CORE-7)."""
+    """The offline commands' clock: the machine's, or ENTITLE_NOW when set."""
+    from entitle.config import Settings
+
     return Settings().now or datetime.now(UTC)
 
 
@@ -108,8 +117,8 @@ def license_verify(
     if as_json:
         print_json({"valid": True, **_license_dict(lic)})
     else:
-        out.print(f"VALID: signed by {lic.kid}, for {', '.join(lic.subject)}, expires "
-                  f"{lic.expires.isoformat() if lic.expires else 'never'}", markup=False, highlight=False)
+        plain(f"VALID: signed by {lic.kid}, for {', '.join(lic.subject)}, expires "
+              f"{lic.expires.isoformat() if lic.expires else 'never'}")
 
 
 @license_app.command("show")
@@ -124,9 +133,9 @@ def license_show(file: Annotated[Path, typer.Argument(help="The license file.")]
     if as_json:
         print_json({"verified": False, **data})
         return
-    out.print("NOT VERIFIED - contents as written:", markup=False)
+    plain("NOT VERIFIED - contents as written:")
     for name, value in data.items():
-        out.print(f"  {name}: {value}", markup=False, highlight=False)
+        plain(f"  {name}: {value}")
 
 
 # --- system files ----------------------------------------------------------------------------
@@ -183,22 +192,24 @@ def system_file_make(
 @handles_errors
 def system_file_upload(
     file: Annotated[Path, typer.Argument(help="The system file.")],
-    org: Annotated[int, typer.Option("--org", help="Organization the system belongs to.")],
+    org: OrgRef,
     out_file: Annotated[Path | None, typer.Option("--out", help="Write the license file here.")] = None,
     database_url: DatabaseUrl = None,
     as_json: JsonOut = False,
 ) -> None:
     """Register or update an offline system from its system file; print its license file."""
+    from entitle.db import transaction
+    from entitle.systems import services as systems
+
     text = _read_text(file)
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
-        system, license_file = systems.upload_system_file(s, org_id=org, text=text, actor=console_actor(),
+        system, license_file = systems.upload_system_file(s, org_id=org_ref(s, org), text=text, actor=console_actor(),
                                                           now=ctx.clock.now(), secret=ctx.secret)
         result = {"system": systems.to_dict(system), "license_file": license_file}
     if as_json:
         print_json(result)
     elif out_file is not None:
         out_file.write_text(license_file)
-        out.print(f"System {system.uid} registered; license file written to {out_file}.", markup=False,
-                  highlight=False)
+        plain(f"System {system.uid} registered; license file written to {out_file}.")
     else:
         _write(license_file, None)

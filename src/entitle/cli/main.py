@@ -2,99 +2,80 @@
 
 Each command opens one context, runs the services in one transaction and prints; with ``--json``
 stdout carries only JSON. Refusals print their code and message on stderr and exit with 1.
+
+The commands are registered below by module and one-line help, and imported when used
+(cli/lazy.py): ``entitle --help`` imports none of them, a command only its own business area.
+tests/test_cli_lazy.py checks that each help here is the command's own.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Annotated
-
 import typer
 
-from entitle.cli.access_commander import ac_app
-from entitle.cli.axis import allocate, axis_app, renew, subscription_app
-from entitle.cli.catalog import catalog_app
-from entitle.cli.common import DatabaseUrl, settings_for
-from entitle.cli.history import show_history
-from entitle.cli.keys import keys_app, redeem, wallet_app
-from entitle.cli.licensing import license_app, signing_app, system_file_app
-from entitle.cli.my2n import apartment_app, site_app, voucher_app
-from entitle.cli.sweep import sweep
-from entitle.cli.tenancy import admin_app, first_run, member_app, org_app, token_app
-from entitle.cli.webhooks import deliver, webhook_app
-from entitle.config import get_settings
+from entitle.cli.lazy import Lazy, LazyGroup
 
-app = typer.Typer(help="Entitle: license management for devices and device software.",
+COMMANDS = (
+    Lazy("first-run", "entitle.cli.tenancy:first_run",
+         'Set up an empty installation once: an issuer admin, "My organization", the default catalog.'),
+    Lazy("redeem", "entitle.cli.keys:redeem",
+         "Redeem a license key into an organization's wallet (no rate limit at the console)."),
+    Lazy("history", "entitle.cli.history:show_history", "Show an organization's history, or verify its hash chain."),
+    Lazy("allocate", "entitle.cli.axis:allocate",
+         "Allocate units from the wallet to subscription years, every line or none, in one confirmation. "
+         "A short wallet is refused with how many units are missing. Allocating after the grace period "
+         "credits the time already past back to the wallet."),
+    Lazy("renew", "entitle.cli.axis:renew",
+         "Renew ahead: allocate, for each of the next YEARS subscription years, the units it still misses "
+         "against the current need; refused as a whole when the wallet is short."),
+    Lazy("deliver", "entitle.cli.webhooks:deliver",
+         "Send the webhook deliveries that are due (signed, retried with back-off); once, or with --loop "
+         "until stopped (Ctrl-C or SIGTERM). Several may run at once: each delivery is sent by one."),
+    Lazy("sweep", "entitle.cli.sweep:sweep",
+         "Record the events of the time-driven transitions due by now that no sweep has recorded yet: run "
+         "it as often as you like, two at once, or again after one was killed; each transition's event is "
+         "recorded once."),
+    Lazy("migrate", "entitle.cli.server:migrate", "Bring the database schema up to date (alembic upgrade head)."),
+    Lazy("serve", "entitle.cli.server:serve", "Serve the REST API and the web UI."),
+    Lazy("admin", "entitle.cli.tenancy:admin_app", "Users: create issuer staff and organization admins."),
+    Lazy("org", "entitle.cli.tenancy:org_app", "Organizations (tenants)."),
+    Lazy("member", "entitle.cli.tenancy:member_app", "Memberships of users in organizations."),
+    Lazy("catalog", "entitle.cli.catalog:catalog_app", "Products and SKUs (the issuer's catalog)."),
+    Lazy("keys", "entitle.cli.keys:keys_app", "License keys: mint and cancel (issuer)."),
+    Lazy("wallet", "entitle.cli.keys:wallet_app", "An organization's wallet of unallocated units."),
+    Lazy("token", "entitle.cli.tenancy:token_app", "API tokens."),
+    Lazy("license", "entitle.cli.licensing:license_app", "Signed license files: verify and show (offline)."),
+    Lazy("system-file", "entitle.cli.licensing:system_file_app", "System files of offline systems: make and upload."),
+    Lazy("ac", "entitle.cli.access_commander:ac_app",
+         "Access Commander: installations, devices, Attendance users, licenses, the calculator."),
+    Lazy("subscription", "entitle.cli.axis:subscription_app",
+         "AXIS subscriptions: start one (fixes its years), show its licensing status."),
+    Lazy("axis", "entitle.cli.axis:axis_app",
+         "AXIS licensing: products, systems and devices, hardware, upgrades, allocations."),
+    Lazy("site", "entitle.cli.my2n:site_app",
+         "My2N sites: create, dashboard, migration, CSV import/export, devices, card payment."),
+    Lazy("apartment", "entitle.cli.my2n:apartment_app",
+         "Apartments of a My2N site, and paying their licenses from the site credit pool."),
+    Lazy("voucher", "entitle.cli.my2n:voucher_app",
+         "My2N voucher codes: mint a batch (issuer), activate a code into a site's credit pool, show the pool."),
+    Lazy("webhook", "entitle.cli.webhooks:webhook_app",
+         "Webhook endpoints of an organization: add, list, change, their deliveries and attempts, redelivery, "
+         "a test event."),
+)
+
+
+class EntitleGroup(LazyGroup):
+    lazy = COMMANDS
+
+
+app = typer.Typer(cls=EntitleGroup, help="Entitle: license management for devices and device software.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
-app.command("first-run")(first_run)
-app.add_typer(admin_app, name="admin")
-app.add_typer(org_app, name="org")
-app.add_typer(member_app, name="member")
-app.add_typer(catalog_app, name="catalog")
-app.add_typer(keys_app, name="keys")
-app.command("redeem")(redeem)
-app.add_typer(wallet_app, name="wallet")
-app.command("history")(show_history)
-app.add_typer(token_app, name="token")
-keys_app.add_typer(signing_app, name="signing")
-app.add_typer(license_app, name="license")
-app.add_typer(system_file_app, name="system-file")
-app.add_typer(ac_app, name="ac")
-app.add_typer(subscription_app, name="subscription")
-app.command("allocate")(allocate)
-app.command("renew")(renew)
-app.add_typer(axis_app, name="axis")
-app.add_typer(site_app, name="site")
-app.add_typer(apartment_app, name="apartment")
-app.add_typer(voucher_app, name="voucher")
-app.add_typer(webhook_app, name="webhook")
-app.command("deliver")(deliver)
-app.command("sweep")(sweep)
 
-
-@app.command()
-def migrate(database_url: DatabaseUrl = None) -> None:
-    """Bring the database schema up to date (alembic upgrade head)."""
-    from entitle.migrate import upgrade
-
-    upgrade(settings_for(database_url).database_url)
-    typer.echo("database is up to date")
-
-
-@app.command()
-def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Server processes; they share state through the database.")] = 1,
-    sweep_every: Annotated[float, typer.Option(
-        "--sweep-every", min=0, metavar="SECONDS",
-        help="Every SECONDS, in this process (one loop however many --workers): run `entitle sweep`, send the "
-             "webhook deliveries due and mail the notifications due. 0: not at all (run `entitle sweep` and "
-             "`entitle deliver` yourself, e.g. from cron).")] = 0,
-    database_url: DatabaseUrl = None,
-) -> None:
-    """Serve the REST API and the web UI."""
-    import uvicorn
-
-    from entitle.cli.sweep import Ticker, default_jobs
-    from entitle.context import build
-
-    if database_url:
-        # Worker processes build their settings from the environment.
-        os.environ["ENTITLE_DATABASE_URL"] = database_url
-        get_settings.cache_clear()
-    # The scheduled sweep runs beside the server in this process, with its own engine; a failed
-    # tick is logged and the next one retries. It stops when the server does.
-    ctx = build(get_settings()) if sweep_every > 0 else None
-    ticker = Ticker(default_jobs(ctx), sweep_every).start() if ctx else None
-    try:
-        uvicorn.run("entitle.api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning", access_log=False)
-    finally:
-        if ticker and ctx:
-            ticker.stop()
-            ctx.engine.dispose()
+@app.callback()
+def entitle() -> None:
+    # Every command is in the registry, none registered on the app itself: the callback makes
+    # Typer build the app as a group (of none but the registry's).
+    pass
 
 
 if __name__ == "__main__":

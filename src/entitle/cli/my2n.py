@@ -26,10 +26,10 @@ from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from entitle.cli.common import (DatabaseUrl, JsonOut, console_actor, context, day, err, fail, handles_errors,
-                                make_table, org_ref, out, plain, print_json, staged_file)
+from entitle.cli.common import (DatabaseUrl, JsonOut, Kind, OrgRef, console_actor, context, day, err, fail,
+                                handles_errors, make_table, named, org_ref, out, plain, print_json, staged_file)
 from entitle.db import reading, transaction
-from entitle.errors import EntitleError, NotFound
+from entitle.errors import EntitleError
 from entitle.my2n import billing, board, csvio
 from entitle.my2n import services as my2n
 from entitle.my2n.models import Apartment, Site, SiteDevice
@@ -47,11 +47,10 @@ apartment_app = typer.Typer(help="Apartments of a My2N site, and paying their li
 voucher_app = typer.Typer(help="My2N voucher codes: mint a batch (issuer), activate a code into a site's credit "
                           "pool, show the pool.", no_args_is_help=True)
 
-OrgRef = Annotated[str, typer.Option(
-    "--org", help="Organization (company): its id or its exact name (see `entitle org list`).")]
-SiteRef = Annotated[str, typer.Option("--site", help="Site: its id or its exact name (see `entitle site list`).")]
-ApartmentRef = Annotated[str, typer.Option(
-    "--apartment", help="Apartment: its id or its exact name (see `entitle apartment list`).")]
+SITE = Kind("site", "sites", "site", "entitle site list")
+SiteRef = Annotated[str, typer.Option("--site", help=SITE.help)]
+APARTMENT = Kind("apartment", "apartments", "apartment", "entitle apartment list")
+ApartmentRef = Annotated[str, typer.Option("--apartment", help=APARTMENT.help)]
 Serial = Annotated[str, typer.Option("--serial", help="The device's serial number (or name).")]
 
 # The dashboard and lists print this many rows at most; --json has them all.
@@ -61,30 +60,14 @@ PRINT_LIMIT = 1000
 # --- shared ------------------------------------------------------------------------------------
 
 def _site(session: Session, org: str, ref: str) -> Site:
-    """The organization's site by id, else by exact name."""
+    """The site of the organization ``org`` names that ``ref`` names: by id or exact name."""
     org_id = org_ref(session, org)
-    ref = ref.strip()
-    if ref.isdigit():
-        found = session.get(Site, int(ref))
-        if found is not None and found.org_id == org_id:
-            return found
-    site = session.scalars(select(Site).where(Site.org_id == org_id, Site.name == ref)).one_or_none()
-    if site is None:
-        raise NotFound("site", site=ref)
-    return site
+    return named(session, Site, SITE, ref, scope=[Site.org_id == org_id], within=f" of organization {org_id}")
 
 
 def _apartment(session: Session, site: Site, ref: str) -> Apartment:
-    """The site's apartment by id, else by exact name."""
-    ref = ref.strip()
-    if ref.isdigit():
-        found = session.get(Apartment, int(ref))
-        if found is not None and found.site_id == site.id:
-            return found
-    apt = session.scalars(select(Apartment).where(Apartment.site_id == site.id, Apartment.name == ref)).one_or_none()
-    if apt is None:
-        raise NotFound("apartment", apartment=ref)
-    return apt
+    """The site's apartment that ``ref`` names: by id or exact name."""
+    return named(session, Apartment, APARTMENT, ref, scope=[Apartment.site_id == site.id], within=f" of site {site.id}")
 
 
 def _yes(value: bool | None) -> str:
@@ -155,7 +138,7 @@ def site_create(
     = "apartment_building",
     custom_expires: Annotated[datetime | None, typer.Option(
         "--custom-expires", formats=["%Y-%m-%d"],
-        help="Record a legacy site of the retired custom model, expiring that day (vendor only, R-MY-1).")] = None,
+        help="Record a legacy site of the retired custom model, expiring that day (vendor only).")] = None,
     database_url: DatabaseUrl = None,
     as_json: JsonOut = False,
 ) -> None:
@@ -223,7 +206,7 @@ def site_show(org: OrgRef, site: SiteRef, database_url: DatabaseUrl = None, as_j
 @handles_errors
 def site_dashboard(org: OrgRef, site: SiteRef, database_url: DatabaseUrl = None, as_json: JsonOut = False) -> None:
     """The site dashboard: apartments, how many need a license (a paid device outside local
-    mode, R-MY-3), which lapsed or lapse within 30 days (R-MY-6), and what to order."""
+    mode), which lapsed or lapse within 30 days, and what to order."""
     with context(database_url) as ctx, reading(ctx.sessions) as s:
         found, now = _site(s, org, site), ctx.clock.now()
         result = board.dashboard(s, site=found, now=now)
@@ -251,7 +234,7 @@ def site_dashboard(org: OrgRef, site: SiteRef, database_url: DatabaseUrl = None,
 def site_migration_check(org: OrgRef, site: SiteRef, database_url: DatabaseUrl = None,
                          as_json: JsonOut = False) -> None:
     """Every device, except intercoms, not yet in an apartment: the model change waits until
-    there is none (R-MY-4)."""
+    there is none."""
     with context(database_url) as ctx, reading(ctx.sessions) as s:
         found = _site(s, org, site)
         left = my2n.migration_check(s, site=found)
@@ -279,7 +262,7 @@ def site_change_model(
     as_json: JsonOut = False,
 ) -> None:
     """Move a site to the apartment model (2N Tech Support's action): refused while a device is
-    outside apartments; then every user of the organization is logged out (R-MY-4)."""
+    outside apartments; then every user of the organization is logged out."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         found = _site(s, org, site)
         result = my2n.change_model(s, site=found, model=model, actor=console_actor(), now=ctx.clock.now())
@@ -300,7 +283,7 @@ def site_type(
     database_url: DatabaseUrl = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Choose the site type once the site has the apartment model (R-MY-4)."""
+    """Choose the site type once the site has the apartment model."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         found, now = _site(s, org, site), ctx.clock.now()
         my2n.choose_site_type(s, site=found, site_type=chosen, actor=console_actor(), now=now)
@@ -331,9 +314,9 @@ def site_import(
     as_json: JsonOut = False,
 ) -> None:
     """Import apartments and devices from CSV, all or nothing: every row is checked first (kinds,
-    serials, a fifth paid device in an apartment, R-MY-2), and the refused rows are listed with
+    serials, a fifth paid device in an apartment), and the refused rows are listed with
     their line and column. Missing apartments are created, devices added, and the site's devices
-    outside apartments assigned to the apartment their row names (R-MY-4)."""
+    outside apartments assigned to the apartment their row names."""
     try:
         data = file.read_bytes()
     except OSError as exc:
@@ -401,14 +384,14 @@ def device_add(
     org: OrgRef, site: SiteRef, serial: Serial,
     kind: Annotated[str, typer.Option("--kind", help=f"One of: {', '.join(my2n.KINDS)}.")],
     apartment: Annotated[str | None, typer.Option(
-        "--apartment", help="The apartment (id or name) of an answering device; intercoms belong to none.")] = None,
+        "--apartment", help=f"The apartment ({APARTMENT.ways}) of an answering device; intercoms belong to none.")] = None,
     local_mode: Annotated[bool, typer.Option("--local-mode", help="A paid device in local mode needs no "
-                                             "license (R-MY-3).")] = False,
+                                             "license.")] = False,
     database_url: DatabaseUrl = None,
     as_json: JsonOut = False,
 ) -> None:
     """Add a device to a site; a fifth paid device (phone, tablet, third-party) in an apartment
-    is refused: create another apartment (R-MY-2)."""
+    is refused: create another apartment."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         found = _site(s, org, site)
         apt = _apartment(s, found, apartment) if apartment is not None else None
@@ -427,12 +410,12 @@ def device_add(
 def device_assign(
     org: OrgRef, site: SiteRef, serial: Serial,
     apartment: Annotated[str | None, typer.Option(
-        "--apartment", help="The apartment (id or name) to move the device into.")] = None,
+        "--apartment", help=f"The apartment ({APARTMENT.ways}) to move the device into.")] = None,
     none: Annotated[bool, typer.Option("--none", help="Take the device out of every apartment.")] = False,
     database_url: DatabaseUrl = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Move a device into an apartment (the four-paid-device limit holds, R-MY-2), or out of
+    """Move a device into an apartment (the four-paid-device limit holds), or out of
     every apartment with --none."""
     if (apartment is None) == (not none):
         raise EntitleError("apartment_choice_invalid", "Give --apartment NAME to move the device into an apartment, "
@@ -458,7 +441,7 @@ def device_local_mode(
     as_json: JsonOut = False,
 ) -> None:
     """Switch a device's local mode: a paid device in local mode makes no license necessary
-    (R-MY-3) but still counts towards its apartment's four (R-MY-2)."""
+    but still counts towards its apartment's four."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         found = _site(s, org, site)
         d = my2n.set_local_mode(s, site=found, serial=serial, local_mode=on, actor=console_actor(),
@@ -475,12 +458,12 @@ def device_local_mode(
 @handles_errors
 def device_list(
     org: OrgRef, site: SiteRef,
-    apartment: Annotated[str | None, typer.Option("--apartment", help="Only this apartment's devices.")] = None,
+    apartment: Annotated[str | None, typer.Option("--apartment", help=f"Only this apartment's devices ({APARTMENT.ways}).")] = None,
     database_url: DatabaseUrl = None,
     as_json: JsonOut = False,
 ) -> None:
     """The site's devices (or an apartment's) and whether each works now: a paid device outside
-    local mode stops when its apartment's license lapsed (R-MY-6)."""
+    local mode stops when its apartment's license lapsed."""
     with context(database_url) as ctx, reading(ctx.sessions) as s:
         found = _site(s, org, site)
         apt = _apartment(s, found, apartment) if apartment is not None else None
@@ -547,7 +530,7 @@ def apartment_list(org: OrgRef, site: SiteRef, database_url: DatabaseUrl = None,
 def apartment_pay(org: OrgRef, site: SiteRef, apartment: ApartmentRef, database_url: DatabaseUrl = None,
                   as_json: JsonOut = False) -> None:
     """Pay one year of an apartment's license from the site credit pool: one apartment-year, or
-    one device-year per paid device outside local mode (R-MY-5)."""
+    one device-year per paid device outside local mode."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         found = _site(s, org, site)
         apt = _apartment(s, found, apartment)
@@ -576,7 +559,7 @@ def voucher_mint(
     as_json: JsonOut = False,
 ) -> None:
     """Mint a distributor's voucher batch (issuer): valid 3 years from now; each code is shown
-    once and activated by hand into a site's credit pool (R-MY-5)."""
+    once and activated by hand into a site's credit pool."""
     if out_file is None and subscriptions > PRINT_LIMIT:
         raise EntitleError("out_required", f"{subscriptions:,} codes are too many to print; give --out FILE.csv "
                            f"(at most {PRINT_LIMIT:,} are printed).", count=subscriptions, limit=PRINT_LIMIT)
@@ -633,7 +616,7 @@ def voucher_redeem(
     as_json: JsonOut = False,
 ) -> None:
     """Activate a voucher code: its years go to the site's credit pool (refused for a used or
-    cancelled code, a batch past its 3 years, another region's part, R-MY-5)."""
+    cancelled code, a batch past its 3 years, another region's part)."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         found = _site(s, org, site)
         result = my2n.redeem_voucher(s, site=found, code=code, actor=console_actor(), now=ctx.clock.now())
@@ -661,7 +644,7 @@ def voucher_pool(org: OrgRef, site: SiteRef, database_url: DatabaseUrl = None, a
 @handles_errors
 def voucher_cancel(code: Annotated[str, typer.Option("--code", help="The voucher code as typed.")],
                    database_url: DatabaseUrl = None, as_json: JsonOut = False) -> None:
-    """Cancel an Active voucher code (issuer only; a Used code stays used, R-MY-5)."""
+    """Cancel an Active voucher code (issuer only; a Used code stays used)."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         result = my2n.cancel_voucher(s, code=code, actor=console_actor(), now=ctx.clock.now())
     if as_json:
@@ -675,7 +658,7 @@ def voucher_cancel(code: Annotated[str, typer.Option("--code", help="The voucher
 def voucher_batches(limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="How many, newest first.")]
                     = 50, database_url: DatabaseUrl = None, as_json: JsonOut = False) -> None:
     """The latest voucher batches (issuer): part, years, scope, valid until, and how many codes
-    are Active, Used and Cancelled (R-MY-5)."""
+    are Active, Used and Cancelled."""
     with context(database_url) as ctx, reading(ctx.sessions) as s:
         result = [my2n.voucher_batch_to_dict(b, s) for b in my2n.voucher_batches(s, actor=console_actor(), limit=limit)]
     if as_json:

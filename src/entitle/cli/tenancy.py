@@ -12,8 +12,8 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from entitle.catalog import services as catalog
-from entitle.cli.common import (DatabaseUrl, JsonOut, console_actor, context, err, handles_errors, out,
-                                print_json)
+from entitle.cli.common import (ORGANIZATION, DatabaseUrl, JsonOut, OrgRef, console_actor, context, err,
+                                handles_errors, org_ref, out, print_json)
 from entitle.db import reading, transaction
 from entitle.errors import EntitleError
 from entitle.tenancy import services as tenancy
@@ -27,7 +27,6 @@ org_app = typer.Typer(help="Organizations (tenants).", no_args_is_help=True)
 member_app = typer.Typer(help="Memberships of users in organizations.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 
-OrgId = Annotated[int, typer.Option("--org", help="Organization id (see `entitle org list`).")]
 Email = Annotated[str, typer.Option(help="The user's e-mail address.")]
 
 
@@ -55,7 +54,8 @@ def first_run(
         created = not s.scalar(select(exists().where(User.id.is_not(None))))
         if created:
             now, actor = ctx.clock.now(), console_actor()
-            admin = tenancy.create_user(s, email=FIRST_ADMIN, password=password, now=now, is_issuer=True)
+            admin = tenancy.create_user(s, email=FIRST_ADMIN, password=password, now=now, is_issuer=True,
+                                        must_change_password=True)
             org = tenancy.create_organization(s, name=FIRST_ORG, region="EU", actor=actor, now=now,
                                               owner=admin)
             catalog.load(s, catalog.parse(catalog.DEFAULT_CATALOG.read_text(),
@@ -70,7 +70,8 @@ def first_run(
                   "and the default catalog.")
         out.print(f"Sign in as [bold]{FIRST_ADMIN}[/] with the password [bold]{escape(password)}[/]",
                   highlight=False)
-        out.print("The password is shown only this once: sign in and change it.")
+        out.print("The password is shown only this once; you will be asked to choose your own password "
+                  "at the first sign-in.")
     out.print(f"Entitle will answer at {url}", markup=False)
 
 
@@ -79,9 +80,11 @@ def first_run(
 def admin_create(
     email: Email,
     password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True,
-                                          help="At least 8 characters; asked for when left out.")],
+                                          help=f"At least {tenancy.PASSWORD_MIN_LENGTH} characters; asked for "
+                                               "when left out.")],
     issuer: Annotated[bool, typer.Option("--issuer", help="Issuer staff: catalog and minting.")] = False,
-    org: Annotated[int | None, typer.Option("--org", help="Also add the user to this organization.")] = None,
+    org: Annotated[str | None, typer.Option(
+        "--org", help=f"Also add the user to this organization: {ORGANIZATION.ways}.", show_default=False)] = None,
     role: Annotated[Role | None, typer.Option(help="The user's role in --org.")] = None,
     database_url: DatabaseUrl = None,
     as_json: JsonOut = False,
@@ -92,18 +95,49 @@ def admin_create(
                            "to an organization, or neither.")
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         now, actor = ctx.clock.now(), console_actor()
+        org_id = org_ref(s, org) if org is not None else None
         user = tenancy.create_user(s, email=email, password=password, now=now, is_issuer=issuer)
-        if org is not None and role is not None:
-            tenancy.get_organization(s, org, actor=actor)
-            tenancy.add_member(s, org_id=org, user=user, role=role, actor=actor, now=now)
+        if org_id is not None and role is not None:
+            tenancy.add_member(s, org_id=org_id, user=user, role=role, actor=actor, now=now)
         result = {"id": user.id, "email": user.email, "issuer": user.is_issuer,
-                  "org_id": org, "role": role.value if role else None}
+                  "org_id": org_id, "role": role.value if role else None}
     if as_json:
         print_json(result)
     else:
-        where = f" as {role.value} of organization {org}" if org is not None and role else ""
+        where = f" as {role.value} of organization {org_id}" if org_id is not None and role else ""
         out.print(f"Created user {result['email']} (id {result['id']}"
                   f"{', issuer' if issuer else ''}){where}.", highlight=False, markup=False)
+
+
+@admin_app.command("password")
+@handles_errors
+def admin_password(
+    email: Email,
+    password: Annotated[str, typer.Option(prompt="New password", hide_input=True, confirmation_prompt=True,
+                                          help=f"At least {tenancy.PASSWORD_MIN_LENGTH} characters; asked for "
+                                               "when left out.")],
+    change_required: Annotated[bool, typer.Option(
+        "--change-required/--no-change-required",
+        help="Whether the user must choose their own password at the next web sign-in.")] = True,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Set any user's password, without the current one (the way back in for someone locked out).
+
+    The user's web sessions are signed out; their API tokens keep working.
+    """
+    with context(database_url) as ctx, transaction(ctx.sessions) as s:
+        user = _user(s, email)
+        ended = tenancy.reset_password(s, user=user, new_password=password, now=ctx.clock.now(),
+                                       must_change=change_required)
+        result = {"email": user.email, "web_sessions_ended": ended, "must_change_password": change_required}
+    if as_json:
+        print_json(result)
+        return
+    sessions = "1 web session was" if ended == 1 else f"{ended} web sessions were"
+    then = (" They will be asked to choose their own password at the next sign-in." if change_required else "")
+    out.print(f"The password of {result['email']} is set; {sessions} signed out.{then}",
+              highlight=False, markup=False)
 
 
 @org_app.command("create")
@@ -146,7 +180,7 @@ def org_list(database_url: DatabaseUrl = None, as_json: JsonOut = False) -> None
 @member_app.command("add")
 @handles_errors
 def member_add(
-    org: OrgId,
+    org: OrgRef,
     email: Email,
     role: Annotated[Role, typer.Option(help="owner, admin (licensing) or viewer (read only).")],
     database_url: DatabaseUrl = None,
@@ -155,14 +189,13 @@ def member_add(
     """Add a user to an organization, or change their role there."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         actor = console_actor()
-        tenancy.get_organization(s, org, actor=actor)
-        m = tenancy.add_member(s, org_id=org, user=_user(s, email), role=role, actor=actor,
+        m = tenancy.add_member(s, org_id=org_ref(s, org), user=_user(s, email), role=role, actor=actor,
                                now=ctx.clock.now())
         result = {"org_id": m.org_id, "email": email.strip().lower(), "role": m.role}
     if as_json:
         print_json(result)
     else:
-        out.print(f"{result['email']} is now {result['role']} of organization {org}.",
+        out.print(f"{result['email']} is now {result['role']} of organization {result['org_id']}.",
                   highlight=False, markup=False)
 
 

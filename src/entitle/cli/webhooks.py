@@ -23,8 +23,8 @@ import typer
 from rich.markup import escape
 
 from entitle.delivery.webhooks import EVENT_TYPES, check_event_types, delivery_detail, send_test_event
-from entitle.cli.common import (DatabaseUrl, JsonOut, console_actor, context, handles_errors, make_table, org_ref,
-                                out, plain, print_json)
+from entitle.cli.common import (DatabaseUrl, JsonOut, OrgRef, console_actor, context, handles_errors, make_table,
+                                org_ref, out, plain, print_json)
 from entitle.context import Context
 from entitle.db import reading, transaction
 from entitle.delivery import notifications, webhooks
@@ -33,8 +33,6 @@ from entitle.errors import EntitleError
 webhook_app = typer.Typer(help="Webhook endpoints of an organization: add, list, change, their deliveries and "
                           "attempts, redelivery, a test event.", no_args_is_help=True)
 
-OrgRef = Annotated[str, typer.Option(
-    "--org", help="Organization: its id or its exact name (see `entitle org list`).")]
 EndpointId = Annotated[int, typer.Option("--endpoint", help="The endpoint's id (see `entitle webhook list`).")]
 Types = Annotated[list[str] | None, typer.Option(
     "--type", help="An event type to send (repeat for more; area.* for a whole area, e.g. my2n.*). "

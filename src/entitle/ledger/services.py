@@ -16,7 +16,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from entitle.actors import Actor
-from entitle.axis.rules import STORAGE_YEARS
 from entitle.clock import add_years
 from entitle.catalog.models import Sku
 from entitle.db import is_postgres
@@ -125,6 +124,9 @@ class WalletLine:
 
 def lot_expires_at(received_at: datetime) -> datetime:
     """A lot's units leave the wallet five years after they entered it (R-AX-4)."""
+    # AXIS's rule, imported here so that the other models' commands do not load the AXIS package.
+    from entitle.axis.rules import STORAGE_YEARS
+
     return add_years(received_at, STORAGE_YEARS)
 
 

@@ -6,6 +6,7 @@ that ``--workers N`` and several servers agree) or in Redis when ``ENTITLE_REDIS
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from entitle.clock import Clock
-from entitle.errors import RateLimited
+from entitle.errors import EntitleError, RateLimited
 from entitle.platform.models import RateLimitCounter
 
 
@@ -113,5 +114,13 @@ class RedeemLimiter:
 
 def make_storage(engine: Engine, clock: Clock, redis_url: str | None) -> Storage:
     if redis_url:
+        # The redis client is the optional `[redis]` extra; `limits` imports it on first use.
+        if importlib.util.find_spec("redis") is None:
+            raise EntitleError(
+                "redis_unavailable",
+                "ENTITLE_REDIS_URL is set but the redis client is not installed: install the "
+                "`redis` extra (pip install 'entitle[redis]', or -e '.[redis]' in a checkout), "
+                "or unset ENTITLE_REDIS_URL to keep the rate-limit counters in the database.",
+                status=500)
         return RedisStorage(redis_url)
     return SqlStorage(engine, clock)

@@ -10,7 +10,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from entitle.actors import Actor
@@ -21,6 +21,9 @@ from entitle.tenancy.models import ApiToken, Membership, Organization, Role, Use
 
 REGIONS = ("EU", "US", "APAC", "LATAM", "MEA")
 TOKEN_PREFIX = "ent_"
+# One rule for every password a person chooses (creating a user, changing, a console reset).
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_LENGTH = 1000  # argon2 takes any length; this only bounds the work a request can ask for
 
 
 def _hasher() -> PasswordHasher:
@@ -101,16 +104,26 @@ def org_to_dict(org: Organization, role: Role | None = None) -> dict[str, Any]:
 
 # --- users and members ---------------------------------------------------------------------
 
+def check_new_password(password: str) -> None:
+    """The rule every chosen password meets (no database: the web form checks it first too)."""
+    if len(password) < PASSWORD_MIN_LENGTH:
+        raise EntitleError("password_too_short", f"Choose a password of at least {PASSWORD_MIN_LENGTH} "
+                           "characters.", minimum=PASSWORD_MIN_LENGTH, length=len(password))
+    if len(password) > PASSWORD_MAX_LENGTH:
+        raise EntitleError("password_too_long", f"Choose a password of at most {PASSWORD_MAX_LENGTH:,} "
+                           "characters.", maximum=PASSWORD_MAX_LENGTH, length=len(password))
+
+
 def create_user(session: Session, *, email: str, password: str, now: datetime,
-                is_issuer: bool = False) -> User:
+                is_issuer: bool = False, must_change_password: bool = False) -> User:
     email = email.strip().lower()
     if "@" not in email:
         raise EntitleError("email_invalid", "Give a valid e-mail address.")
-    if len(password) < 8:
-        raise EntitleError("password_too_short", "Choose a password of at least 8 characters.")
+    check_new_password(password)
     if session.scalars(select(User).where(User.email == email)).first():
         raise Conflict("user_exists", f"A user with the e-mail {email} already exists.", email=email)
-    user = User(email=email, password_hash=_hasher().hash(password), is_issuer=is_issuer, created_at=now)
+    user = User(email=email, password_hash=_hasher().hash(password), is_issuer=is_issuer, created_at=now,
+                must_change_password=must_change_password)
     session.add(user)
     session.flush()
     return user
@@ -156,6 +169,45 @@ def authenticate(session: Session, *, email: str, password: str) -> User:
     return user
 
 
+def change_password(session: Session, *, user: User, current_password: str, new_password: str,
+                    now: datetime, keep_session_id: int | None = None) -> int:
+    """The user chooses a new password. Refusals, in this order: ``password_too_short`` /
+    ``password_too_long``, ``password_current_wrong``, ``password_unchanged``.
+
+    Every other web session of the user ends (someone who knew the old password may hold one);
+    ``keep_session_id`` is the session that made the change. API tokens are kept: they were
+    created deliberately and are revoked one by one. Returns how many sessions ended.
+    """
+    check_new_password(new_password)
+    try:
+        _hasher().verify(user.password_hash, current_password)
+    except (VerificationError, InvalidHashError):
+        raise EntitleError("password_current_wrong", "The current password is wrong: type the password "
+                           "you signed in with.", status=403) from None
+    if new_password == current_password:
+        raise EntitleError("password_unchanged", "The new password is the one you have now: choose a "
+                           "different one.")
+    _set_password(user, new_password, now=now, must_change=False)
+    return end_web_sessions(session, user_id=user.id, now=now, except_id=keep_session_id)
+
+
+def reset_password(session: Session, *, user: User, new_password: str, now: datetime,
+                   must_change: bool = True) -> int:
+    """The operator at the console sets a user's password without the current one (the way back
+    in for someone locked out). Every web session of the user ends; API tokens are kept. With
+    ``must_change`` the user chooses their own at the next web sign-in. Returns how many sessions
+    ended."""
+    check_new_password(new_password)
+    _set_password(user, new_password, now=now, must_change=must_change)
+    return end_web_sessions(session, user_id=user.id, now=now)
+
+
+def _set_password(user: User, password: str, *, now: datetime, must_change: bool) -> None:
+    user.password_hash = _hasher().hash(password)
+    user.must_change_password = must_change
+    user.password_changed_at = now
+
+
 _dummy: list[str] = []
 
 
@@ -177,17 +229,27 @@ def create_token(session: Session, *, user: User, name: str, now: datetime) -> t
     return secret, row
 
 
+def active_tokens(session: Session, *, user_id: int) -> list[ApiToken]:
+    """The user's tokens that still work, newest first."""
+    return list(session.scalars(select(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+                                .order_by(ApiToken.id.desc())))
+
+
 def user_for_token(session: Session, token: str) -> User | None:
     row = session.scalars(select(ApiToken).where(ApiToken.token_hash == sha256(token),
                                                  ApiToken.revoked_at.is_(None))).one_or_none()
     return session.get(User, row.user_id) if row else None
 
 
-def revoke_token(session: Session, *, user: User, token_id: int, now: datetime) -> None:
+def revoke_token(session: Session, *, user: User, token_id: int, now: datetime) -> ApiToken:
+    """Revoke one of the user's tokens; again: no change (it keeps the first revocation time)."""
     row = session.get(ApiToken, token_id)
     if row is None or row.user_id != user.id:
         raise NotFound("token", token_id=token_id)
-    row.revoked_at = now
+    if row.revoked_at is None:
+        row.revoked_at = now
+    session.flush()
+    return row
 
 
 # --- browser sessions ----------------------------------------------------------------------
@@ -219,6 +281,47 @@ def resolve_session(session: Session, cookie: str, *, now: datetime) -> WebSessi
 def end_session(session: Session, cookie: str, *, now: datetime) -> None:
     session.execute(update(WebSession).where(WebSession.session_hash == sha256(cookie))
                     .values(revoked_at=now))
+
+
+def active_sessions(session: Session, *, user_id: int, now: datetime) -> list[WebSession]:
+    """The user's web sessions that are signed in (not ended, not expired), newest first."""
+    return list(session.scalars(select(WebSession).where(WebSession.user_id == user_id,
+                                                         WebSession.revoked_at.is_(None),
+                                                         WebSession.expires_at > now)
+                                .order_by(WebSession.id.desc())))
+
+
+def revoke_session(session: Session, *, user: User, session_id: int, now: datetime) -> WebSession:
+    """End one of the user's web sessions (signed out there); again: no change."""
+    row = session.get(WebSession, session_id)
+    if row is None or row.user_id != user.id:
+        raise NotFound("session", session_id=session_id)
+    if row.revoked_at is None:
+        row.revoked_at = now
+    session.flush()
+    return row
+
+
+def end_web_sessions(session: Session, *, user_id: int, now: datetime, except_id: int | None = None) -> int:
+    """End the user's web sessions, all or all but one; API tokens stay. Returns how many were
+    signed in; expired ones end too (another process's clock may run behind this one's)."""
+    which = [WebSession.user_id == user_id, WebSession.revoked_at.is_(None)]
+    if except_id is not None:
+        which.append(WebSession.id != except_id)
+    signed_in = session.scalar(select(func.count()).select_from(WebSession).where(*which, WebSession.expires_at > now))
+    session.execute(update(WebSession).where(*which).values(revoked_at=now))
+    return int(signed_in or 0)
+
+
+def session_to_dict(row: WebSession) -> dict[str, Any]:
+    return {"id": row.id, "created_at": row.created_at.isoformat(), "expires_at": row.expires_at.isoformat(),
+            "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None}
+
+
+def token_to_dict(row: ApiToken) -> dict[str, Any]:
+    return {"id": row.id, "name": row.name, "prefix": row.prefix, "created_at": row.created_at.isoformat(),
+            "last_used_at": row.last_used_at.isoformat() if row.last_used_at else None,
+            "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None}
 
 
 def revoke_all_sessions(session: Session, *, user_ids: list[int], now: datetime) -> int:

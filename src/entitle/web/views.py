@@ -20,12 +20,12 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, Query, Request, Response, UploadFile
+from fastapi import Path as PathParam  # Path is pathlib's here
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import select
 
 from entitle.access_commander import services as ac
 from entitle.actors import Actor
@@ -39,7 +39,7 @@ from entitle.keys import services as keys
 from entitle.ledger import services as ledger
 from entitle.systems import services as systems
 from entitle.tenancy import services as tenancy
-from entitle.tenancy.models import ApiToken, Role, User, WebSession
+from entitle.tenancy.models import Role, User, WebSession
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "entitle_session"
@@ -49,6 +49,12 @@ PAGE_SIZE = 50
 RECENT_HISTORY = 8
 # The web form mints small batches and shows them on screen; larger ones go through the CLI/API.
 MAX_WEB_MINT = 10_000
+# A user whose password someone else chose (first-run, a console reset) sees only this page until
+# they choose their own; signing out stays possible.
+PASSWORD_PAGE = "/account/password"
+OPEN_WHILE_PASSWORD_MUST_CHANGE = frozenset({PASSWORD_PAGE, "/logout"})
+# Where the account page's password form returns to (the page then says it is done).
+ACCOUNT_PASSWORD_CHANGED = "/account?changed=1"
 
 templates = Jinja2Templates(directory=HERE / "templates")
 # Pages load nothing from elsewhere and are never framed; they can hold secrets shown once (new
@@ -103,6 +109,7 @@ class Viewer:
     actor: Actor
     orgs: list[OrgChoice]
     org: OrgChoice | None  # the organization the pages show
+    must_change_password: bool = False
 
     def require_org(self) -> OrgChoice:
         if self.org is None:
@@ -113,6 +120,10 @@ class Viewer:
 
 
 class LoginRequired(Exception):
+    pass
+
+
+class PasswordChangeRequired(Exception):
     pass
 
 
@@ -134,8 +145,11 @@ def current_viewer(request: Request) -> Viewer:
         orgs = [OrgChoice(o.id, o.name, o.region, actor.roles[o.id])
                 for o in tenancy.organizations_of(s, actor)]
     current = next((o for o in orgs if o.id == ws.current_org_id), orgs[0] if orgs else None)
-    viewer = Viewer(ws.id, user.id, user.email, user.is_issuer, ws.csrf_token, actor, orgs, current)
+    viewer = Viewer(ws.id, user.id, user.email, user.is_issuer, ws.csrf_token, actor, orgs, current,
+                    must_change_password=user.must_change_password)
     request.state.viewer = viewer
+    if viewer.must_change_password and request.url.path not in OPEN_WHILE_PASSWORD_MUST_CHANGE:
+        raise PasswordChangeRequired
     return viewer
 
 
@@ -198,6 +212,13 @@ def _login_redirect(request: Request) -> Response:
     return RedirectResponse(f"/login{nxt}", status_code=303)
 
 
+def _password_change_redirect(request: Request) -> Response:
+    # htmx follows a 303 by itself and would swap the form into the page: tell it to go there.
+    if request.headers.get("HX-Request") == "true":
+        return Response(status_code=403, headers={"HX-Redirect": PASSWORD_PAGE})
+    return RedirectResponse(PASSWORD_PAGE, status_code=303)
+
+
 class WebRoute(APIRoute):
     """Turns refusals in web handlers into HTML (the API keeps its JSON handlers)."""
 
@@ -209,6 +230,8 @@ class WebRoute(APIRoute):
                 return await handler(request)
             except LoginRequired:
                 return _login_redirect(request)
+            except PasswordChangeRequired:
+                return _password_change_redirect(request)
             except EntitleError as exc:
                 return render_error(request, exc)
             except RequestValidationError as exc:
@@ -273,6 +296,8 @@ def login(request: Request, email: Annotated[str, Form()] = "", password: Annota
         user = s.get(User, user_id)
         assert user is not None
         new = tenancy.start_session(s, user=user, now=now)
+        if user.must_change_password:
+            next_path = PASSWORD_PAGE
     response = RedirectResponse(next_path, status_code=303)
     response.set_cookie(SESSION_COOKIE, new.cookie, httponly=True, samesite="lax", path="/",
                         secure=ctx.settings.cookie_secure, max_age=ctx.settings.session_max_age_seconds)
@@ -432,9 +457,7 @@ def issuer_mint(request: Request, viewer: PostingViewer, part_number: Annotated[
 def _tokens(request: Request, viewer: Viewer, *, new_token: str | None = None,
             message: str | None = None) -> Response:
     with reading(_ctx(request).sessions) as s:
-        rows = list(s.scalars(select(ApiToken).where(ApiToken.user_id == viewer.user_id,
-                                                     ApiToken.revoked_at.is_(None))
-                              .order_by(ApiToken.id.desc())))
+        rows = tenancy.active_tokens(s, user_id=viewer.user_id)
     return render(request, "tokens.html", viewer=viewer, active="tokens", tokens=rows,
                   new_token=new_token, message=message)
 
@@ -462,6 +485,82 @@ def revoke_token(request: Request, viewer: PostingViewer, token_id: int) -> Resp
         assert user is not None
         tenancy.revoke_token(s, user=user, token_id=token_id, now=ctx.clock.now())
     return _tokens(request, viewer, message="Token revoked: it no longer works.")
+
+
+# --- the account: password and web sessions ----------------------------------------------------
+
+DbId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]  # a database integer
+
+
+def _account(request: Request, viewer: Viewer, *, status: int = 200, message: str | None = None,
+             password_error: str | None = None) -> Response:
+    ctx = _ctx(request)
+    with reading(ctx.sessions) as s:
+        web_sessions = tenancy.active_sessions(s, user_id=viewer.user_id, now=ctx.clock.now())
+        tokens_count = len(tenancy.active_tokens(s, user_id=viewer.user_id))
+        user = s.get(User, viewer.user_id)
+        changed_at = user.password_changed_at if user else None
+    return render(request, "account.html", viewer=viewer, active="account", status=status, message=message,
+                  password_error=password_error, web_sessions=web_sessions, tokens_count=tokens_count,
+                  password_changed_at=changed_at, min_length=tenancy.PASSWORD_MIN_LENGTH,
+                  max_length=tenancy.PASSWORD_MAX_LENGTH, next_path=ACCOUNT_PASSWORD_CHANGED)
+
+
+@router.get("/account")
+def account(request: Request, viewer: AnyViewer, changed: bool = False) -> Response:
+    message = ("Your password is changed. Your other web sessions were signed out; your API tokens keep "
+               "working." if changed else None)
+    return _account(request, viewer, message=message)
+
+
+def _password_page(request: Request, viewer: Viewer, *, status: int = 200, error: str | None = None) -> Response:
+    return render(request, "account_password.html", viewer=viewer, active="account", status=status,
+                  password_error=error, min_length=tenancy.PASSWORD_MIN_LENGTH,
+                  max_length=tenancy.PASSWORD_MAX_LENGTH, next_path=None)
+
+
+@router.get(PASSWORD_PAGE)
+def password_form(request: Request, viewer: AnyViewer) -> Response:
+    return _password_page(request, viewer)
+
+
+@router.post(PASSWORD_PAGE)
+def change_password(request: Request, viewer: PostingViewer, current_password: Annotated[str, Form()] = "",
+                    new_password: Annotated[str, Form()] = "", new_password_confirm: Annotated[str, Form()] = "",
+                    next: Annotated[str, Form()] = "/") -> Response:  # noqa: A002 - the form field's name
+    """Choose a new password (the current one is asked for); the other web sessions end."""
+    ctx = _ctx(request)
+    next_path = _safe_next(next)
+    try:
+        if new_password != new_password_confirm:
+            raise EntitleError("password_confirm_mismatch", "The new password and its confirmation differ: "
+                               "type the same new password twice.")
+        with transaction(ctx.sessions) as s:
+            user = s.get(User, viewer.user_id)
+            assert user is not None
+            tenancy.change_password(s, user=user, current_password=current_password, new_password=new_password,
+                                    now=ctx.clock.now(), keep_session_id=viewer.session_id)
+    except EntitleError as exc:
+        # The form is shown again where it was, with the sentence only (the fields are left empty).
+        if next_path == ACCOUNT_PASSWORD_CHANGED and not viewer.must_change_password:
+            return _account(request, viewer, status=exc.status, password_error=exc.message)
+        return _password_page(request, viewer, status=exc.status, error=exc.message)
+    return RedirectResponse(next_path, status_code=303)
+
+
+@router.post("/account/sessions/{session_id}/revoke")
+def revoke_session(request: Request, viewer: PostingViewer, session_id: DbId) -> Response:
+    """Sign one of the user's web sessions out; this one is the same as signing out."""
+    ctx = _ctx(request)
+    with transaction(ctx.sessions) as s:
+        user = s.get(User, viewer.user_id)
+        assert user is not None
+        tenancy.revoke_session(s, user=user, session_id=session_id, now=ctx.clock.now())
+    if session_id == viewer.session_id:
+        response = _login_redirect(request) if is_htmx(request) else RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+    return _account(request, viewer, message="That session is signed out.")
 
 
 # --- systems (offline systems licensed by a system file, R-AX-11) -----------------------------------

@@ -1,14 +1,22 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated, Any
 
+from fastapi import APIRouter, Path, status
+from sqlalchemy.orm import Session
+
+from entitle.actors import Actor
 from entitle.api.deps import DB, CurrentActor, Now, Paging
-from entitle.api.schemas import MemberIn, MemberOut, MeOut, OrgIn, OrgOut, OrgPage, TokenOut, TokenRequest
+from entitle.api.schemas import (ApiTokenOut, MemberIn, MemberOut, MeOut, OrgIn, OrgOut, OrgPage, PasswordChangedOut,
+                                 PasswordChangeIn, TokenOut, TokenRequest, WebSessionOut)
 from entitle.errors import NotFound
 from entitle.tenancy import services as tenancy
 from entitle.tenancy.models import Role, User
 
 router = APIRouter(tags=["organizations"])
+
+DbId = Annotated[int, Path(ge=1, le=2**63 - 1)]  # a database integer
+REFUSALS: dict[int | str, dict[str, Any]] = {400: {}, 403: {}, 422: {}}
 
 
 @router.post("/auth/token", response_model=TokenOut, status_code=status.HTTP_201_CREATED, tags=["auth"])
@@ -19,13 +27,53 @@ def create_token(body: TokenRequest, db: DB, now: Now) -> dict[str, object]:
     return {"id": row.id, "token": secret, "prefix": row.prefix}
 
 
+def _me(db: Session, actor: Actor) -> User:
+    user = db.get(User, actor.user_id)
+    assert user is not None  # the token was just resolved to this user
+    return user
+
+
 @router.get("/me", response_model=MeOut, tags=["auth"])
 def me(actor: CurrentActor, db: DB) -> dict[str, object]:
-    user = db.get(User, actor.user_id)
-    assert user is not None
+    user = _me(db, actor)
     orgs = tenancy.organizations_of(db, actor)
     return {"id": user.id, "email": user.email, "is_issuer": user.is_issuer,
+            "must_change_password": user.must_change_password,
             "organizations": [tenancy.org_to_dict(o, actor.role_in(o.id)) for o in orgs]}
+
+
+@router.post("/auth/password", response_model=PasswordChangedOut, tags=["auth"], responses=REFUSALS)
+def change_password(body: PasswordChangeIn, actor: CurrentActor, db: DB, now: Now) -> dict[str, object]:
+    """Choose a new password. Every web session of yours is signed out; API tokens keep working.
+    Refusals: password_too_short, password_too_long, password_current_wrong, password_unchanged."""
+    user = _me(db, actor)
+    ended = tenancy.change_password(db, user=user, current_password=body.current_password,
+                                    new_password=body.new_password, now=now)
+    return {"password_changed_at": now.isoformat(), "web_sessions_ended": ended}
+
+
+@router.get("/auth/sessions", response_model=list[WebSessionOut], tags=["auth"])
+def list_sessions(actor: CurrentActor, db: DB, now: Now) -> list[dict[str, Any]]:
+    """Your signed-in web sessions, newest first."""
+    return [tenancy.session_to_dict(ws) for ws in tenancy.active_sessions(db, user_id=_me(db, actor).id, now=now)]
+
+
+@router.post("/auth/sessions/{session_id}/revoke", response_model=WebSessionOut, tags=["auth"])
+def revoke_session(session_id: DbId, actor: CurrentActor, db: DB, now: Now) -> dict[str, Any]:
+    """Sign one of your web sessions out (again: no change). Refusal: session_not_found."""
+    return tenancy.session_to_dict(tenancy.revoke_session(db, user=_me(db, actor), session_id=session_id, now=now))
+
+
+@router.get("/auth/tokens", response_model=list[ApiTokenOut], tags=["auth"])
+def list_tokens(actor: CurrentActor, db: DB) -> list[dict[str, Any]]:
+    """Your API tokens that work, newest first (the tokens themselves are never shown again)."""
+    return [tenancy.token_to_dict(t) for t in tenancy.active_tokens(db, user_id=_me(db, actor).id)]
+
+
+@router.post("/auth/tokens/{token_id}/revoke", response_model=ApiTokenOut, tags=["auth"])
+def revoke_token(token_id: DbId, actor: CurrentActor, db: DB, now: Now) -> dict[str, Any]:
+    """Revoke one of your API tokens, this one too (again: no change). Refusal: token_not_found."""
+    return tenancy.token_to_dict(tenancy.revoke_token(db, user=_me(db, actor), token_id=token_id, now=now))
 
 
 @router.get("/orgs", response_model=OrgPage)
