@@ -805,9 +805,8 @@ def test_an_offline_system_file_registers_the_need_and_gets_what_is_licensed(wor
 
     def upload(text: str, now: datetime, org_id: int | None = None) -> str:
         with org.tx() as s:
-            _system, license_file = systems.upload_system_file(s, org_id=org_id or org.id, text=text, actor=OP,
-                                                               now=now, secret=world.ctx.secret)
-        return license_file
+            return systems.upload_system_file(s, org_id=org_id or org.id, text=text, actor=OP,
+                                              now=now, secret=world.ctx.secret).license_file
 
     upload(make_system_file(key, "SYS-OFF-1", P, {"core": 6, "universal": 2}, [], s0), s0)
     st = org.status(s0)

@@ -45,6 +45,7 @@ def test_offline_system_round_trip_through_the_cli(ctx, cli, world: World, tmp_p
     lic_file = tmp_path / "system.lic"
     r = cli("system-file", "upload", str(sys_file), "--org", str(org), "--out", str(lic_file))
     assert r.exit_code == 0, r.output
+    assert "System SYS-CLI-1 registered; license file written to" in r.output and "valid until" in r.output
     with ctx.sessions() as s:
         system = s.scalars(select(System)).one()
         assert (system.org_id, system.uid, system.need) == (org, "SYS-CLI-1", {"core": 7})
@@ -57,7 +58,7 @@ def test_offline_system_round_trip_through_the_cli(ctx, cli, world: World, tmp_p
     # Not for another system.
     r = cli("license", "verify", str(lic_file), "--public-keys", str(ring), "--system", "SYS-OTHER", db=False)
     assert r.exit_code == 1 and "license_not_for_this_system" in r.stderr
-    # Expired once its validity (a year) has passed; the console uses the real clock.
+    # Expired once its validity has passed (here the trial's end); the console uses the real clock.
     expires = json.loads(cli("license", "show", str(lic_file), "--json", db=False).stdout)["expires"]
     later = (datetime.fromisoformat(expires) + timedelta(seconds=1)).isoformat()
     r = cli("license", "verify", str(lic_file), "--public-keys", str(ring), "--at", later, db=False)

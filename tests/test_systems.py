@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,38 @@ def test_a_replayed_system_file_is_refused_and_changes_nothing(ctx, client, acme
     assert _counts(ctx) == before
     # The replay did not roll the need back to the old file's.
     assert client.get(f"/api/v1/orgs/{org}/systems", headers=auth(token)).json()[0]["need"] == {"core": 9}
+
+
+def test_a_retried_upload_with_the_same_idempotency_key_gets_its_license_file_back(ctx, client, acme):
+    # R-AX-11, R-CORE-5: a client whose answer was lost re-sends the same request with the same
+    # Idempotency-Key and gets the first answer (the same license file), not system_file_replayed;
+    # replay protection still refuses the same file as a new request.
+    org, token = acme
+    key = Ed25519PrivateKey.generate()
+    text = make_system_file(key, "SYS-0009", "axis-camera-station", {"core": 3}, [], ctx.clock.now())
+
+    def send(idem):
+        return client.post(f"/api/v1/orgs/{org}/systems/upload", json={"system_file": text},
+                           headers={**auth(token), "Idempotency-Key": idem})
+
+    first = send("upload-1")
+    assert first.status_code == 201 and first.json()["outcome"] == "registered"
+    before = _counts(ctx)
+    again = send("upload-1")
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert _counts(ctx) == before  # nothing registered, received or recorded twice
+    r = send("upload-2")  # the same file as a new request: a replay
+    assert r.status_code == 409 and r.json()["error"]["code"] == "system_file_replayed"
+    r = _upload(client, org, token, text)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "system_file_replayed"
+    # A newer file of the same system updates it, and says so.
+    newer = make_system_file(key, "SYS-0009", "axis-camera-station", {"core": 4}, [], ctx.clock.now())
+    r = _upload(client, org, token, newer)
+    assert r.status_code == 201 and r.json()["outcome"] == "updated"
+    ring = KeyRing.loads(client.get("/api/v1/keyring").text)
+    lic = verify(r.json()["license_file"], ring, ctx.clock.now(), "SYS-0009")
+    assert lic.expires == datetime.fromisoformat(r.json()["license_expires"]).replace(microsecond=0)
 
 
 def test_a_tampered_system_file_is_refused(ctx, client, acme):

@@ -33,6 +33,19 @@ def test_upload_system_file_in_the_web_ui(ctx, client, world):
     r = client.post("/systems/upload", data={"csrf_token": csrf},
                     files={"system_file": ("system.sys", text.encode(), "text/plain")})
     assert r.status_code == 409 and "system_file_replayed" in r.text
+    # A newer file of the same system updates it, and the page says so.
+    newer = make_system_file(Ed25519PrivateKey.generate(), "SYS-WEB-1", "axis-camera-station", {"core": 5}, [],
+                             ctx.clock.now())
+    r = client.post("/systems/upload", data={"csrf_token": csrf},
+                    files={"system_file": ("system.sys", newer.encode(), "text/plain")})
+    assert r.status_code == 409  # another key: not from that installation
+    key = Ed25519PrivateKey.generate()
+    first = make_system_file(key, "SYS-WEB-2", "axis-camera-station", {"core": 1}, [], ctx.clock.now())
+    second = make_system_file(key, "SYS-WEB-2", "axis-camera-station", {"core": 2}, [], ctx.clock.now())
+    for text, verb in ((first, "registered"), (second, "updated")):
+        r = client.post("/systems/upload", data={"csrf_token": csrf},
+                        files={"system_file": ("system.sys", text.encode(), "text/plain")})
+        assert r.status_code == 200 and f"SYS-WEB-2 is {verb}" in r.text, r.text
 
 
 def test_upload_needs_csrf_and_a_licensing_role(ctx, client, world):

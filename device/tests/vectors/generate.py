@@ -37,6 +37,38 @@ PAYLOAD: dict[str, Any] = {
 }
 
 
+def axis_offline(state: str, until: datetime, reason: str, **ends: str | None) -> dict[str, Any]:
+    """What the server puts in an offline AXIS system's license file (docs/license-file.md); times
+    in the payload are ISO 8601 as the server writes them."""
+    licensed = {"state": state, "subscription_start": ends.pop("subscription_start", None),
+                "grace_end": None, "trial_end": None, "licensed_until": None,
+                "valid_until": until.isoformat(), "valid_until_reason": reason, "years": []}
+    licensed.update(ends)
+    return {"organization": 7, "system": SYSTEM_ID, "product": "axis-camera-station", "need": {"core": 2},
+            "devices": ["ACCC8E000001", "ACCC8E000002"], "licensed": licensed}
+
+
+# Offline AXIS files: each expires at the next moment its state can change (R-AX-11).
+GRACE_ISSUED = datetime(2026, 11, 20, tzinfo=timezone.utc)
+GRACE_END = datetime(2026, 12, 15, tzinfo=timezone.utc)
+GRACE_PAYLOAD = axis_offline("in_grace", GRACE_END, "grace_end",
+                             subscription_start="2026-11-15T00:00:00+00:00", grace_end=GRACE_END.isoformat())
+TRIAL_ISSUED = datetime(2026, 11, 1, tzinfo=timezone.utc)
+TRIAL_END = TRIAL_ISSUED + timedelta(days=90)
+TRIAL_PAYLOAD = axis_offline("trial", TRIAL_END, "trial_end", trial_end=TRIAL_END.isoformat())
+ENDED_GRACE_END = datetime(2026, 10, 31, tzinfo=timezone.utc)
+ENDED_PAYLOAD = axis_offline("in_grace", ENDED_GRACE_END,
+                             "grace_end", subscription_start="2026-10-01T00:00:00+00:00",
+                             grace_end=ENDED_GRACE_END.isoformat())
+# The same file read at other moments: (file, now, expected result).
+MOMENTS = [
+    ("license-axis-in-grace.lic", GRACE_END - timedelta(seconds=1), "ok"),
+    ("license-axis-in-grace.lic", GRACE_END, "expired"),
+    ("license-axis-trial.lic", TRIAL_END - timedelta(seconds=1), "ok"),
+    ("license-axis-trial.lic", TRIAL_END, "expired"),
+]
+
+
 def key(seed_hex: str) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(seed_hex))
 
@@ -84,6 +116,12 @@ def main() -> None:
         # The same 64 signature bytes, spelled with non-zero unused bits in the last character.
         "license-noncanonical-signature.lic": replace_line(
             valid, "Signature: ", signature_line[:-1] + chr(ord(signature_line[-1]) + 1)),
+        "license-axis-in-grace.lic": sign_license(issuer, KID, GRACE_PAYLOAD, GRACE_ISSUED, GRACE_END, 0,
+                                                  SYSTEM_ID),
+        "license-axis-grace-ended.lic": sign_license(issuer, KID, ENDED_PAYLOAD,
+                                                     datetime(2026, 10, 10, tzinfo=timezone.utc),
+                                                     ENDED_GRACE_END, 0, SYSTEM_ID),
+        "license-axis-trial.lic": sign_license(issuer, KID, TRIAL_PAYLOAD, TRIAL_ISSUED, TRIAL_END, 0, SYSTEM_ID),
         "system-valid.sys": system,
         "system-tampered-need.sys": system.replace(
             [l for l in system.split("\n") if l.startswith("Payload: ")][0],
@@ -114,6 +152,9 @@ def main() -> None:
         "license-version-2.lic": "unsupported_version",
         "license-duplicate-header.lic": "malformed",
         "license-noncanonical-signature.lic": "malformed",
+        "license-axis-in-grace.lic": "ok",  # NOW is in the grace period the file grants
+        "license-axis-grace-ended.lic": "expired",  # its grace period ended before NOW
+        "license-axis-trial.lic": "ok",
         "system-valid.sys": "ok",
         "system-tampered-need.sys": "bad_signature",
         "system-tampered-id.sys": "bad_signature",
@@ -131,6 +172,9 @@ def main() -> None:
         else:
             entry.update(kind="system")
         vectors.append(entry)
+    for name, now, expect in MOMENTS:
+        vectors.append({"file": name, "expect": expect, "kind": "license", "now": format_timestamp(now),
+                        "expected_subject": SYSTEM_ID})
     (HERE / "keyring.json").write_text(ring.dumps())
     document = {
         "comment": "Entitle device library test vectors; see docs/license-file.md. Seeds are "
@@ -144,6 +188,14 @@ def main() -> None:
             "license-valid.lic": {
                 "kid": KID, "issued": format_timestamp(ISSUED), "expires": format_timestamp(EXPIRES),
                 "ttl": 0, "subject": [SYSTEM_ID, "ACCC8E000001"], "payload": PAYLOAD,
+            },
+            "license-axis-in-grace.lic": {
+                "kid": KID, "issued": format_timestamp(GRACE_ISSUED), "expires": format_timestamp(GRACE_END),
+                "ttl": 0, "subject": [SYSTEM_ID], "payload": GRACE_PAYLOAD,
+            },
+            "license-axis-trial.lic": {
+                "kid": KID, "issued": format_timestamp(TRIAL_ISSUED), "expires": format_timestamp(TRIAL_END),
+                "ttl": 0, "subject": [SYSTEM_ID], "payload": TRIAL_PAYLOAD,
             },
             "system-valid.sys": {
                 "system_id": SYSTEM_ID, "product": "axis", "created": format_timestamp(NOW),

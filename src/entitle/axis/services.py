@@ -913,14 +913,37 @@ def allocations_of(session: Session, org_id: int, product: Product) -> list[dict
             for a, part in rows]
 
 
-def licensed_payload(session: Session, system: System, now: datetime) -> dict[str, Any]:
+def licensed_payload(session: Session, system: System, now: datetime, *, limit: datetime) -> dict[str, Any]:
     """What an offline system's license file states (R-AX-11): the subscription years it is
-    licensed for and the counts allocated per license type."""
+    licensed for and the counts allocated per license type, its state with the end of the grace
+    period or trial it grants, and ``valid_until``: the next moment the state can change without a
+    new upload, at most ``limit`` (R-AX-3, R-AX-6, R-AX-13). The file expires then, so an offline
+    system cannot run past a grace period, a trial or its last licensed year on an old file."""
     product = session.scalars(select(Product).where(Product.code == system.product)).one_or_none()
     if product is None or product.model != MODEL:
         return {}
     st = status(session, org_id=system.org_id, product=product, now=now)
-    return {"state": st["state"], "subscription_start": st["subscription_start"],
+    state, current = st["state"], st["current_year"]
+    grace_end = current["grace_end"] if current and state == "in_grace" else None
+    trial_end = st["trial_ends_at"] if state == "trial" else None
+    licensed_until = None
+    if state == "fully_licensed" and current is not None:
+        licensed_until = current["end"]  # then the following years, as long as each is fully licensed
+        for y in st["years"]:
+            if y["index"] > current["index"] and y["start"] == licensed_until and y["fully_licensed"]:
+                licensed_until = y["end"]
+    changes = [(grace_end, "grace_end"), (trial_end, "trial_end"), (licensed_until, "licensed_until")]
+    if current is not None and state in ("partially_licensed", "not_licensed"):
+        changes.append((current["end"], "year_end"))  # a new year starts with its own grace period
+    if current is None and st["subscription_start"] is not None:
+        changes.append((st["subscription_start"], "subscription_start"))
+    until, reason = limit, "refresh"
+    for at, why in changes:
+        if at is not None and datetime.fromisoformat(at) < until:
+            until, reason = datetime.fromisoformat(at), why
+    return {"state": state, "subscription_start": st["subscription_start"],
+            "grace_end": grace_end, "trial_end": trial_end, "licensed_until": licensed_until,
+            "valid_until": until.isoformat(), "valid_until_reason": reason,
             "years": [{"index": y["index"], "start": y["start"], "end": y["end"],
                        "allocated": {t: v["allocated"] for t, v in y["license_types"].items()}}
                       for y in st["years"] if any(v["allocated"] for v in y["license_types"].values())]}

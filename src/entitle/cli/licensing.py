@@ -203,13 +203,15 @@ def system_file_upload(
 
     text = _read_text(file)
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
-        system, license_file = systems.upload_system_file(s, org_id=org_ref(s, org), text=text, actor=console_actor(),
-                                                          now=ctx.clock.now(), secret=ctx.secret)
-        result = {"system": systems.to_dict(system), "license_file": license_file}
+        done = systems.upload_system_file(s, org_id=org_ref(s, org), text=text, actor=console_actor(),
+                                          now=ctx.clock.now(), secret=ctx.secret)
+        result = {"system": systems.to_dict(done.system), "license_file": done.license_file,
+                  "outcome": done.verb, "license_expires": done.expires.isoformat()}
     if as_json:
         print_json(result)
     elif out_file is not None:
-        out_file.write_text(license_file)
-        plain(f"System {system.uid} registered; license file written to {out_file}.")
+        out_file.write_text(done.license_file)
+        plain(f"System {done.system.uid} {done.verb}; license file written to {out_file}, "
+              f"valid until {done.expires:%Y-%m-%d %H:%M} UTC.")
     else:
-        _write(license_file, None)
+        _write(done.license_file, None)

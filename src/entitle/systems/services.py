@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,10 +40,30 @@ def _read(text: str) -> Any:
                            "system made it.") from None
 
 
+@dataclass(frozen=True, slots=True)
+class Uploaded:
+    """What an upload did: the system, its new license file, and whether the upload registered
+    the system (its first file) or updated it (a newer file of a system registered before)."""
+
+    system: System
+    license_file: str
+    registered: bool
+    expires: datetime
+
+    @property
+    def verb(self) -> str:
+        return "registered" if self.registered else "updated"
+
+
 def upload_system_file(session: Session, *, org_id: int, text: str, actor: Actor, now: datetime,
-                       secret: bytes) -> tuple[System, str]:
+                       secret: bytes) -> Uploaded:
     """Register or update the offline system the file describes, in the uploader's
-    organization, and return the signed license file for it. Nothing changes on refusal."""
+    organization, and return the signed license file for it. Nothing changes on refusal.
+
+    The license file expires no later than the next moment the system's licensing can change
+    without a new upload (the end of its grace period or trial, the end of its last licensed
+    year), and at most ``OFFLINE_LICENSE_VALIDITY`` after issue: a device that keeps using it
+    afterwards is refused by the device library with ``Expired``."""
     actor.require_licensing(org_id)
     sf = _read(text)
     system = session.scalars(select(System).where(System.uid == sf.system_id)).one_or_none()
@@ -72,9 +93,10 @@ def upload_system_file(session: Session, *, org_id: int, text: str, actor: Actor
 
     axis.sync_system_file(session, system=system, actor=actor, now=now)
     payload = license_payload(system)
-    payload["licensed"] = axis.licensed_payload(session, system, now)
+    payload["licensed"] = axis.licensed_payload(session, system, now, limit=now + OFFLINE_LICENSE_VALIDITY)
+    expires = valid_until(payload["licensed"], now)
     text_out, kid = signing.sign(session, secret=secret, now=now, subject=system.uid, payload=payload,
-                                 expires=now + OFFLINE_LICENSE_VALIDITY)
+                                 expires=expires)
     try:
         with session.begin_nested():
             session.add(SystemFileReceipt(org_id=org_id, system_id=system.id, nonce=nonce,
@@ -84,8 +106,18 @@ def upload_system_file(session: Session, *, org_id: int, text: str, actor: Actor
     history.record(session, org_id=org_id, actor=actor, now=now,
                    action="system.registered" if before is None else "system.updated",
                    object_type="system", object_id=system.uid, before=before,
-                   after={"need": system.need, "devices": len(system.devices), "license_kid": kid})
-    return system, text_out
+                   after={"need": system.need, "devices": len(system.devices), "license_kid": kid,
+                          "license_expires": expires.isoformat()})
+    return Uploaded(system, text_out, before is None, expires)
+
+
+def valid_until(licensed: dict[str, Any], now: datetime) -> datetime:
+    """When the license file stops being valid: ``licensed["valid_until"]`` (the next change of
+    state, as the licensing model says), else a year. A file cannot expire in the second it is
+    issued (its times are whole seconds): a change due within this second gets one second."""
+    until = licensed.get("valid_until")
+    expires = datetime.fromisoformat(until) if until else now + OFFLINE_LICENSE_VALIDITY
+    return max(expires, now.replace(microsecond=0) + timedelta(seconds=1))
 
 
 def _replayed(system_uid: str) -> Conflict:

@@ -590,13 +590,14 @@ def upload_system_file(request: Request, viewer: PostingViewer,
     org = viewer.require_org()
     try:
         with transaction(ctx.sessions) as s:
-            system, license_file = systems.upload_system_file(
+            done = systems.upload_system_file(
                 s, org_id=org.id, text=text, actor=viewer.actor, now=ctx.clock.now(), secret=ctx.secret)
-            uid = system.uid
+            uid = done.system.uid
     except EntitleError as exc:
         return _systems(request, viewer, status=exc.status, error=exc)
-    return _systems(request, viewer, license_file=license_file,
-                    message=f"System {uid} is registered. Import this license file on the system.")
+    return _systems(request, viewer, license_file=done.license_file,
+                    message=f"System {uid} is {done.verb}. Import this license file on the system; it is "
+                            f"valid until {done.expires:%Y-%m-%d %H:%M} UTC.")
 
 
 def install(app: FastAPI) -> None:

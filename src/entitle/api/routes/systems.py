@@ -1,11 +1,14 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Header, Request, Response, status
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from entitle.api.deps import DB, Ctx, CurrentActor, Now
+from entitle.db import transaction
+from entitle.platform import idempotency
 from entitle.signing import services as signing
 from entitle.systems import services as systems
 
@@ -31,6 +34,10 @@ class UploadIn(BaseModel):
 class UploadOut(BaseModel):
     system: SystemOut
     license_file: str = Field(description="Signed license file for the system to import.")
+    outcome: Literal["registered", "updated"] = Field(
+        description="registered: the system's first file; updated: a newer file of a registered system.")
+    license_expires: str = Field(description="When the license file stops being valid: the end of the grace "
+                                             "period or trial it grants, of its last licensed year, or a year.")
 
 
 class KeyOut(BaseModel):
@@ -44,13 +51,34 @@ class KeyRingOut(BaseModel):
 
 
 @router.post("/orgs/{org_id}/systems/upload", response_model=UploadOut, status_code=status.HTTP_201_CREATED)
-def upload_system_file(org_id: int, body: UploadIn, actor: CurrentActor, ctx: Ctx, db: DB, now: Now) -> dict[str, Any]:
+def upload_system_file(org_id: int, body: UploadIn, actor: CurrentActor, ctx: Ctx, request: Request,
+                       response: Response,
+                       idempotency_key: Annotated[str | None, Header(description=(
+                           "Optional. A retry with the same key gets the first answer (the same license "
+                           "file) instead of system_file_replayed."))] = None) -> dict[str, Any]:
     """Register or update an offline system from its system file and get its license file
     (R-AX-11). Refusals: system_file_malformed, system_file_bad_signature,
-    system_file_replayed, system_registered_elsewhere, system_key_mismatch."""
-    system, license_file = systems.upload_system_file(db, org_id=org_id, text=body.system_file,
-                                                      actor=actor, now=now, secret=ctx.secret)
-    return {"system": systems.to_dict(system), "license_file": license_file}
+    system_file_replayed (this file was uploaded before, without the same Idempotency-Key),
+    system_registered_elsewhere, system_key_mismatch."""
+    actor.require_licensing(org_id)
+    now = ctx.clock.now()
+
+    def work(s: Session) -> tuple[int, dict[str, Any]]:
+        done = systems.upload_system_file(s, org_id=org_id, text=body.system_file, actor=actor, now=now,
+                                          secret=ctx.secret)
+        return 201, {"system": systems.to_dict(done.system), "license_file": done.license_file,
+                     "outcome": done.verb, "license_expires": done.expires.isoformat()}
+
+    if idempotency_key is None:
+        with transaction(ctx.sessions) as s:
+            return work(s)[1]
+    # The idempotency record answers first: a client whose answer was lost gets its license file.
+    outcome = idempotency.run(ctx.sessions, org_id=org_id, key=idempotency.require_key(idempotency_key), now=now,
+                              fp=idempotency.fingerprint("POST", request.url.path, body.model_dump()), work=work)
+    if outcome.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.status_code = outcome.status
+    return outcome.body
 
 
 @router.get("/orgs/{org_id}/systems", response_model=list[SystemOut])
