@@ -21,6 +21,14 @@ class Settings(BaseSettings):
     redeem_limit_per_org: str = "30/minute"
     redeem_limit_per_client: str = "60/minute"
     rate_limits_enabled: bool = True
+    # Failed sign-ins (wrong password, API or web, and a wrong current password) per account and
+    # per client address; beyond either, sign-in answers 429 with Retry-After (docs/security.md).
+    sign_in_limit_per_account: str = "10/minute"
+    sign_in_limit_per_client: str = "30/minute"
+    # Memory the password checks of one process may use at once: argon2 takes
+    # `argon2_memory_cost` KiB per check, so 256 MiB runs 4 checks at once at the default cost.
+    # A check beyond that is answered 503 with Retry-After at once rather than queued.
+    password_check_memory_mib: int = Field(default=256, ge=1)
     session_max_age_seconds: int = 12 * 3600
     # Secure cookies need HTTPS; the embedded default serves plain HTTP on loopback.
     cookie_secure: bool = False
@@ -58,6 +66,9 @@ class Settings(BaseSettings):
     stripe_price_id: str | None = None
     stripe_api_base: str = "https://api.stripe.com"
     local_webhook_secret: str = "whsec_local"
+    # What every charge of the local provider does in this process (docs/my2n.md "Trying it
+    # out"): "decline" or "timeout" to see a renewal fail, e.g. ENTITLE_LOCAL_PAYMENT_OUTCOME=decline entitle sweep.
+    local_payment_outcome: Literal["succeed", "decline", "timeout"] = "succeed"
     apartment_year_price_minor: int = Field(default=1200, ge=1)
     apartment_year_currency: str = Field(default="eur", min_length=3, max_length=3)
 

@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 
     from entitle.config import Settings
     from entitle.my2n.payments import PaymentProvider
-    from entitle.platform.ratelimit import RedeemLimiter
+    from limits.storage import Storage
+
+    from entitle.platform.ratelimit import RedeemLimiter, SignInLimiter
 
 
 @dataclass
@@ -32,7 +34,9 @@ class Context:
     sessions: sessionmaker[Session]
     clock: Clock
 
+    _storage: Storage | None = None
     _redeem_limiter: RedeemLimiter | None = None
+    _sign_in_limiter: SignInLimiter | None = None
     _payments: PaymentProvider | None = None
     _secret: bytes | None = None
     _making: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -40,18 +44,39 @@ class Context:
     def now(self) -> datetime:
         return self.clock.now()
 
+    def _limits_storage(self) -> Storage:
+        """Where rate-limit counters live: the database, or Redis when set (the caller holds _making)."""
+        if self._storage is None:
+            from entitle.platform.ratelimit import make_storage
+
+            self._storage = make_storage(self.engine, self.clock, self.settings.redis_url)
+        return self._storage
+
     @property
     def redeem_limiter(self) -> RedeemLimiter:
         """The limits on redeeming keys, counted in the database or in Redis (made on first use)."""
         with self._making:
             if self._redeem_limiter is None:
-                from entitle.platform.ratelimit import RedeemLimiter, make_storage
+                from entitle.platform.ratelimit import RedeemLimiter
 
                 s = self.settings
                 self._redeem_limiter = RedeemLimiter(
-                    make_storage(self.engine, self.clock, s.redis_url), per_org=s.redeem_limit_per_org,
+                    self._limits_storage(), per_org=s.redeem_limit_per_org,
                     per_client=s.redeem_limit_per_client, clock=self.clock, enabled=s.rate_limits_enabled)
             return self._redeem_limiter
+
+    @property
+    def sign_in_limiter(self) -> SignInLimiter:
+        """The limits on failed sign-ins, in the same storage as redeem's (made on first use)."""
+        with self._making:
+            if self._sign_in_limiter is None:
+                from entitle.platform.ratelimit import SignInLimiter
+
+                s = self.settings
+                self._sign_in_limiter = SignInLimiter(
+                    self._limits_storage(), per_account=s.sign_in_limit_per_account,
+                    per_client=s.sign_in_limit_per_client, clock=self.clock, enabled=s.rate_limits_enabled)
+            return self._sign_in_limiter
 
     @property
     def payments(self) -> PaymentProvider:
@@ -74,7 +99,7 @@ class Context:
     def prepare(self) -> None:
         """Make now what is otherwise made on first use: a server with Redis or Stripe misconfigured
         then refuses to start, rather than its first redeem or payment."""
-        self.redeem_limiter, self.payments  # noqa: B018
+        self.redeem_limiter, self.sign_in_limiter, self.payments  # noqa: B018
 
 
 def build(settings: Settings | None = None, clock: Clock | None = None,
@@ -101,7 +126,11 @@ def payment_provider(settings: Settings, clock: Clock) -> PaymentProvider:
                                f"ENTITLE_PAYMENT_PROVIDER=stripe needs {', '.join('ENTITLE_' + m.upper() for m in missing)}.",
                                status=500, missing=missing)
         return StripeProvider(api_key=settings.stripe_api_key or "", webhook_secret=settings.stripe_webhook_secret or "",
-                              price_id=settings.stripe_price_id or "", api_base=settings.stripe_api_base, clock=clock)
+                              price_id=settings.stripe_price_id or "", api_base=settings.stripe_api_base, clock=clock,
+                              annual_price_minor=settings.apartment_year_price_minor,
+                              currency=settings.apartment_year_currency)
     return LocalProvider(webhook_secret=settings.local_webhook_secret, instance=f"{secrets.token_hex(4)}_",
                          annual_price_minor=settings.apartment_year_price_minor,
-                         currency=settings.apartment_year_currency, clock=clock)
+                         currency=settings.apartment_year_currency, clock=clock,
+                         declining=settings.local_payment_outcome == "decline",
+                         timing_out=settings.local_payment_outcome == "timeout")

@@ -47,3 +47,18 @@ class RateLimited(EntitleError):
     def __init__(self, message: str, retry_after: int, **detail: Any) -> None:
         super().__init__("rate_limited", message, retry_after=retry_after, **detail)
         self.retry_after = retry_after
+
+
+class Busy(EntitleError):
+    """Expensive work of this kind is at its bound in this process: try again shortly."""
+
+    status = 503
+
+    def __init__(self, code: str, message: str, retry_after: int = 1, **detail: Any) -> None:
+        super().__init__(code, message, retry_after=retry_after, **detail)
+        self.retry_after = retry_after
+
+
+def retry_after(exc: EntitleError) -> int | None:
+    """Seconds a client should wait before trying again (the Retry-After header), if any."""
+    return exc.retry_after if isinstance(exc, (RateLimited, Busy)) else None

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 
-from entitle.errors import EntitleError, RateLimited
+from entitle.errors import EntitleError, retry_after
 
 _HTTP_CODES = {
     400: ("bad_request", "The request is not valid."),
@@ -28,7 +28,8 @@ def error_body(code: str, message: str, detail: dict[str, Any] | None = None) ->
 
 async def _entitle_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, EntitleError)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    wait = retry_after(exc)
+    headers = {"Retry-After": str(wait)} if wait is not None else None
     if exc.status == 401:
         headers = {"WWW-Authenticate": "Bearer"}
     return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)

@@ -103,13 +103,57 @@ class RedeemLimiter:
             return
         for limit, ident in ((self.per_org, f"org:{org_id}"), (self.per_client, f"client:{client}")):
             if not self.limiter.hit(limit.item, "redeem", ident):
-                reset = self.limiter.get_window_stats(limit.item, "redeem", ident).reset_time
-                retry = max(1, math.ceil(reset - self.clock.now().timestamp()))
+                retry = _retry(self.limiter, limit, "redeem", ident, self.clock)
                 raise RateLimited(
                     f"Too many redeem attempts for this {limit.scope}: at most {limit.item.amount} "
                     f"per {limit.item.GRANULARITY.name}. Try again in {retry} s.",
                     retry_after=retry, scope=limit.scope, limit=limit.item.amount,
                 )
+
+
+class SignInLimiter:
+    """Failed sign-ins per account (the e-mail typed, known or not) and per client address.
+
+    Only failures count, so someone who types their password right is never slowed down; a
+    client or an account past its limit is refused before its password is checked, so a flood
+    costs no argon2 work. Counters live in the same storage as redeem's (database or Redis), so
+    every server process sees the same counts.
+    """
+
+    def __init__(self, storage: Storage, *, per_account: str, per_client: str, clock: Clock,
+                 enabled: bool = True) -> None:
+        self.limiter = FixedWindowRateLimiter(storage)
+        self.per_account = Limit("account", parse(per_account))
+        self.per_client = Limit("client", parse(per_client))
+        self.clock = clock
+        self.enabled = enabled
+
+    def _pairs(self, email: str, client: str) -> tuple[tuple[Limit, str], ...]:
+        return ((self.per_account, f"account:{email.strip().lower()}"), (self.per_client, f"client:{client}"))
+
+    def check(self, *, email: str, client: str) -> None:
+        """Refuse (429, Retry-After) when the account or the client used up its failures."""
+        if not self.enabled:
+            return
+        for limit, ident in self._pairs(email, client):
+            if not self.limiter.test(limit.item, "sign-in", ident):
+                retry = _retry(self.limiter, limit, "sign-in", ident, self.clock)
+                raise RateLimited(
+                    f"Too many failed sign-ins for this {limit.scope}: at most {limit.item.amount} "
+                    f"per {limit.item.GRANULARITY.name}. Try again in {retry} s.",
+                    retry_after=retry, scope=limit.scope, limit=limit.item.amount,
+                )
+
+    def failed(self, *, email: str, client: str) -> None:
+        if not self.enabled:
+            return
+        for limit, ident in self._pairs(email, client):
+            self.limiter.hit(limit.item, "sign-in", ident)
+
+
+def _retry(limiter: FixedWindowRateLimiter, limit: Limit, name: str, ident: str, clock: Clock) -> int:
+    reset = limiter.get_window_stats(limit.item, name, ident).reset_time
+    return max(1, math.ceil(reset - clock.now().timestamp()))
 
 
 def make_storage(engine: Engine, clock: Clock, redis_url: str | None) -> Storage:

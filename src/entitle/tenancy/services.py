@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from entitle.actors import Actor
 from entitle.config import get_settings
-from entitle.errors import Conflict, EntitleError, NotFound, Unauthorized
+from entitle.db import reading, transaction
+from entitle.errors import Busy, Conflict, EntitleError, NotFound, Unauthorized
 from entitle.history import services as history
 from entitle.tenancy.models import ApiToken, Membership, Organization, Role, User, WebSession
 
@@ -29,6 +33,47 @@ PASSWORD_MAX_LENGTH = 1000  # argon2 takes any length; this only bounds the work
 def _hasher() -> PasswordHasher:
     s = get_settings()
     return PasswordHasher(time_cost=s.argon2_time_cost, memory_cost=s.argon2_memory_cost)
+
+
+def password_checks_at_once() -> int:
+    """How many argon2 hashes or checks one process runs at once: the memory budget divided by
+    what one check takes (``argon2_memory_cost`` KiB), at least one."""
+    s = get_settings()
+    return max(1, s.password_check_memory_mib * 1024 // s.argon2_memory_cost)
+
+
+_slots_lock = threading.Lock()
+_slots: dict[int, threading.BoundedSemaphore] = {}
+
+
+@contextmanager
+def password_work() -> Iterator[PasswordHasher]:
+    """A hasher for one password hash or check, within the process's bound. Past it the request
+    is answered at once (503, Retry-After) rather than queued: 40 wrong sign-ins at once must not
+    take 40 x 64 MiB, nor keep ``/healthz`` waiting behind them."""
+    size = password_checks_at_once()
+    with _slots_lock:
+        slots = _slots.setdefault(size, threading.BoundedSemaphore(size))
+    if not slots.acquire(blocking=False):
+        raise Busy("password_checks_busy", "Too many passwords are being checked on this server right now: "
+                   "try again in a second.", limit=size)
+    try:
+        yield _hasher()
+    finally:
+        slots.release()
+
+
+def hash_password(password: str) -> str:
+    with password_work() as hasher:
+        return hasher.hash(password)
+
+
+def password_matches(password_hash: str, password: str) -> bool:
+    with password_work() as hasher:
+        try:
+            return hasher.verify(password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
 
 
 def sha256(text: str) -> str:
@@ -122,7 +167,7 @@ def create_user(session: Session, *, email: str, password: str, now: datetime,
     check_new_password(password)
     if session.scalars(select(User).where(User.email == email)).first():
         raise Conflict("user_exists", f"A user with the e-mail {email} already exists.", email=email)
-    user = User(email=email, password_hash=_hasher().hash(password), is_issuer=is_issuer, created_at=now,
+    user = User(email=email, password_hash=hash_password(password), is_issuer=is_issuer, created_at=now,
                 must_change_password=must_change_password)
     session.add(user)
     session.flush()
@@ -156,39 +201,103 @@ def members(session: Session, org_id: int) -> list[Membership]:
 
 
 def authenticate(session: Session, *, email: str, password: str) -> User:
+    """The user with this e-mail and password. Slow on purpose (argon2): call it in a read-only
+    transaction, never while holding the write lock (SQLite has one writer)."""
     user = user_by_email(session, email)
-    hasher = _hasher()
-    try:
-        if user is None:
-            # Spend the same time as a real check so that e-mails cannot be probed.
-            hasher.verify(_DUMMY_HASH(), password)
-            raise VerificationError
-        hasher.verify(user.password_hash, password)
-    except (VerificationError, InvalidHashError):
-        raise Unauthorized("credentials_invalid", "E-mail or password is wrong.") from None
+    # An unknown e-mail spends the same time as a real check, so that e-mails cannot be probed.
+    stored = user.password_hash if user is not None else _DUMMY_HASH()
+    if not password_matches(stored, password) or user is None:
+        raise Unauthorized("credentials_invalid", "E-mail or password is wrong.")
     return user
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordChange:
+    """A checked password change, ready to be written: the hash it replaces and the new one."""
+
+    user_id: int
+    old_hash: str
+    new_hash: str
+
+
+def prepare_password_change(user: User, *, current_password: str, new_password: str) -> PasswordChange:
+    """Check a change and hash the new password: the slow part, done outside any write
+    transaction. Refusals, in this order: ``password_too_short`` / ``password_too_long``,
+    ``password_current_wrong``, ``password_unchanged``."""
+    check_new_password(new_password)
+    if not password_matches(user.password_hash, current_password):
+        raise EntitleError("password_current_wrong", "The current password is wrong: type the password "
+                           "you signed in with.", status=403)
+    if new_password == current_password:
+        raise EntitleError("password_unchanged", "The new password is the one you have now: choose a "
+                           "different one.")
+    return PasswordChange(user.id, user.password_hash, hash_password(new_password))
+
+
+def apply_password_change(session: Session, change: PasswordChange, *, now: datetime,
+                          keep_session_id: int | None = None) -> int:
+    """Write a prepared change (fast). Every other web session of the user ends (someone who knew
+    the old password may hold one); ``keep_session_id`` is the session that made the change. API
+    tokens are kept: they were created deliberately and are revoked one by one. Refused with
+    ``password_changed_meanwhile`` when the password changed since it was checked. Returns how
+    many sessions ended."""
+    user = session.get(User, change.user_id)
+    if user is None or user.password_hash != change.old_hash:
+        raise Conflict("password_changed_meanwhile", "Your password was changed while this change was being "
+                       "checked: type your current password again.")
+    user.password_hash, user.must_change_password, user.password_changed_at = change.new_hash, False, now
+    return end_web_sessions(session, user_id=user.id, now=now, except_id=keep_session_id)
 
 
 def change_password(session: Session, *, user: User, current_password: str, new_password: str,
                     now: datetime, keep_session_id: int | None = None) -> int:
-    """The user chooses a new password. Refusals, in this order: ``password_too_short`` /
-    ``password_too_long``, ``password_current_wrong``, ``password_unchanged``.
+    """Prepare and apply a change in one transaction (the console, tests). Interfaces that serve
+    many users call the two steps with a read transaction for the first."""
+    change = prepare_password_change(user, current_password=current_password, new_password=new_password)
+    return apply_password_change(session, change, now=now, keep_session_id=keep_session_id)
 
-    Every other web session of the user ends (someone who knew the old password may hold one);
-    ``keep_session_id`` is the session that made the change. API tokens are kept: they were
-    created deliberately and are revoked one by one. Returns how many sessions ended.
-    """
-    check_new_password(new_password)
-    try:
-        _hasher().verify(user.password_hash, current_password)
-    except (VerificationError, InvalidHashError):
-        raise EntitleError("password_current_wrong", "The current password is wrong: type the password "
-                           "you signed in with.", status=403) from None
-    if new_password == current_password:
-        raise EntitleError("password_unchanged", "The new password is the one you have now: choose a "
-                           "different one.")
-    _set_password(user, new_password, now=now, must_change=False)
-    return end_web_sessions(session, user_id=user.id, now=now, except_id=keep_session_id)
+
+class FailedSignIns(Protocol):
+    """Counts failed sign-ins (entitle.platform.ratelimit.SignInLimiter)."""
+
+    def check(self, *, email: str, client: str) -> None: ...
+    def failed(self, *, email: str, client: str) -> None: ...
+
+
+def sign_in(sessions: sessionmaker[Session], limiter: FailedSignIns, *, email: str, password: str,
+            client: str) -> int:
+    """Check an e-mail and password for a sign-in from ``client`` (API token or web) and return
+    the user's id. Refused before any argon2 work when the account or the client has used up its
+    failed sign-ins (``rate_limited``); a wrong password counts against both. The check runs in a
+    read transaction: a flood of wrong passwords never holds the write lock."""
+    limiter.check(email=email, client=client)
+    with reading(sessions) as s:
+        try:
+            return authenticate(s, email=email, password=password).id
+        except Unauthorized:
+            limiter.failed(email=email, client=client)
+            raise
+
+
+def change_own_password(sessions: sessionmaker[Session], limiter: FailedSignIns, *, user_id: int, email: str,
+                        client: str, current_password: str, new_password: str, now: datetime,
+                        keep_session_id: int | None = None) -> int:
+    """A signed-in user changes their password (API or web): checked in a read transaction,
+    written in a short one. A wrong current password counts as a failed sign-in. Returns how many
+    web sessions ended."""
+    limiter.check(email=email, client=client)
+    with reading(sessions) as s:
+        user = s.get(User, user_id)
+        if user is None:
+            raise NotFound("user")
+        try:
+            change = prepare_password_change(user, current_password=current_password, new_password=new_password)
+        except EntitleError as exc:
+            if exc.code == "password_current_wrong":
+                limiter.failed(email=email, client=client)
+            raise
+    with transaction(sessions) as s:
+        return apply_password_change(s, change, now=now, keep_session_id=keep_session_id)
 
 
 def reset_password(session: Session, *, user: User, new_password: str, now: datetime,
@@ -203,7 +312,7 @@ def reset_password(session: Session, *, user: User, new_password: str, now: date
 
 
 def _set_password(user: User, password: str, *, now: datetime, must_change: bool) -> None:
-    user.password_hash = _hasher().hash(password)
+    user.password_hash = hash_password(password)
     user.must_change_password = must_change
     user.password_changed_at = now
 
@@ -213,7 +322,7 @@ _dummy: list[str] = []
 
 def _DUMMY_HASH() -> str:  # noqa: N802 - cached constant
     if not _dummy:
-        _dummy.append(_hasher().hash(secrets.token_hex(8)))
+        _dummy.append(_hasher().hash(secrets.token_hex(8)))  # once per process, outside the bound
     return _dummy[0]
 
 

@@ -33,7 +33,7 @@ from entitle.api.deps import client_id
 from entitle.catalog import services as catalog
 from entitle.context import Context
 from entitle.db import reading, transaction
-from entitle.errors import EntitleError, Forbidden, RateLimited
+from entitle.errors import EntitleError, Forbidden, retry_after
 from entitle.history import services as history
 from entitle.keys import services as keys
 from entitle.ledger import services as ledger
@@ -192,8 +192,9 @@ def render(request: Request, template: str, *, viewer: Viewer | None, status: in
 def render_error(request: Request, exc: EntitleError) -> Response:
     viewer: Viewer | None = getattr(request.state, "viewer", None)
     headers = dict(PAGE_HEADERS)
-    if isinstance(exc, RateLimited):
-        headers["Retry-After"] = str(exc.retry_after)
+    wait = retry_after(exc)
+    if wait is not None:
+        headers["Retry-After"] = str(wait)
     if is_htmx(request):
         # Shown in the page's message area, whatever the request meant to update.
         headers.update({"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
@@ -281,13 +282,15 @@ def login(request: Request, email: Annotated[str, Form()] = "", password: Annota
                            error="The sign-in form expired or did not come from this site: "
                                  "sign in again.")
     try:
-        # Password hashing is slow on purpose: keep it outside the write transaction.
-        with reading(ctx.sessions) as s:
-            user_id = tenancy.authenticate(s, email=email, password=password).id
+        # Rate limited, bounded, and outside the write transaction (tenancy.sign_in).
+        user_id = tenancy.sign_in(ctx.sessions, ctx.sign_in_limiter, email=email, password=password,
+                                  client=client_id(request))
     except EntitleError as exc:
         # The same sentence whether or not the e-mail exists.
-        return _login_page(request, next_path=next_path, email=email, error=exc.message,
-                           status=exc.status)
+        page = _login_page(request, next_path=next_path, email=email, error=exc.message, status=exc.status)
+        if (wait := retry_after(exc)) is not None:
+            page.headers["Retry-After"] = str(wait)
+        return page
     now = ctx.clock.now()
     with transaction(ctx.sessions) as s:
         old = request.cookies.get(SESSION_COOKIE)
@@ -535,11 +538,10 @@ def change_password(request: Request, viewer: PostingViewer, current_password: A
         if new_password != new_password_confirm:
             raise EntitleError("password_confirm_mismatch", "The new password and its confirmation differ: "
                                "type the same new password twice.")
-        with transaction(ctx.sessions) as s:
-            user = s.get(User, viewer.user_id)
-            assert user is not None
-            tenancy.change_password(s, user=user, current_password=current_password, new_password=new_password,
-                                    now=ctx.clock.now(), keep_session_id=viewer.session_id)
+        tenancy.change_own_password(ctx.sessions, ctx.sign_in_limiter, user_id=viewer.user_id, email=viewer.email,
+                                    client=client_id(request), current_password=current_password,
+                                    new_password=new_password, now=ctx.clock.now(),
+                                    keep_session_id=viewer.session_id)
     except EntitleError as exc:
         # The form is shown again where it was, with the sentence only (the fields are left empty).
         if next_path == ACCOUNT_PASSWORD_CHANGED and not viewer.must_change_password:

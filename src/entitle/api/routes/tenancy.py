@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Request, status
 from sqlalchemy.orm import Session
 
 from entitle.actors import Actor
-from entitle.api.deps import DB, CurrentActor, Now, Paging
+from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, client_id
 from entitle.api.schemas import (ApiTokenOut, MemberIn, MemberOut, MeOut, OrgIn, OrgOut, OrgPage, PasswordChangedOut,
                                  PasswordChangeIn, TokenOut, TokenRequest, WebSessionOut)
+from entitle.db import transaction
 from entitle.errors import NotFound
 from entitle.tenancy import services as tenancy
 from entitle.tenancy.models import Role, User
@@ -19,12 +20,19 @@ DbId = Annotated[int, Path(ge=1, le=2**63 - 1)]  # a database integer
 REFUSALS: dict[int | str, dict[str, Any]] = {400: {}, 403: {}, 422: {}}
 
 
-@router.post("/auth/token", response_model=TokenOut, status_code=status.HTTP_201_CREATED, tags=["auth"])
-def create_token(body: TokenRequest, db: DB, now: Now) -> dict[str, object]:
-    """Exchange an e-mail and password for an API token (shown once, stored hashed)."""
-    user = tenancy.authenticate(db, email=body.email, password=body.password)
-    secret, row = tenancy.create_token(db, user=user, name=body.name, now=now)
-    return {"id": row.id, "token": secret, "prefix": row.prefix}
+@router.post("/auth/token", response_model=TokenOut, status_code=status.HTTP_201_CREATED, tags=["auth"],
+             responses={401: {}, 429: {}, 503: {}})
+def create_token(body: TokenRequest, request: Request, ctx: Ctx, now: Now) -> dict[str, object]:
+    """Exchange an e-mail and password for an API token (shown once, stored hashed). Refusals:
+    credentials_invalid (401), rate_limited (429: too many failed sign-ins for the account or
+    this address), password_checks_busy (503: try again in a second)."""
+    user_id = tenancy.sign_in(ctx.sessions, ctx.sign_in_limiter, email=body.email, password=body.password,
+                              client=client_id(request))
+    with transaction(ctx.sessions) as s:
+        user = s.get(User, user_id)
+        assert user is not None
+        secret, row = tenancy.create_token(s, user=user, name=body.name, now=now)
+        return {"id": row.id, "token": secret, "prefix": row.prefix}
 
 
 def _me(db: Session, actor: Actor) -> User:
@@ -43,13 +51,17 @@ def me(actor: CurrentActor, db: DB) -> dict[str, object]:
 
 
 @router.post("/auth/password", response_model=PasswordChangedOut, tags=["auth"], responses=REFUSALS)
-def change_password(body: PasswordChangeIn, actor: CurrentActor, db: DB, now: Now) -> dict[str, object]:
+def change_password(body: PasswordChangeIn, request: Request, actor: CurrentActor, ctx: Ctx,
+                    now: Now) -> dict[str, object]:
     """Choose a new password. Every web session of yours is signed out; API tokens keep working.
-    Refusals: password_too_short, password_too_long, password_current_wrong, password_unchanged."""
-    user = _me(db, actor)
-    ended = tenancy.change_password(db, user=user, current_password=body.current_password,
-                                    new_password=body.new_password, now=now)
+    Refusals: password_too_short, password_too_long, password_current_wrong (counted as a failed
+    sign-in), password_unchanged, password_changed_meanwhile, rate_limited, password_checks_busy."""
+    assert actor.user_id is not None  # a token always belongs to a user
+    ended = tenancy.change_own_password(ctx.sessions, ctx.sign_in_limiter, user_id=actor.user_id, email=actor.label,
+                                        client=client_id(request), current_password=body.current_password,
+                                        new_password=body.new_password, now=now)
     return {"password_changed_at": now.isoformat(), "web_sessions_ended": ended}
+
 
 
 @router.get("/auth/sessions", response_model=list[WebSessionOut], tags=["auth"])
