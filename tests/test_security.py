@@ -8,8 +8,10 @@ import threading
 from contextlib import ExitStack
 from datetime import timedelta
 
+import anyio
 import pytest
 from fastapi.testclient import TestClient
+from structlog.testing import capture_logs
 
 from conftest import PASSWORD
 from entitle.api.app import create_app
@@ -144,3 +146,91 @@ def test_a_password_check_never_holds_the_write_lock(ctx, world, client, monkeyp
         release.set()
         worker.join(10)
     assert answers == [201 if route == "token" else 200]
+
+
+# --- request bodies, headers, unhandled errors ----------------------------------------------------
+
+def test_a_body_over_the_limit_is_refused_with_413_before_it_is_read(client, world):
+    ann = world.user("ann@example.com")
+    big = b'{"name": "' + b"x" * (1024 * 1024) + b'", "region": "EU"}'
+    r = client.post("/api/v1/orgs", content=big, headers={"Authorization": f"Bearer {world.token(ann)}",
+                                                          "Content-Type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    assert r.json()["error"]["detail"]["limit_bytes"] == 1024 * 1024 and "1 MiB" in r.json()["error"]["message"]
+    # Just under the limit is read (and refused for what it says, not for its size).
+    fits = b'{"name": "' + b"x" * (1024 * 1024 - 64) + b'", "region": "EU"}'
+    r = client.post("/api/v1/orgs", content=fits, headers={"Authorization": f"Bearer {world.token(ann)}",
+                                                           "Content-Type": "application/json"})
+    assert r.status_code != 413
+
+
+def test_a_chunked_body_is_cut_off_once_it_passes_the_limit(ctx):
+    # No Content-Length: the middleware counts what is read and stops at the limit.
+    app = create_app(ctx=ctx)
+    chunks = [b"x" * (600 * 1024)] * 4
+    read: list[int] = []
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        read.append(1)
+        body = chunks[len(read) - 1] if len(read) <= len(chunks) else b""
+        return {"type": "http.request", "body": body, "more_body": len(read) < len(chunks)}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/api/v1/auth/token", "raw_path": b"/api/v1/auth/token", "query_string": b"",
+             "headers": [(b"content-type", b"application/json"), (b"host", b"test")], "client": ("1.2.3.4", 1),
+             "server": ("test", 80), "root_path": "", "state": {}}
+    anyio.run(app, scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 413
+    assert len(read) == 2  # 1.2 MB read of 2.4: the rest was never taken in
+
+
+def test_the_catalog_takes_a_larger_body(client, world):
+    issuer = world.user("issuer@example.com", issuer=True)
+    body = b'{"products": [], "skus": [], "padding": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    r = client.post("/api/v1/catalog", content=body, headers={"Authorization": f"Bearer {world.token(issuer)}",
+                                                              "Content-Type": "application/json"})
+    assert r.status_code != 413, r.text
+
+
+def test_every_answer_says_nosniff_and_hsts_only_behind_https(ctx, client):
+    for path in ("/api/v1/ping", "/healthz", "/login", "/static/app.css", "/api/v1/nothing-here"):
+        r = client.get(path)
+        assert r.headers["X-Content-Type-Options"] == "nosniff", path
+        assert "Strict-Transport-Security" not in r.headers
+    secure = build(ctx.settings.model_copy(update={"cookie_secure": True}), ctx.clock, engine=ctx.engine)
+    with TestClient(create_app(ctx=secure)) as c:
+        assert c.get("/api/v1/ping").headers["Strict-Transport-Security"] == "max-age=31536000"
+
+
+def test_an_unhandled_error_answers_the_error_shape_with_the_request_id_in_the_log(ctx):
+    app = create_app(ctx=ctx)
+
+    @app.get("/api/v1/test-boom")
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    with capture_logs() as logs, TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/api/v1/test-boom")
+    assert r.status_code == 500 and r.headers["content-type"] == "application/json"
+    error = r.json()["error"]
+    request_id = error["detail"]["request_id"]
+    assert error["code"] == "internal_error" and request_id in error["message"]
+    assert r.headers["X-Request-ID"] == request_id
+    assert [e for e in logs if e["event"] == "request.failed" and e["request_id"] == request_id]
+
+
+def test_a_device_batch_at_the_schemas_maximum_fits_its_limit(client, world):
+    # 100,000 devices (the schema's maximum) with long serials are under the batch limit: the
+    # answer is about the devices (here: no such system), not the body's size.
+    ann = world.user("ann@example.com")
+    org = world.org("Acme", owner=ann)
+    devices = [{"serial": f"ACCC8E{n:06d}-{'x' * 40}", "license_type": "core"} for n in range(100_000)]
+    r = client.post(f"/api/v1/orgs/{org}/axis/systems/999/devices", json={"devices": devices},
+                    headers={"Authorization": f"Bearer {world.token(ann)}"})
+    assert len(r.request.content) > 1024 * 1024
+    assert r.status_code != 413, r.text

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     # `argon2_memory_cost` KiB per check, so 256 MiB runs 4 checks at once at the default cost.
     # A check beyond that is answered 503 with Retry-After at once rather than queued.
     password_check_memory_mib: int = Field(default=256, ge=1)
+    # The largest request body, in bytes (413 beyond). Addresses that take a file have their own
+    # larger limit: the catalog (`max_catalog_bytes`) and My2N's CSV import (64 MiB).
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_catalog_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     session_max_age_seconds: int = 12 * 3600
     # Secure cookies need HTTPS; the embedded default serves plain HTTP on loopback.
     cookie_secure: bool = False

@@ -85,7 +85,19 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     # endpoint sits beside them so that the benchmark compares like with like.
     app.router.routes.insert(0, app.router.routes.pop())
     heartbeat.install(app, heartbeats)
+    from entitle.api.guard import Guard
+    from entitle.my2n.csvio import MAX_BYTES as CSV_BYTES
+
+    s = ctx.settings
+    app.add_middleware(Guard, default=s.max_request_bytes, hsts=s.cookie_secure, larger=[
+        (r"/api/v1/catalog", s.max_catalog_bytes),
+        # A batch of up to 100,000 devices (axis.MAX_DEVICES_PER_CALL) is about 8 MB of JSON.
+        (r"/api/v1/orgs/[^/]+/axis/systems/[^/]+/devices(/remove)?", DEVICE_BATCH_BYTES),
+        (r"/api/v1/orgs/[^/]+/sites/[^/]+/import", CSV_BYTES), (r"/my2n/sites/[^/]+/import", CSV_BYTES)])
     return app
+
+
+DEVICE_BATCH_BYTES = 32 * 1024 * 1024  # 100,000 devices with serials and hardware names at their longest
 
 
 def errors_model() -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,7 +12,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 
+from entitle.api.guard import BodyTooLarge
 from entitle.errors import EntitleError, retry_after
+from entitle.logs import log
 
 _HTTP_CODES = {
     400: ("bad_request", "The request is not valid."),
@@ -47,6 +51,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    if isinstance(exc, BodyTooLarge):
+        return JSONResponse(exc.error.to_dict(), status_code=413, headers={"Connection": "close"})
     code, message = _HTTP_CODES.get(exc.status_code, ("error", "The request failed."))
     if isinstance(exc.detail, str) and exc.detail and exc.status_code not in _HTTP_CODES:
         message = exc.detail
@@ -62,7 +68,24 @@ async def _data_error(request: Request, exc: Exception) -> JSONResponse:
                                    "in range."), status_code=400)
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    """Any error no handler knows: the error shape with a request id that the log line carries
+    too, never a plain-text 500 (Starlette's last-resort middleware calls this, then re-raises
+    so that the server logs the traceback)."""
+    given = request.headers.get("x-request-id", "")
+    request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    log.error("request.failed", request_id=request_id, method=request.method, path=request.url.path,
+              error=type(exc).__name__)
+    return JSONResponse(error_body("internal_error", "Something went wrong on the server. Quote request id "
+                                   f"{request_id} when you report it.", {"request_id": request_id}),
+                        status_code=500, headers={"X-Request-ID": request_id})
+
+
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(Exception, _unhandled)
     app.add_exception_handler(EntitleError, _entitle_error)
     app.add_exception_handler(DataError, _data_error)
     # SQLite's driver raises a bare OverflowError for an integer beyond 64 bits.
