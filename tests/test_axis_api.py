@@ -332,8 +332,10 @@ def test_renew_with_a_short_wallet_is_refused(world, client):
     o.system("ACS-1", cams=4)
     o.start()
     o.redeem("AXIS-ACS-CORE-1Y", 6)
+    # R-AX-6: the current year and the two ahead, 4 cameras each: 12 units, 6 held.
     detail = refused(o.post(f"/products/{P}/renew", {"years_ahead": 2}, idem=True), 409, "insufficient_units")
-    assert detail["missing"] == 2
+    assert detail["missing"] == 6 and detail["years"] == [0, 1, 2]
+    assert detail["lines"] == [{"license_type": "core", "missing": 6, "missing_by_year": {"1": 2, "2": 4}}]
     assert o.get(f"/products/{P}/allocations").json() == []
 
 

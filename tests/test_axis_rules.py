@@ -122,5 +122,61 @@ def test_allocation_reaches_five_years_ahead() -> None:
 
 
 def test_buying_guidance_uses_the_wallet_for_the_earliest_years() -> None:
-    # R-AX-12: need 10 in years 0..2, 10 allocated to year 0, 12 in the wallet -> buy 0, 0, 8.
-    assert rules.buying_guidance({0: 10, 1: 10, 2: 10}, {0: 10}, 12, [0, 1, 2]) == {0: 0, 1: 0, 2: 8}
+    # R-AX-12: need 10 in years 0..2, 10 allocated to year 0, 12 one-year units in the wallet
+    # -> buy 0, 0, 8.
+    assert rules.buying_guidance({0: 10, 1: 10, 2: 10}, {0: 10}, {1: 12}, [0, 1, 2]) == {0: 0, 1: 0, 2: 8}
+
+
+YEARS = [0, 1, 2, 3, 4, 5]
+
+
+def test_a_five_year_unit_licenses_one_device_in_each_of_five_years() -> None:
+    # R-AX-12 R-AX-4: need 10 a year, 2 five-year units: they cover 2 devices in years 0-4, not
+    # 10 unit-years of year 0 -- 8 to buy for each of years 0-4, 10 for year 5.
+    need = dict.fromkeys(YEARS, 10)
+    assert rules.buying_guidance(need, {}, {5: 2}, YEARS) == {0: 8, 1: 8, 2: 8, 3: 8, 4: 8, 5: 10}
+    # At the edge: 10 five-year units cover years 0-4 whole; 9 leave one device a year to buy.
+    assert rules.buying_guidance(need, {}, {5: 10}, YEARS) == {0: 0, 1: 0, 2: 0, 3: 0, 4: 0, 5: 10}
+    assert rules.buying_guidance(need, {}, {5: 9}, YEARS) == {0: 1, 1: 1, 2: 1, 3: 1, 4: 1, 5: 10}
+    # Five-year units first, one-year units for what the earliest years still miss.
+    assert rules.buying_guidance(need, {0: 10}, {5: 1, 1: 5}, YEARS) == {0: 0, 1: 4, 2: 9, 3: 9, 4: 9, 5: 9}
+
+
+def test_cover_is_what_allocating_the_wallet_does() -> None:
+    # R-AX-5 R-AX-12: the allocations ``cover`` places leave exactly the guidance's missing units.
+    missing = {0: 3, 1: 10, 2: 10}
+    to_buy, placed = rules.cover(missing, {5: 4, 1: 2}, [0, 1, 2])
+    assert placed == [(0, 5, 3), (1, 5, 1), (1, 1, 2)]
+    licensed = dict.fromkeys([0, 1, 2], 0)
+    for first, term, units in placed:
+        for index in range(first, first + term):
+            if index in licensed:
+                licensed[index] += units
+    assert {i: missing[i] - licensed[i] for i in licensed} == to_buy == {0: 0, 1: 4, 2: 6}
+    assert rules.cover({0: 0}, {1: 5}, [0]) == ({0: 0}, [])
+
+
+def test_a_renewal_licenses_the_current_year_and_the_years_ahead() -> None:
+    # R-AX-6 R-AX-5: the current year first, then up to five ahead (the allocation window).
+    assert list(rules.renewal_years(1, 1)) == [1, 2]
+    assert list(rules.renewal_years(0, 0)) == [0]
+    assert list(rules.renewal_years(0, 5)) == [0, 1, 2, 3, 4, 5] == list(rules.allocatable_years(START, START))
+    for bad in (-1, 6):
+        with pytest.raises(ValueError):
+            rules.renewal_years(0, bad)
+
+
+def test_an_upgrade_converts_only_units_beyond_the_need() -> None:
+    # R-AX-13: 10 core devices, 10 core units: nothing to convert; 12 units: 2.
+    assert rules.upgradable(10, 10) == 0
+    assert rules.upgradable(10, 12) == 2
+    assert rules.upgradable(10, 8) == 0
+
+
+def test_hardware_devices_beyond_its_licenses_need_expansions() -> None:
+    # R-AX-10 R-AX-12: 8 licenses, 10 devices: 2 missing; the wallet's expansion units first.
+    assert rules.hardware_missing(10, 8) == 2
+    assert rules.hardware_missing(8, 8) == 0 and rules.hardware_missing(7, 8) == 0
+    assert rules.expansion_guidance(2, 0) == (0, 2)
+    assert rules.expansion_guidance(2, 1) == (1, 1)
+    assert rules.expansion_guidance(2, 5) == (2, 0)

@@ -435,17 +435,16 @@ def test_each_renewal_opens_a_new_grace_period(world: World) -> None:  # R-AX-6
     assert st["state"] == "in_grace"
     assert org.status(y1 + 30 * DAY - US)["state"] == "in_grace"
     assert org.status(y1 + 30 * DAY)["state"] == "not_licensed"
-    # Renewed ahead of time (during year 1, for years 2 and 3): those anniversaries need no grace.
-    org.redeem("AXIS-ACS-CORE-1Y", 12, y1 + DAY)
-    out = _renew(org, y1 + DAY, years_ahead=2)
-    assert [(a["year"], a["units"]) for a in out["allocations"]] == [(2, 4), (3, 4)]
-    assert _renew(org, y1 + DAY, years_ahead=2)["allocations"] == []
+    # Year 1 was never renewed: unlicensed for the rest of its days, whatever happens to later
+    # years (allocated to ahead of time, during year 1, for years 2 and 3).
+    org.redeem("AXIS-ACS-CORE-1Y", 8, y1 + 31 * DAY)
+    org.allocate(y1 + 31 * DAY, ("core", 2, 4), ("core", 3, 4))
     y2 = utc(2028, 3, 1, 8)
+    assert org.status(y2 - US)["state"] == "not_licensed"
+    # Those anniversaries need no grace; year 4 has one.
     assert org.status(y2)["state"] == "fully_licensed"
     assert org.status(utc(2029, 3, 1, 8))["state"] == "fully_licensed"
-    assert org.status(utc(2030, 3, 1, 8))["state"] == "in_grace"  # year 4 was never renewed
-    # Year 1 is still unlicensed for the rest of its days, whatever happens to later years.
-    assert org.status(y2 - US)["state"] == "not_licensed"
+    assert org.status(utc(2030, 3, 1, 8))["state"] == "in_grace"
     org.refused("years_invalid", lambda s: axis.renew(s, org_id=org.id, product_code=P, years_ahead=6,
                                                       actor=OP, now=y1))
 
@@ -456,15 +455,114 @@ def test_renewing_is_refused_as_a_whole_when_the_wallet_is_short(world: World) -
     org.register(s0, core=4, universal=1)
     org.start(s0)
     org.redeem("AXIS-ACS-CORE-1Y", 8, s0)
+    # Years 0 to 2: core 3 x 4 devices, 8 held; universal 3 x 1 device, none held.
     e = org.refused("insufficient_units", lambda s: axis.renew(s, org_id=org.id, product_code=P, years_ahead=2,
                                                                actor=OP, now=s0))
-    assert e.detail["missing"] == 2  # universal: 2 years x 1 device, none in the wallet
+    assert e.detail["missing"] == 7 and e.detail["years"] == [0, 1, 2]
+    assert e.detail["lines"] == [
+        {"license_type": "core", "missing": 4, "missing_by_year": {"2": 4}},
+        {"license_type": "universal", "missing": 3, "missing_by_year": {"0": 1, "1": 1, "2": 1}}]
+    assert "core: 4 missing (year 2: 4)" in e.message and "years 0 to 2" in e.message
     assert lot_units(org.status(s0)) == [("AXIS-ACS-CORE-1Y", 8)]
 
 
 def _renew(org: Org, now: datetime, years_ahead: int) -> dict[str, Any]:
     with org.tx() as s:
         return axis.renew(s, org_id=org.id, product_code=P, years_ahead=years_ahead, actor=OP, now=now)
+
+
+def _year_units(org: Org, now: datetime, license_type: str = "core") -> dict[int, int]:
+    return {y["index"]: y["license_types"][license_type]["allocated"] for y in org.status(now)["years"]}
+
+
+def test_a_renewal_in_grace_licenses_the_year_it_is_in_first(world: World) -> None:  # R-AX-6 R-AX-5
+    s0 = utc(2026, 3, 1, 8)
+    org = new_org(world)
+    org.register(s0, core=10)
+    org.start(s0)
+    org.redeem("AXIS-ACS-CORE-1Y", 40, s0)
+    org.allocate(s0, ("core", 0, 10))
+    y1 = utc(2027, 3, 1, 8)  # year 1's renewal grace: year 0 allocated, 30 units in the wallet
+    assert org.status(y1)["state"] == "in_grace" and _year_units(org, y1)[1] == 0
+    out = _renew(org, y1, years_ahead=1)
+    # The year it is in first, then the one ahead asked; and it says so.
+    assert [(a["year"], a["units"], a["years"]) for a in out["allocations"]] == [(1, 10, 1), (2, 10, 1)]
+    assert (out["years"], out["licensed_years"]) == ([1, 2], [1, 2])
+    assert out["message"] == "Renewed: allocated to years 1, 2; years 1 to 2 are fully licensed."
+    assert out["state"] == "fully_licensed"
+    # Licensed when the grace ends, and through year 2; year 3 opens a grace period again.
+    assert org.status(y1 + 30 * DAY)["state"] == "fully_licensed"
+    assert org.status(utc(2029, 3, 1, 8) - US)["state"] == "fully_licensed"
+    assert org.status(utc(2029, 3, 1, 8))["state"] == "in_grace"
+    # Covered: nothing more to allocate for these years; 0 ahead is the current year only.
+    again = _renew(org, y1 + DAY, years_ahead=1)
+    assert again["allocations"] == [] and again["message"] == "Nothing to renew: years 1 to 2 are fully licensed already."
+    assert _renew(org, y1 + DAY, years_ahead=0)["message"] == "Nothing to renew: year 1 is fully licensed already."
+    [h1, h2] = org.history("axis.allocated")[1:]
+    assert (h1.after["year"], h2.after["year"]) == (1, 2)
+
+
+def test_a_renewal_at_year_0_reaches_five_years_ahead(world: World) -> None:  # R-AX-6 R-AX-5
+    s0 = utc(2026, 3, 1)
+    org = new_org(world)
+    org.register(s0, core=2)
+    org.start(s0)
+    org.redeem("AXIS-ACS-CORE-1Y", 12, s0)
+    # 0 ahead: the current year alone.
+    assert [a["year"] for a in _renew(org, s0, years_ahead=0)["allocations"]] == [0]
+    # 5 ahead: every year of the allocation window, the current one included (covered already).
+    out = _renew(org, s0 + DAY, years_ahead=5)
+    assert [a["year"] for a in out["allocations"]] == [1, 2, 3, 4, 5]
+    assert out["licensed_years"] == [0, 1, 2, 3, 4, 5]
+    assert _year_units(org, s0 + DAY) == {0: 2, 1: 2, 2: 2, 3: 2, 4: 2, 5: 2}
+    for bad in (-1, 6):
+        e = org.refused("years_invalid", lambda s, bad=bad: axis.renew(s, org_id=org.id, product_code=P,
+                                                                        years_ahead=bad, actor=OP, now=s0))
+        assert "0 to 5 years ahead" in e.message
+
+
+def test_a_renewal_is_all_or_nothing_over_the_years_it_covers(world: World) -> None:  # R-AX-6 R-AX-5
+    s0 = utc(2026, 3, 1, 8)
+    org = new_org(world)
+    org.register(s0, core=10)
+    org.start(s0)
+    org.redeem("AXIS-ACS-CORE-1Y", 10, s0)
+    org.allocate(s0, ("core", 0, 10))
+    y1 = utc(2027, 3, 1, 8)
+    org.redeem("AXIS-ACS-CORE-1Y", 19, y1)  # one unit short of years 1 and 2
+    e = org.refused("insufficient_units", lambda s: axis.renew(s, org_id=org.id, product_code=P, years_ahead=1,
+                                                               actor=OP, now=y1))
+    assert e.detail["missing"] == 1 and e.detail["lines"][0]["missing_by_year"] == {"2": 1}
+    assert _year_units(org, y1)[1] == 0  # nothing allocated, not even year 1
+    # The current year alone fits: the product is licensed when its grace ends.
+    assert [a["year"] for a in _renew(org, y1, years_ahead=0)["allocations"]] == [1]
+    assert org.status(y1 + 30 * DAY)["state"] == "fully_licensed"
+
+
+def test_a_renewal_with_five_year_units_licenses_each_year_once(world: World) -> None:  # R-AX-6 R-AX-4
+    s0 = utc(2026, 3, 1)
+    org = new_org(world)
+    org.register(s0, core=2)
+    org.start(s0)
+    org.redeem("AXIS-ACS-CORE-5Y", 2, s0)
+    org.redeem("AXIS-ACS-CORE-1Y", 2, s0)
+    # Years 0..5: the five-year units license years 0..4, one-year units year 5 -- not five
+    # five-year allocations stacked on top of each other.
+    out = _renew(org, s0, years_ahead=5)
+    assert [(a["year"], a["years"], a["units"]) for a in out["allocations"]] == [(0, 5, 2), (5, 1, 2)]
+    assert _year_units(org, s0) == {0: 2, 1: 2, 2: 2, 3: 2, 4: 2, 5: 2}
+    assert org.status(s0)["wallet"]["lots"] == []
+    # A term named takes units of that term only.
+    other = new_org(world, "Other")
+    other.register(s0, uid="ACS-OTHER", core=2)
+    other.start(s0)
+    other.redeem("AXIS-ACS-CORE-5Y", 2, s0)
+    e = other.refused("insufficient_units", lambda s: axis.renew(s, org_id=other.id, product_code=P, years_ahead=0,
+                                                                 term_years=1, actor=OP, now=s0))
+    assert e.detail["missing"] == 2 and "too few 1-year units to license year 0" in e.message
+    with other.tx() as s:
+        out = axis.renew(s, org_id=other.id, product_code=P, years_ahead=0, term_years=5, actor=OP, now=s0)
+    assert [(a["year"], a["years"], a["units"]) for a in out["allocations"]] == [(0, 5, 2)]
 
 
 def test_a_subscription_started_on_29_february(world: World) -> None:  # R-AX-3 R-AX-6
@@ -729,7 +827,7 @@ def test_hardware_with_preloaded_licenses_and_expansions(world: World) -> None: 
                                     preloaded_key=preloaded, actor=OP, now=s0)
         assert axis.hardware_to_dict(s, hw, s0) | {"registered_at": None} == {
             "serial": "S30-A", "name": "Recorder", "license_type": "core", "preloaded_units": 8, "licenses": 8,
-            "expansion_units": 0, "devices": 0, "licensed": True, "registered_at": None}
+            "expansion_units": 0, "devices": 0, "missing": 0, "licensed": True, "registered_at": None}
     assert org.balance("hardware_license") == 8 and org.balance("wallet") == 0
     with world.ctx.sessions() as s:
         key = s.scalars(select(LicenseKey).where(LicenseKey.redeemed_org_id == org.id)).one()
@@ -772,6 +870,56 @@ def test_hardware_with_preloaded_licenses_and_expansions(world: World) -> None: 
     other = new_org(world, "Other")
     other.refused("hardware_not_found", lambda s: axis.allocate_to_hardware(
         s, org_id=other.id, serial="S30-A", units=1, actor=OP, now=s0))
+
+
+def test_devices_beyond_a_hardwares_licenses_are_a_need_for_expansions(world: World) -> None:  # R-AX-10 R-AX-12
+    s0 = utc(2026, 3, 1)
+    org = new_org(world)
+    org.register(s0, core=2)
+    org.start(s0)
+    org.redeem("AXIS-ACS-CORE-1Y", 2, s0)
+    org.allocate(s0, ("core", 0, 2))
+    [preloaded] = world.mint("AXIS-S30-PRELOADED-CORE", quantity=8)
+    with org.tx() as s:
+        axis.register_hardware(s, org_id=org.id, product_code=P, serial="S30-1", preloaded_key=preloaded,
+                               actor=OP, now=s0)
+
+    def hardware(now: datetime) -> tuple[str, dict[str, Any]]:
+        st = org.status(now)
+        [h] = st["hardware"]
+        return st["state"], {k: h[k] for k in ("licenses", "devices", "missing", "from_wallet", "to_buy")}
+
+    # At the edge: 8 devices on 8 licenses is licensed; the 9th and 10th need expansions.
+    org.add(s0 + DAY, core=8, hardware="S30-1")
+    assert hardware(s0 + DAY) == ("fully_licensed", {"licenses": 8, "devices": 8, "missing": 0, "from_wallet": 0,
+                                                     "to_buy": 0})
+    org.add(s0 + 2 * DAY, core=2, hardware="S30-1")
+    state, h = hardware(s0 + 2 * DAY)
+    assert state == "partially_licensed"
+    assert h == {"licenses": 8, "devices": 10, "missing": 2, "from_wallet": 0, "to_buy": 2}
+    # The subscription's need and guidance are still its own (the hardware's devices are not in it).
+    st = org.status(s0 + 2 * DAY)
+    assert st["license_types"]["core"]["need_now"] == 2 and st["buying_guidance"]["core"]["0"] == 0
+    # An expansion unit in the wallet covers one; one is left to buy; allocated, the rest remains.
+    org.redeem("AXIS-ACS-CORE-EXP", 1, s0 + 3 * DAY)
+    assert hardware(s0 + 3 * DAY)[1] == {"licenses": 8, "devices": 10, "missing": 2, "from_wallet": 1, "to_buy": 1}
+    with org.tx() as s:
+        axis.allocate_to_hardware(s, org_id=org.id, serial="S30-1", units=1, actor=OP, now=s0 + 3 * DAY)
+    assert hardware(s0 + 3 * DAY) == ("partially_licensed", {"licenses": 9, "devices": 10, "missing": 1,
+                                                             "from_wallet": 0, "to_buy": 1})
+    org.redeem("AXIS-ACS-CORE-EXP", 1, s0 + 4 * DAY)
+    with org.tx() as s:
+        axis.allocate_to_hardware(s, org_id=org.id, serial="S30-1", units=1, actor=OP, now=s0 + 4 * DAY)
+    assert hardware(s0 + 4 * DAY)[0] == "fully_licensed"
+    # Hardware alone, nothing licensed on it: not licensed (there is no grace for hardware).
+    bare = new_org(world, "Bare")
+    bare.register(s0, uid="ACS-BARE")
+    with bare.tx() as s:
+        axis.register_hardware(s, org_id=bare.id, product_code=P, serial="S30-BARE", license_type="core",
+                               actor=OP, now=s0)
+    bare.add(s0, core=1, hardware="S30-BARE")
+    assert bare.status(s0 + 91 * DAY)["state"] == "not_licensed"
+    assert bare.status(s0 + DAY)["state"] == "trial"  # a running trial is still a trial
 
 
 def test_hardware_without_a_preloaded_key_needs_its_license_type(world: World) -> None:  # R-AX-10
@@ -863,11 +1011,11 @@ def test_buying_guidance_counts_the_wallet_for_the_earliest_years(world: World) 
     org.redeem("AXIS-ACS-CORE-5Y", 1, s0)
     org.allocate(s0, ("core", 0, 10))
     # Core: need 10 in years 0..5, 10 allocated to year 0; the wallet holds 5 one-year units and
-    # one five-year unit (5 unit-years): 10 unit-years cover year 1, then 10 a year to buy.
-    # Universal: 2 a year, none held.
+    # one five-year unit: the five-year unit licenses one device in years 1..5, the one-year
+    # units five more in year 1. Universal: 2 a year, none held.
     st = org.status(s0)
     assert st["buying_guidance"] == {
-        "core": {"0": 0, "1": 0, "2": 10, "3": 10, "4": 10, "5": 10},
+        "core": {"0": 0, "1": 4, "2": 9, "3": 9, "4": 9, "5": 9},
         "universal": {"0": 2, "1": 2, "2": 2, "3": 2, "4": 2, "5": 2}}
     # Buying what it says and allocating it makes the years fully licensed.
     org.redeem("AXIS-ACS-UNIVERSAL-1Y", 2, s0)
@@ -878,6 +1026,28 @@ def test_buying_guidance_counts_the_wallet_for_the_earliest_years(world: World) 
     fresh = new_org(world, "Fresh")
     fresh.register(s0, core=3)
     assert fresh.status(s0)["buying_guidance"] == {}
+
+
+def test_buying_guidance_counts_a_five_year_unit_once_in_each_of_its_years(world: World) -> None:  # R-AX-12 R-AX-4
+    s0 = utc(2026, 3, 1)
+    org = new_org(world)
+    org.register(s0, core=10)
+    org.start(s0)
+    org.redeem("AXIS-ACS-CORE-5Y", 2, s0)
+    # Need 10, two five-year units: 8 to buy for each of years 0..4, 10 for year 5.
+    expected = {"0": 8, "1": 8, "2": 8, "3": 8, "4": 8, "5": 10}
+    assert org.status(s0)["buying_guidance"]["core"] == expected
+    # Allocating the wallet as the guidance counts it leaves exactly what it said to buy.
+    org.allocate(s0, ("core", 0, 2, 5))
+    st = org.status(s0)
+    assert st["buying_guidance"]["core"] == expected
+    assert {str(y["index"]): y["license_types"]["core"]["missing"] for y in st["years"]} == expected
+    # Buying that and renewing makes every year fully licensed, with nothing left to buy.
+    org.redeem("AXIS-ACS-CORE-1Y", sum(expected.values()), s0)
+    _renew(org, s0, years_ahead=5)
+    st = org.status(s0)
+    assert all(y["fully_licensed"] for y in st["years"]) and set(st["buying_guidance"]["core"].values()) == {0}
+    assert st["wallet"]["lots"] == []
 
 
 # --- R-AX-13 trials and upgrades -----------------------------------------------------------------
@@ -934,3 +1104,38 @@ def test_an_upgrade_converts_allocated_units_once_through_the_ledger(world: Worl
     with world.ctx.sessions() as s:
         kinds = [a["kind"] for a in axis.allocations_of(s, org.id, axis.product_by_code(s, P))]
     assert kinds == ["allocation", "upgrade", "upgraded"]
+
+
+def test_an_upgrade_never_leaves_a_need_uncovered(world: World) -> None:  # R-AX-13
+    s0 = utc(2026, 3, 1)
+    org = new_org(world)
+    org.register(s0, core=10)
+    org.start(s0)
+    org.redeem("AXIS-ACS-CORE-1Y", 22, s0)
+    org.allocate(s0, ("core", 0, 10), ("core", 1, 12))
+    org.redeem("AXIS-ACS-UPGRADE-CORE-UNIVERSAL", 3, s0)
+    # Ten core devices, ten core units: converting any would leave core devices unlicensed.
+    e = org.refused("upgrade_leaves_need_uncovered", lambda s: axis.upgrade(
+        s, org_id=org.id, product_code=P, year=0, units=2, actor=OP, now=s0 + DAY))
+    assert e.detail == {"license_type": "core", "year": 0, "need": 10, "allocated": 10, "requested": 2,
+                        "allowed": 0}
+    assert "would leave 2 core device(s) unlicensed" in e.message and "Upgrade at most 0" in e.message
+    assert org.status(s0 + DAY)["state"] == "fully_licensed"
+    # Year 1 has two units beyond its need: two convert, a third would not.
+    org.refused("upgrade_leaves_need_uncovered", lambda s: axis.upgrade(
+        s, org_id=org.id, product_code=P, year=1, units=3, actor=OP, now=s0 + DAY))
+    with org.tx() as s:
+        axis.upgrade(s, org_id=org.id, product_code=P, year=1, units=2, actor=OP, now=s0 + DAY)
+    year1 = org.status(s0 + DAY)["years"][1]
+    assert (year1["license_types"]["core"]["allocated"], year1["license_types"]["universal"]["allocated"]) == (10, 2)
+    assert year1["fully_licensed"] is True
+    # Once the devices need Universal (two of them moved), the current year's units can follow.
+    serials = [f"CAM-{n:04d}" for n in (1, 2)]
+    with org.tx() as s:
+        axis.remove_devices(s, org_id=org.id, system_id=org.system_id, serials=serials, actor=OP, now=s0 + 2 * DAY)
+    org.add(s0 + 2 * DAY, universal=1)
+    with org.tx() as s:
+        axis.upgrade(s, org_id=org.id, product_code=P, year=0, units=1, actor=OP, now=s0 + 2 * DAY)
+    st = org.status(s0 + 2 * DAY)
+    assert st["state"] == "fully_licensed"
+    assert (st["license_types"]["core"]["allocated"], st["license_types"]["universal"]["allocated"]) == (9, 1)

@@ -77,6 +77,7 @@ def test_axis_licensing_keeps_its_invariants_across_any_sequence(world: World) -
             self.alloc: dict[str, Counter[int]] = {t: Counter() for t in TYPES}
             self.devices: list[tuple[str, datetime]] = []  # subscription devices (not on hardware)
             self.hardware: dict[str, int] = {}  # serial -> licenses
+            self.on_hardware: Counter[str] = Counter()  # serial -> devices on it
             self.expired = 0  # units whose expiry the ledger recorded
             self.remainder: dict[str, int] = defaultdict(int)  # license-days per part
             self.seq = 0
@@ -187,22 +188,36 @@ def test_axis_licensing_keeps_its_invariants_across_any_sequence(world: World) -
             lines = [axis.Line(license_type, self.current().index + offset, units, term)]
             self._allocate(lines, axis.allocate, product_code=P, lines=lines)
 
-        @rule(years_ahead=st.integers(1, 3), buy_first=st.booleans())
-        def renew(self, years_ahead: int, buy_first: bool) -> None:  # R-AX-6
-            """Renew the coming years, as they are or after redeeming what they miss."""
-            cur = self.current().index
-            lines = []
-            for index in range(cur + 1, cur + years_ahead + 1):
+        @rule(years_ahead=st.integers(0, 3), buy_first=st.booleans())
+        def renew(self, years_ahead: int, buy_first: bool) -> None:  # R-AX-6 R-AX-5 R-AX-12
+            """Renew the current year and the years ahead, as they are or after redeeming the
+            one-year units they miss: the wallet's five-year units first, then one-year units,
+            for the earliest year first; all or nothing."""
+            cur = self.current()
+            years = list(range(cur.index, cur.index + years_ahead + 1))
+            lock = min(self.now, cur.grace_end)
+
+            def plan() -> tuple[list[axis.Line], dict[str, int]]:
+                lines, short = [], {}
                 for t in TYPES:
-                    missing = self.need_at(t, self.now) - self.alloc[t][index]
-                    if missing > 0:
-                        lines.append(axis.Line(t, index, missing, 1))
+                    missing = {i: max(0, self.need_at(t, lock if i == cur.index else self.now) - self.alloc[t][i])
+                               for i in years}
+                    wallet = {term: sum(lot.units for lot in self.usable("subscription", t, term)) for term in (1, 5)}
+                    to_buy, placed = rules.cover(missing, wallet, years)
+                    short[t] = sum(to_buy.values())
+                    lines += [axis.Line(t, i, units, term) for i, term, units in placed]
+                return lines, short
+
+            lines, short = plan()
             if buy_first:
                 for t in TYPES:
-                    short = (sum(line.units for line in lines if line.license_type == t)
-                             - sum(lot.units for lot in self.usable("subscription", t, 1)))
-                    if short > 0:
-                        self.redeem(PART[(t, 1)], short)
+                    if short[t]:
+                        self.redeem(PART[(t, 1)], short[t])
+                lines, short = plan()
+            if any(short.values()):
+                exc = self.refused("insufficient_units", axis.renew, product_code=P, years_ahead=years_ahead)
+                assert exc.detail["missing"] == sum(short.values())
+                return
             if not lines:
                 assert self.call(axis.renew, product_code=P, years_ahead=years_ahead)["allocations"] == []
                 return
@@ -277,6 +292,7 @@ def test_axis_licensing_keeps_its_invariants_across_any_sequence(world: World) -
             self.cams += cameras
             devices = [axis.NewDevice(f"{serial}-cam-{self.cams - i}", "core", serial) for i in range(cameras)]
             self.call(axis.add_devices, system_id=self.system_id, devices=devices)
+            self.on_hardware[serial] += cameras
 
         @rule(pick=st.integers(0, 9), units=st.integers(1, 10), buy_first=st.booleans())
         def allocate_to_hardware(self, pick: int, units: int, buy_first: bool) -> None:  # R-AX-10
@@ -383,7 +399,14 @@ def test_axis_licensing_keeps_its_invariants_across_any_sequence(world: World) -
                 state = "partially_licensed"
             else:
                 state = "not_licensed"
+            # R-AX-10: devices on hardware beyond its licenses keep it from being fully licensed.
+            if state == "fully_licensed" and any(self.on_hardware[h] > n for h, n in self.hardware.items()):
+                some = (any(self.alloc[t][cur.index] > 0 and needs[t] > 0 for t in TYPES)
+                        or any(min(self.on_hardware[h], n) for h, n in self.hardware.items()))
+                state = "partially_licensed" if some else "not_licensed"
             assert st_["state"] == state
+            assert {h["serial"]: h["missing"] for h in st_["hardware"]} == {
+                h: max(0, self.on_hardware[h] - n) for h, n in self.hardware.items()}
             # R-AX-7: the license-days kept until they make a unit.
             assert st_["wallet"]["remainder_license_days"] == {p: d for p, d in self.remainder.items() if d}
             # R-AX-10: hardware licenses never move or expire.

@@ -58,8 +58,14 @@ def test_register_license_and_activate_in_order(world, live_server, chromium):
     page.evaluate("window.__stillTheSamePage = true")
 
     # R-AC-3, R-AC-4: generate a license for LD-1 from the wallet.
+    # R-AC-1: the default is what the 2 devices need, previewed before anything moves.
     page.get_by_label("License device", exact=True).select_option("LD-1")
-    page.get_by_role("button", name="Generate license").click()
+    page.get_by_role("button", name="Preview license").click()
+    expect(page.get_by_role("heading", name="Preview: what the new license for LD-1 moves")).to_be_visible()
+    expect(page.locator('tr[data-move="91379040"]')).to_contain_text("01372-001")
+    expect(page.locator('tr[data-part="91379040"] td.wallet-units')).to_have_text("1")  # nothing moved yet
+    _no_axe_violations(page)  # the page with its preview and the file forms
+    page.get_by_role("button", name="Generate this license").click()
     expect(page.get_by_role("status")).to_contain_text("License 1 is generated for the license device LD-1")
     expect(page.locator(".license-state")).to_have_text("Active")
     expect(page.locator('[data-field="license-serial"]')).to_have_text("LD-1")
@@ -82,6 +88,14 @@ def test_register_license_and_activate_in_order(world, live_server, chromium):
     expect(page.locator('tr[data-serial="D-2"] td.state')).to_have_text("active")
     expect(page.locator('tr[data-count="devices"] td.n').nth(1)).to_have_text("2 active")
     assert page.evaluate("window.__stillTheSamePage") is True
+    _no_axe_violations(page)
     # Everything the page uses is allowed by its Content-Security-Policy.
     assert not [m for m in console if "Content Security Policy" in m], console
 
+
+
+def _no_axe_violations(page) -> None:
+    from axe_playwright_python import sync_playwright as axe  # a dev dependency: never skipped
+
+    snapshot = axe.Axe().run(page).generate_snapshot()
+    assert snapshot == "", snapshot

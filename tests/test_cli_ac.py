@@ -131,7 +131,8 @@ def test_calculate_uses_the_shipped_catalog_when_the_database_has_none(ctx: Cont
     # that is no database at all: the catalog Entitle ships, and the reason on stderr.
     body = cli.json("calculate", "--devices", "17")
     assert body["catalog"] == "default" and body["packages"] == [
-        {"part_number": "91379040", "name": "Access Commander license for +5 devices", "quantity": 4}]
+        {"part_number": "91379040", "alt_part_numbers": ["01372-001"], "name": "Access Commander license for +5 devices",
+         "quantity": 4}]
     assert "has no Access Commander packages" in cli("calculate", "--devices", "17").stderr
     empty = tmp_path / "empty.db"
     empty.touch()
@@ -241,7 +242,7 @@ def test_license_generated_and_replaced_whole(inst: Inst, tmp_path: Path) -> Non
     first = inst("license", "generate", "--license-device", "LD-1", "--package", "91379040:2",
                  "--out", str(first_file))
     assert first["license"]["capacity"]["devices"] == 10
-    assert first["license"]["packages"] == [{"part_number": "91379040", "quantity": 2}]
+    assert first["license"]["packages"] == [{"part_number": "91379040", "alt_part_numbers": ["01372-001"], "quantity": 2}]
     assert first_file.read_text() == first["license_file"]
     assert inst.uid in first["license_file"] and "LD-1" in first["license_file"]
     assert [p.name for p in tmp_path.iterdir()] == ["first.lic"]  # no staged file left over
@@ -254,7 +255,9 @@ def test_license_generated_and_replaced_whole(inst: Inst, tmp_path: Path) -> Non
     second = inst.cli("license", "generate", *inst.at, "--license-device", "LD-1", "--package", "91379040:1")
     assert second.exit_code == 0, second.output
     assert second.stdout.startswith(first["license_file"].splitlines()[0])
-    assert "1 × 91379040" in second.stderr and "activate LD-1 first" in second.stderr
+    assert "1 × 91379040 (01372-001)" in second.stderr and "activate LD-1 first" in second.stderr
+    # What moved: the first license's 2 back, 1 out of the wallet (1 before, 2 after).
+    assert "91379040 (01372-001): 1 from the wallet, 2 back from the current license; wallet 1 → 2" in second.stderr
     second_file = tmp_path / "second.lic"
     second_file.write_text(second.stdout)
     assert inst.status()["capacity"]["devices"] == 5  # not 15: replaced, not added
@@ -276,8 +279,9 @@ def test_license_generated_and_replaced_whole(inst: Inst, tmp_path: Path) -> Non
     # A third license to a file that exists replaces the file too; its status is printed.
     result = inst.cli("license", "generate", *inst.at, "--license-device", "LD-1", "--out", str(first_file))
     assert result.exit_code == 0, result.output
-    assert "License file written to" in result.stdout and "3 × 91379040" in result.stdout
-    assert inst.wallet() == {"91379040": 0}  # no --package: the current license plus the wallet
+    assert "License file written to" in result.stdout and "1 × 91379040" in result.stdout
+    assert "Default packages: what the installation needs now (1 registered device" in result.stdout
+    assert inst.wallet() == {"91379040": 2}  # no --package: what the installation needs, not the wallet
     assert inst.cli.json("license", "check", str(first_file), *inst.at)["replaced_at"] is None
     text = inst.cli.ok("status", *inst.at)
     assert "ACTIVE" in text and "LD-1 *" in text and "* license device" in text and "not activated yet" in text
@@ -312,7 +316,7 @@ def test_license_check_refuses_another_installations_file(world: World, cli: Cli
     a.redeem("91379040")
     a.device("LD-1")
     lic = tmp_path / "a.lic"
-    a("license", "generate", "--license-device", "LD-1", "--out", str(lic))
+    a("license", "generate", "--license-device", "LD-1", "--package", "91379040:1", "--out", str(lic))
     cli.refused("license_not_for_this_system", "license", "check", str(lic), *b.at)
     # A changed file is refused (its signature no longer matches).
     lic.write_text(lic.read_text().replace("LD-1", "LD-2"))
@@ -399,7 +403,7 @@ def test_sync_needs_the_integration_feature(inst: Inst) -> None:
     inst.refused("sync_source_invalid", "sync", "--source", "ftp")
     inst.redeem("91379042")
     inst.device("LD-1")
-    inst("license", "generate", "--license-device", "LD-1")
+    inst("license", "generate", "--license-device", "LD-1", "--package", "01374-001:1")  # Axis's number
     assert inst("sync", "--source", "csv") == {"source": "csv", "allowed": True}
     assert "allowed" in inst.cli.ok("sync", "--source", "ldap", *inst.at)
 
@@ -410,7 +414,7 @@ def test_system_users_and_the_tiers_administrator_limit(inst: Inst) -> None:
     assert first["admin"] is True
     inst.redeem("AC-TIER-BASIC")
     inst.device("LD-1")
-    inst("license", "generate", "--license-device", "LD-1")
+    inst("license", "generate", "--license-device", "LD-1", "--package", "AC-TIER-BASIC:1")
     inst.refused("admin_limit_reached", "system-user", "add", "--name", "bob", "--admin")
     bob = inst("system-user", "add", "--name", "bob")
     inst.refused("admin_limit_reached", "system-user", "admin", "--user-id", str(bob["id"]))
@@ -422,10 +426,121 @@ def test_system_users_and_the_tiers_administrator_limit(inst: Inst) -> None:
 def test_license_export_writes_the_signed_file_again(inst: Inst, tmp_path: Path) -> None:
     inst.redeem("91379040")
     inst.device("LD-1")
-    made = inst("license", "generate", "--license-device", "LD-1")
+    made = inst("license", "generate", "--license-device", "LD-1", "--package", "91379040:1")
     target = tmp_path / "again.lic"
     result = inst.cli("license", "export", *inst.at, "--id", str(made["license"]["id"]), "--out", str(target))
     assert result.exit_code == 0, result.output
     assert target.read_text() == made["license_file"]
     missing = inst.cli("license", "export", *inst.at, "--id", "999999")
     assert missing.exit_code == 1 and "error license_not_found:" in missing.stderr
+
+
+# --- issue 13: the points a customer reads -----------------------------------------------------------
+
+def test_suspended_status_shows_the_grants_and_the_way_to_recover(world: World, inst: Inst) -> None:
+    # R-AC-3, R-AC-6: suspended, the license still owns 10 devices and 25 Attendance users.
+    inst.redeem("91379040", count=2)
+    inst.redeem("91379041")
+    inst.device("LD-1")
+    inst("license", "generate", "--license-device", "LD-1", "--package", "91379040:2", "--package", "01373-001:1")
+    inst("device", "activate", "--serial", "LD-1")
+    inst("device", "state", "--serial", "LD-1", "--disconnected")
+    world.ctx.clock.advance(timedelta(days=1) - timedelta(seconds=1))
+    text = inst.cli.ok("status", *inst.at)
+    assert "1 required, 1 active, 10 owned" in text and "all devices inactive" not in text
+    world.ctx.clock.advance(timedelta(seconds=1))
+    view = inst.status()
+    assert view["devices"]["owned"] == 10 and view["attendance_users"]["owned"] == 25
+    text = inst.cli.ok("status", *inst.at)
+    assert "SUSPENDED" in text and "1 required, 0 active (all devices inactive), 10 owned" in text
+    assert "0 monitored, 25 owned" in text
+    assert "To recover, connect the license device LD-1 and activate it" in " ".join(text.split())
+
+
+def test_axis_part_numbers_and_plurals_in_the_console(world: World, inst: Inst) -> None:
+    # R-AC-1: --package takes the Axis part number; the license and the calculator show both.
+    inst.redeem("01373-001", count=3)
+    for serial in ("LD-1", "D-2"):
+        inst.device(serial)
+    made = inst("license", "generate", "--license-device", "LD-1", "--package", "01373-001:3")
+    assert made["license"]["packages"] == [{"part_number": "91379041", "alt_part_numbers": ["01373-001"],
+                                            "quantity": 3}]
+    assert made["license"]["capacity"]["attendance_users"] == 75 and inst.wallet() == {"91379041": 0}
+    text = inst.cli.ok("status", *inst.at)
+    assert "3 × 91379041 (01373-001)" in text
+    calc = inst.cli.ok("calculate", "--devices", "6", "--attendance-users", "1")
+    assert "Packages for 6 devices, 1 Attendance user" in calc and "01372-001" in calc
+    assert "Capacity: 10 devices, 1 Attendance user, unlimited admins" in calc
+    text = inst.cli.ok("license", "list", *inst.at)
+    assert "1 device\n" not in text and "1 devices" not in text
+    # Plural forms in refusals: the trial's one device and one Attendance user.
+    other = Inst(world, inst.cli, "Trial")
+    other.device("T-1")
+    other.device("T-2")
+    other("device", "activate", "--serial", "T-1")
+    result = inst.cli("device", "activate", "--serial", "T-2", *other.at)
+    assert "The license owns 1 device and 1 is active." in " ".join(result.stderr.split())
+    result = inst.cli("calculate", "--devices", "1")
+    assert "The trial covers 1 device, 0 Attendance users" in result.stdout
+
+
+def test_mint_takes_the_axis_part_number(world: World, cli: Cli) -> None:
+    # R-CORE-4, R-AC-1: minting under 01372-001 mints 91379040's keys.
+    result = cli.top("keys", "mint", "--sku", "01372-001", "--quantity-per-key", "1", "--count", "1")
+    assert result.exit_code == 0, result.output
+    assert "Minted 1 key of 91379040, 1 unit each" in result.stderr
+    key = result.stdout.split()[0]
+    org = str(world.org("Axis buyer"))
+    redeemed = cli.top("redeem", "--org", org, "--key", key)
+    assert redeemed.exit_code == 0, redeemed.output
+    assert "Redeemed 1 unit of 91379040 (also sold as 01372-001)" in redeemed.stdout
+    refused = cli.top("keys", "mint", "--sku", "01372-00", "--quantity-per-key", "1", "--count", "1", "--json")
+    assert refused.exit_code == 1 and "sku_not_found" in refused.stderr
+
+
+def test_generate_without_packages_previews_and_takes_only_the_need(inst: Inst) -> None:
+    # R-AC-1, R-AC-3: not the 40 units of the wallet; --dry-run moves nothing.
+    inst.redeem("91379040", count=40)
+    for serial in ("LD-1", "D-2", "D-3", "D-4", "D-5", "D-6"):
+        inst.device(serial)
+    dry = inst.cli.ok("license", "generate", "--license-device", "LD-1", "--dry-run", *inst.at)
+    assert "would hold 2 × 91379040 (01372-001)" in dry and "Nothing was generated." in dry
+    assert "91379040 (01372-001): 2 from the wallet; wallet 40 → 38" in dry
+    assert inst.wallet() == {"91379040": 40} and inst.status()["license"] is None
+    plan = inst("license", "generate", "--license-device", "LD-1", "--dry-run")["plan"]
+    assert plan["packages"] == [{"part_number": "91379040", "alt_part_numbers": ["01372-001"], "quantity": 2}]
+    made = inst("license", "generate", "--license-device", "LD-1")
+    assert made["plan"] == plan and inst.wallet() == {"91379040": 38}
+    assert made["license"]["capacity"]["devices"] == 10
+
+
+def test_device_state_connected_is_one_report(inst: Inst) -> None:
+    # R-AC-4, R-AC-5: --connected is evidence heard now, not a lasting state (heartbeat timeout).
+    help_text = " ".join(inst.cli("device", "state", "--help").stdout.split())
+    assert "one report, not a lasting state" in help_text and "heartbeat timeout" in help_text
+    inst("device", "add", "--serial", "D-1")
+    text = inst.cli.ok("device", "state", "--serial", "D-1", "--connected", *inst.at)
+    assert "This is one report" in text and "longer than 300 seconds" in " ".join(text.split())
+
+
+def test_license_add_reads_a_file(world: World, cli: Cli, tmp_path: Path) -> None:
+    # R-AC-3, R-AC-4: "License adding" from the console; a file of another installation, an older
+    # file and a changed one are refused with their codes.
+    a, b = Inst(world, cli, "A"), Inst(world, cli, "B")
+    a.redeem("91379040", count=2)
+    a.device("LD-1")
+    first, second = tmp_path / "first.lic", tmp_path / "second.lic"
+    a("license", "generate", "--license-device", "LD-1", "--package", "91379040:1", "--out", str(first))
+    world.ctx.clock.advance(timedelta(seconds=5))
+    a("license", "generate", "--license-device", "LD-1", "--package", "91379040:2", "--out", str(second))
+    assert cli.json("license", "add", str(second), *a.at)["added"] is False
+    assert "UNCHANGED" in cli.ok("license", "add", str(second), *a.at)
+    cli.refused("license_replaced", "license", "add", str(first), *a.at)
+    b.device("LD-1")
+    cli.refused("license_not_for_this_system", "license", "add", str(second), *b.at)
+    changed = tmp_path / "changed.lic"
+    changed.write_text(second.read_text().replace("Issued: ", "Issued: 1", 1))
+    result = cli("license", "add", str(changed), *a.at, "--json")
+    assert result.exit_code == 1 and json.loads(result.stderr)["error"]["code"].startswith("license_")
+    cli.refused("file_unreadable", "license", "add", str(tmp_path / "none.lic"), *a.at)
+    assert a.status()["license"]["packages"][0]["quantity"] == 2

@@ -210,8 +210,27 @@ def test_renew_allocates_what_the_coming_years_miss(world: World, cli: Cli) -> N
     text = cli.ok("renew", *org.at)
     assert "Nothing to renew" in text
     body = cli.refused("insufficient_units", "renew", *org.at, "--years", "2")
-    assert body["detail"]["missing"] == 4  # years 2 and 3 need 8 each; 4 left in the wallet
+    assert body["detail"]["missing"] == 4  # years 0 to 2: year 2 needs 8; 4 left in the wallet
     cli.refused("years_invalid", "renew", *org.at, "--years", "6")
+
+
+def test_renew_in_a_renewal_grace_licenses_the_current_year_and_says_which(world: World, cli: Cli) -> None:
+    # R-AX-6: in year 1's grace (year 0 allocated, 30 units in the wallet), --years 1 licenses
+    # year 1 first, then year 2, and says so.
+    org = Org(world, cli, devices=10)
+    org.start()
+    org.redeem(units=40)
+    org.allocate("--line", "core:0:10")
+    cli.now = datetime.fromisoformat("2027-01-15T09:00:00+00:00")
+    assert org.status()["state"] == "in_grace"
+    text = cli.ok("renew", *org.at, "--years", "1")
+    assert "Renewed: allocated to years 1, 2; years 1 to 2 are fully licensed." in text
+    st = org.status()
+    assert [st["years"][i]["license_types"]["core"]["allocated"] for i in (0, 1, 2)] == [10, 10, 0]
+    cli.now = datetime.fromisoformat("2027-02-14T09:00:00+00:00")  # year 1's grace end
+    assert org.status()["state"] == "fully_licensed"
+    assert "Nothing to renew: year 1 is fully licensed already." in cli.ok("renew", *org.at, "--years", "0")
+    assert "0 to 5 years ahead" in cli.refused("years_invalid", "renew", *org.at, "--years", "-1")["message"]
 
 
 def test_moving_entitle_now_across_the_grace_end_changes_the_state(world: World, cli: Cli) -> None:
@@ -401,6 +420,33 @@ def test_hardware_preloaded_and_expansion(world: World, cli: Cli) -> None:
                 "--units", "1")
 
 
+def test_hardware_running_more_devices_than_its_licenses(world: World, cli: Cli) -> None:
+    # R-AX-10, R-AX-12: 8 preloaded licenses, 10 devices: 2 need expansions, in the state and the guidance.
+    org = Org(world, cli)
+    (preloaded,) = world.mint("AXIS-S30-PRELOADED-CORE", quantity=8)
+    cli.json("axis", "hardware", "register", *org.at, "--serial", "S30-1", "--preloaded-key", preloaded)
+    serials = [a for i in range(10) for a in ("--serial", f"HW-CAM-{i}")]
+    cli.json("axis", "devices", "add", "--org", org.id, "--system", org.system, *serials, "--type", "core",
+             "--hardware", "S30-1")
+    org.start()
+    cli.now = START + timedelta(days=31)  # after the grace period (hardware licenses have none anyway)
+    st = org.status()
+    assert st["state"] == "partially_licensed"
+    [h] = st["hardware"]
+    assert (h["devices"], h["licenses"], h["missing"], h["to_buy"]) == (10, 8, 2, 2)
+    text = cli.ok("subscription", "status", *org.at)
+    assert "Buying guidance: buy 2 core expansion license(s) for S30-1." in text
+    assert "nothing to buy" not in text
+    [listed] = cli.json("axis", "hardware", "list", "--org", org.id)
+    assert (listed["missing"], listed["licensed"]) == (2, False)
+    # With 2 expansion units in the wallet: allocate them, nothing to buy; then fully licensed.
+    org.redeem("AXIS-ACS-CORE-EXP", 2)
+    text = cli.ok("subscription", "status", *org.at)
+    assert "allocate 2 expansion license(s) from the wallet to S30-1" in text and "buy 2" not in text
+    cli.ok("axis", "hardware", "allocate", "--org", org.id, "--serial", "S30-1", "--units", "2")
+    assert org.status()["state"] == "fully_licensed"
+
+
 def test_upgrade_converts_allocated_units(world: World, cli: Cli) -> None:
     # R-AX-13: an upgrade unit converts one allocated Core unit into Universal, once.
     org = Org(world, cli, devices=2)
@@ -409,9 +455,16 @@ def test_upgrade_converts_allocated_units(world: World, cli: Cli) -> None:
     org.allocate("--line", "core:0:2")
     cli.refused("insufficient_units", "axis", "upgrade", *org.at, "--year", "0", "--units", "1")
     org.redeem("AXIS-ACS-UPGRADE-CORE-UNIVERSAL", 1)
+    # Both core units license the 2 core devices: converting one would leave one unlicensed.
+    body = cli.refused("upgrade_leaves_need_uncovered", "axis", "upgrade", *org.at, "--year", "0", "--units", "1")
+    assert (body["detail"]["need"], body["detail"]["allocated"], body["detail"]["allowed"]) == (2, 2, 0)
+    org.redeem(units=1)
+    org.allocate("--line", "core:0:1")
     text = cli.ok("axis", "upgrade", *org.at, "--year", "0", "--units", "1")
     assert "Upgraded 1 unit(s) of year 0 from core to universal." in text
     year0 = org.status()["years"][0]["license_types"]
-    assert (year0["core"]["allocated"], year0["universal"]["allocated"]) == (1, 1)
+    assert (year0["core"]["allocated"], year0["universal"]["allocated"]) == (2, 1)
+    assert org.status()["state"] == "fully_licensed"
     kinds = [(a["kind"], a["license_type"], a["units"]) for a in cli.json("axis", "allocations", *org.at)]
-    assert kinds == [("allocation", "core", 2), ("upgrade", "universal", 1), ("upgraded", "core", -1)]
+    assert kinds == [("allocation", "core", 2), ("allocation", "core", 1), ("upgrade", "universal", 1),
+                     ("upgraded", "core", -1)]

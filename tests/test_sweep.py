@@ -246,16 +246,16 @@ def test_units_expire_in_the_wallet_five_years_after_they_entered_it_once(world:
     assert event.payload["units"] == 4 and event.payload["part_number"] == CORE_1Y
     assert event.payload["product"] == P and event.payload["lot"].startswith("lot/")
     assert event.payload["due_at"] == expiry.isoformat()
-    # The next write records the expiry in the ledger and history, and announces nothing again.
+    # The sweep recorded the expiry whole: the units left the wallet in the ledger, with history.
+    assert expired_units(ctx) == 4 and wallet_units(ctx, org.id) == 6
+    [h] = expiry_history(ctx)
+    assert (h.actor, h.before, h.after) == ("sweep", {"units": 4, "part_number": CORE_1Y},
+                                            {"units": 0, "expired_at": expiry.isoformat()})
+    # The next write finds nothing more to record, and nothing is announced again.
     year = axis_rules.year_at(s0, expiry + DAY)
     assert year is not None
     org.allocate(expiry + DAY, year.index, 1)
-    with ctx.sessions() as s:
-        assert s.scalar(select(func.count()).select_from(HistoryEntry).where(
-            HistoryEntry.action == "axis.units.expired")) == 1
-        expired = s.scalar(select(func.sum(Entry.amount)).join(Account, Account.id == Entry.account_id)
-                           .where(Account.kind == "expired"))
-        assert expired == 4
+    assert expired_units(ctx) == 4 and len(expiry_history(ctx)) == 1
     assert len(recorded(ctx, "axis.units.expired")) == 1
     assert swept(ctx, expiry + 2 * DAY)["recorded"] == 0
     assert_each_once(ctx)
@@ -281,6 +281,136 @@ def test_an_expiry_a_write_announced_first_is_not_announced_by_the_sweep(world: 
         [h] = s.scalars(select(HistoryEntry).where(HistoryEntry.action == "axis.units.expired"))
         assert h.after == {"units": 0, "expired_at": expiry.isoformat()}
     assert swept(ctx, expiry) == {"found": 0, "recorded": 0, "skipped": 0}  # the lot holds no units now
+    assert_each_once(ctx)
+
+
+def expired_units(ctx: Context) -> int:
+    with ctx.sessions() as s:
+        return int(s.scalar(select(func.coalesce(func.sum(Entry.amount), 0)).join(Account, Account.id == Entry.account_id)
+                            .where(Account.kind == "expired")) or 0)
+
+
+def wallet_units(ctx: Context, org_id: int) -> int:
+    """The wallet's units in the ledger (expired lots count until their expiry is recorded)."""
+    with ctx.sessions() as s:
+        return int(s.scalar(select(func.coalesce(func.sum(Entry.amount), 0)).join(Account, Account.id == Entry.account_id)
+                            .where(Account.kind == "wallet", Account.org_id == org_id)) or 0)
+
+
+def expiry_history(ctx: Context) -> list[HistoryEntry]:
+    with ctx.sessions() as s:
+        return list(s.scalars(select(HistoryEntry).where(HistoryEntry.action == "axis.units.expired")
+                              .order_by(HistoryEntry.seq)))
+
+
+def test_a_quiet_wallets_expiry_reaches_the_ledger_and_history_at_its_moment(world: World) -> None:  # R-CORE-8, R-AX-4
+    ctx, s0 = world.ctx, utc(2026, 3, 1, 10)
+    org = AxisOrg(world, world.org("Cams"), registered=s0 - DAY, core=0)
+    org.start(s0)
+    org.redeem(10, s0)
+    expiry = add_years(s0, axis_rules.STORAGE_YEARS)
+    # A microsecond before: nothing expires.
+    swept(ctx, expiry - US)
+    assert (expired_units(ctx), wallet_units(ctx, org.id), expiry_history(ctx)) == (0, 10, [])
+    # At the expiry, the sweep alone (no allocation ever follows) writes ledger and history, once.
+    assert swept(ctx, expiry)["recorded"] == 1
+    assert (expired_units(ctx), wallet_units(ctx, org.id), len(expiry_history(ctx))) == (10, 0, 1)
+    assert swept(ctx, expiry + DAY) == {"found": 0, "recorded": 0, "skipped": 0}
+    assert len(expiry_history(ctx)) == 1 and expired_units(ctx) == 10
+    assert_each_once(ctx)
+
+
+def test_a_redeem_after_an_expiry_shows_the_live_wallet(world: World) -> None:  # R-AX-4, R-CORE-7
+    ctx, s0 = world.ctx, utc(2026, 3, 1, 10)
+    org = AxisOrg(world, world.org("Cams"), registered=s0 - DAY, core=0)
+    org.start(s0)
+    org.redeem(10, s0)
+    expiry = add_years(s0, axis_rules.STORAGE_YEARS)
+
+    def last_redeem() -> tuple[int, int]:
+        with ctx.sessions() as s:
+            h = s.scalars(select(HistoryEntry).where(HistoryEntry.org_id == org.id,
+                                                     HistoryEntry.action == "key.redeemed")
+                          .order_by(HistoryEntry.seq.desc()).limit(1)).one()
+            return h.before["wallet"], h.after["wallet"]
+
+    # Just before the expiry the old units are live; at it (no sweep yet), they are not.
+    org.redeem(1, expiry - US)
+    assert last_redeem() == (10, 11)
+    org.redeem(1, expiry)
+    assert last_redeem() == (1, 2)  # the live wallet: the second unit's lot and this one
+    # The sweep then records the expiry of the old lot: the ledger agrees with what was shown.
+    swept(ctx, expiry)
+    assert wallet_units(ctx, org.id) == 2 and expired_units(ctx) == 10
+
+
+def _expiring_lot(world: World) -> tuple[AxisOrg, datetime, int]:
+    """An organization whose 4 oldest units expire at the returned moment (6 newer stay)."""
+    s0 = utc(2026, 3, 1, 10)
+    org = AxisOrg(world, world.org("Cams"), registered=s0 - DAY, core=0)
+    org.start(s0)
+    org.redeem(4, s0)
+    org.redeem(6, s0 + 400 * DAY)
+    expiry = add_years(s0, axis_rules.STORAGE_YEARS)
+    year = axis_rules.year_at(s0, expiry)
+    assert year is not None
+    return org, expiry, year.index
+
+
+def _at_once(*work: Callable[[Callable[[], object]], object]) -> None:
+    """Run each ``work(wait)`` in its own thread; ``wait`` holds them until all are ready."""
+    barrier = threading.Barrier(len(work))
+    errors: list[BaseException] = []
+
+    def run(w: Callable[[Callable[[], object]], object]) -> None:
+        try:
+            w(lambda: barrier.wait(timeout=60))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in work]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+
+
+def test_two_sweeps_at_once_record_an_expiry_once(world: World) -> None:  # R-CORE-8, R-AX-4
+    ctx = world.ctx
+    org, expiry, _year = _expiring_lot(world)
+    results: list[dict[str, int]] = []
+
+    def sweep(wait: Callable[[], object]) -> None:
+        # Each has found the lot (it holds units) before either writes.
+        results.append(sweeping.sweep(_Paused(ctx.sessions, wait), now=expiry))  # type: ignore[arg-type]
+
+    _at_once(sweep, sweep)
+    assert sorted((r["found"], r["recorded"], r["skipped"]) for r in results) == [(1, 0, 1), (1, 1, 0)]
+    assert expired_units(ctx) == 4 and len(expiry_history(ctx)) == 1
+    assert len(recorded(ctx, "axis.units.expired")) == 1 and wallet_units(ctx, org.id) == 6
+    assert_each_once(ctx)
+
+
+def test_a_sweep_and_an_allocation_at_once_record_an_expiry_once(world: World) -> None:  # R-CORE-8, R-AX-4
+    ctx = world.ctx
+    org, expiry, year = _expiring_lot(world)
+    results: list[dict[str, int]] = []
+
+    def sweep(wait: Callable[[], object]) -> None:
+        results.append(sweeping.sweep(_Paused(ctx.sessions, wait), now=expiry))  # type: ignore[arg-type]
+
+    def allocate(wait: Callable[[], object]) -> None:
+        wait()
+        org.allocate(expiry, year, 1)
+
+    _at_once(sweep, allocate)
+    # Whichever took the organization's lock first recorded it; the other found the lot empty.
+    [r] = results
+    assert r["found"] == 1 and r["recorded"] + r["skipped"] == 1
+    assert expired_units(ctx) == 4 and len(expiry_history(ctx)) == 1
+    assert len(recorded(ctx, "axis.units.expired")) == 1
+    assert wallet_units(ctx, org.id) == 5  # the 6 live units, one of them allocated
     assert_each_once(ctx)
 
 

@@ -83,8 +83,12 @@ class AcPage:
         assert r.status_code == 200, r.text
         return r
 
-    def generate(self, device: str, quantities: dict[str, str] | None = None, nonce: str | None = None) -> Any:
+    def generate(self, device: str, quantities: dict[str, str] | None = None, nonce: str | None = None,
+                 confirm: bool = True) -> Any:
+        """Post the license form; ``confirm``: the preview's "Generate this license" button."""
         data: dict[str, Any] = {"license_device": device, "nonce": nonce or nonce_of(self.get())}
+        if confirm:
+            data["confirm"] = "yes"
         if quantities is not None:
             data["part_number"] = list(quantities)
             data["quantity"] = list(quantities.values())
@@ -150,7 +154,7 @@ def test_license_settings_trial_then_a_license_from_the_wallet(world, client):
     give(world, org, "ann@example.com", "91379040", count=2)
     give(world, org, "ann@example.com", "91379041")
 
-    r = page.generate("LD-1")
+    r = page.generate("LD-1", {"91379040": "2", "91379041": "1"})
     assert r.status_code == 200, r.text
     assert "<html" not in r.text  # htmx: only the content
     assert "License 1 is generated for the license device LD-1" in text_of(r.text)
@@ -162,7 +166,7 @@ def test_license_settings_trial_then_a_license_from_the_wallet(world, client):
     assert 'data-state="active"' in body
     assert "Devices 2 / 10" in visible and "Attendance users 0 / 25" in visible
     assert "License added: 2026-01-15 09:00 UTC" in visible
-    assert "2 × 91379040, 1 × 91379041" in visible
+    assert "2 × 91379040 (Axis 01372-001), 1 × 91379041 (Axis 01373-001)" in visible
     assert 'data-field="license-serial">LD-1<' in body
     assert "license device" in text_of(row(body, "LD-1")) and "activate first" in text_of(row(body, "LD-1"))
     # The license file can be downloaded to import on the installation.
@@ -211,7 +215,7 @@ def test_device_limit_on_the_trial(world, client):
     assert page.activate("D-1").status_code == 200
     r = page.activate("D-2")
     assert r.status_code == 409 and "device_limit_reached" in r.text
-    assert "owns 1 devices and 1 are active" in error_text(r.text)
+    assert "owns 1 device and 1 is active" in error_text(r.text)  # the plural right
     assert device_state(r.text, "D-1") == "active"
 
 
@@ -245,7 +249,8 @@ def test_license_package_fields_and_refusals(world, client):
     give(world, org, "ann@example.com", "91379040", count=2)
     body = page.get()
     assert '<option value="OFF" disabled' in body  # only connected devices can be license devices
-    assert 'placeholder="2"' in row_of_part(body, "91379040")  # the default: the wallet's units
+    # The default: what 2 registered devices need (1 package), not the wallet's 2 units.
+    assert 'placeholder="1"' in row_of_part(body, "91379040")
 
     r = page.generate("LD-1", {"91379040": "3", "91379041": ""})
     assert r.status_code == 409 and "insufficient_units" in r.text
@@ -337,7 +342,7 @@ def test_attendance_users_and_integration(world, client):
     assert r.status_code == 409 and "integration_not_licensed" in r.text
     page.add_device("LD-1")
     give(world, org, "ann@example.com", "91379042")
-    page.generate("LD-1")
+    page.generate("LD-1", {"91379042": "1"})
     r = page.post("sync", {"source": "csv"})
     assert r.status_code == 200 and "CSV synchronisation is allowed" in r.text
 
@@ -417,7 +422,7 @@ def test_viewers_see_everything_read_only(world, client):
     page.add_device("LD-1")
     page.post("attendance-users", {"name": "Ann", "monitored": "true"})
     give(world, org, "ann@example.com", "91379040")
-    page.generate("LD-1")
+    page.generate("LD-1", {"91379040": "1"})
     vic = world.user("vic@example.com")
     world.member(org, vic, Role.viewer)
     client.cookies.clear()
@@ -451,7 +456,7 @@ def test_another_organizations_installation_is_not_found(world, client):
     org, page = owner_page(world, client)
     page.add_device("LD-1")
     give(world, org, "ann@example.com", "91379040")
-    page.generate("LD-1")
+    page.generate("LD-1", {"91379040": "1"})
     with world.ctx.sessions() as s:
         lic_id = s.scalars(select(AcLicense.id)).one()
     zed = world.user("zed@example.com")
@@ -485,3 +490,98 @@ def test_the_org_switcher_on_an_installation_goes_back_to_the_list(world, client
     listing = client.get("/ac").text
     assert "Beta Ltd" in listing and "No Access Commander installations yet." in listing
     assert client.get(page.url).status_code == 404
+
+
+# --- issue 13 -----------------------------------------------------------------------------------
+
+def test_a_license_is_previewed_before_it_is_generated(world, client):
+    # R-AC-1, R-AC-3: the default is what the installation needs (6 devices: 2 × 91379040), not
+    # the wallet's 40 units; the preview shows what moves and changes nothing until confirmed.
+    org, page = owner_page(world, client)
+    for serial in ("LD-1", "D-2", "D-3", "D-4", "D-5", "D-6"):
+        page.add_device(serial)
+    give(world, org, "ann@example.com", "91379040", count=40)
+    nonce = nonce_of(page.get())
+    r = page.generate("LD-1", nonce=nonce, confirm=False)
+    assert r.status_code == 200, r.text
+    preview = re.search(r'data-field="preview">(.*?)</form>', r.text, re.S).group(1)
+    visible = text_of(preview)
+    assert "6 registered devices, 0 monitored Attendance users" in visible
+    assert "The new license owns 10 devices and 1 Attendance user" in visible
+    assert text_of(re.search(r'<tr data-move="91379040">(.*?)</tr>', preview, re.S).group(1)) == \
+        "91379040 (Axis 01372-001) 0 2 40 38"
+    assert wallet_units(world, org) == {"91379040": 40}
+    with world.ctx.sessions() as s:
+        assert s.scalars(select(AcLicense)).all() == []
+    assert 'name="confirm" value="yes"' in preview and "Generate this license" in preview
+    confirm_nonce = re.search(r'name="nonce" value="([^"]+)"', preview).group(1)
+    r = page.generate("LD-1", nonce=confirm_nonce)
+    assert r.status_code == 200 and "License 1 is generated" in text_of(r.text)
+    assert wallet_units(world, org) == {"91379040": 38}
+    # R-AC-4: a device that is not connected is refused at the preview already.
+    page.add_device("OFF", connected=False)
+    r = page.generate("OFF", confirm=False)
+    assert r.status_code == 409 and "license_device_not_connected" in r.text
+
+
+def test_a_suspended_license_shows_what_it_owns_and_how_to_recover(world, client):
+    # R-AC-3, R-AC-6: Active licenses keeps required / owned from the license's grants.
+    org, page = owner_page(world, client)
+    page.add_device("LD-1")
+    give(world, org, "ann@example.com", "91379040", count=2)
+    page.generate("LD-1", {"91379040": "2"})
+    page.activate("LD-1")
+    page.post("devices/state", {"serial": "LD-1", "connected": "false"})
+    world.ctx.clock.advance(timedelta(days=1))
+    page.csrf = sign_in(client, "ann@example.com")
+    body = page.get()
+    visible = text_of(content_of(body))
+    assert 'data-state="suspended"' in body
+    assert "Devices 1 / 10 0 active (all devices inactive)" in visible
+    assert "The license still owns 10 devices and 1 Attendance user" in visible
+    assert text_of(re.search(r'data-field="next-step">(.*?)</p>', body, re.S).group(1)) == (
+        "All devices are inactive. To recover, connect the license device LD-1 and activate it, or add a new "
+        "license generated for another connected device.")
+
+
+def test_add_a_license_file_from_disk(world, client):
+    # R-AC-3, R-AC-4: "License adding" from a file; the current one changes nothing, an older one
+    # and another installation's are refused, each with its code.
+    org, page = owner_page(world, client)
+    page.add_device("LD-1")
+    give(world, org, "ann@example.com", "91379040", count=3)
+    page.generate("LD-1", {"91379040": "1"})
+    link = re.search(r'href="(/ac/installations/\d+/licenses/\d+/file)"', page.get()).group(1)
+    first = client.get(link).text
+    world.ctx.clock.advance(timedelta(seconds=1))
+    page.generate("LD-1", {"91379040": "2"})
+    body = page.get()
+    assert 'action="/ac/installations/%d/licenses/file"' % page.id in body and 'for="license-add-input"' in body
+    second = client.get(re.search(r'href="(/ac/installations/\d+/licenses/\d+/file)"', body).group(1)).text
+
+    def add(text: str) -> Any:
+        return page.post("licenses/file", files={"license_file": ("ac.lic", text.encode(), "text/plain")})
+
+    r = add(second)
+    assert r.status_code == 200 and "already the current license" in text_of(r.text)
+    r = add(first)
+    assert r.status_code == 409 and "license_replaced" in r.text
+    assert r.text.index('id="adding-heading"') < r.text.index("license_replaced") < r.text.index('id="devices-heading"')
+    other = AcPage(client, page.csrf, "Other")
+    other.add_device("LD-9")
+    r = client.post(f"{other.url}/licenses/file", data={"csrf_token": page.csrf}, headers=HTMX,
+                    files={"license_file": ("ac.lic", second.encode(), "text/plain")})
+    assert r.status_code == 400 and "license_not_for_this_system" in r.text
+    r = add("")
+    assert r.status_code == 400 and "license_file_empty" in r.text
+    assert wallet_units(world, org) == {"91379040": 1}
+
+
+def test_the_calculator_shows_the_axis_part_numbers(world, client):
+    # R-AC-1: each package under both its part numbers.
+    _org, page = owner_page(world, client)
+    r = client.get("/ac/calculate", params={"devices": 6, "attendance_users": 1, "integration": "true"}, headers=HTMX)
+    assert text_of(row_of_part(r.text, "91379040")).startswith("91379040 01372-001")
+    assert text_of(row_of_part(r.text, "91379042")).startswith("91379042 01374-001")
+    assert "For 6 devices, 1 Attendance user and integration" in text_of(r.text)
+    assert "These packages give 10 devices, 1 Attendance user and the integration feature" in text_of(r.text)

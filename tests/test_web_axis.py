@@ -246,6 +246,57 @@ def test_allocate_review_then_confirm_becomes_fully_licensed(world, client):  # 
     assert unit_input(page, "core:0") == "" and unit_input(page, "core:1") == "8"
 
 
+def _renewal_confirm(pages: AxisPages, review_page: str) -> Any:
+    form = re.search(rf'<form method="post" action="{URL}/renewal".*?</form>', review_page, re.S)
+    assert form, "no Confirm form for the renewal on the page"
+    data = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form.group(0)))
+    return pages.client.post(f"{URL}/renewal", data=data, headers=HTMX)
+
+
+def test_renew_in_a_renewal_grace_licenses_the_current_year_first(world, client):  # R-AX-6 R-AX-5
+    pages = started_with_devices(world, client, n=10)
+    [code] = world.mint("AXIS-ACS-CORE-1Y", quantity=40)
+    pages.redeem(code)
+    assert pages.confirm(pages.review({"core:0": 10}).text).status_code == 200
+    world.ctx.clock.advance(timedelta(days=365))  # year 1's renewal grace: 30 units in the wallet
+    pages.sign_in_again()
+    assert license_status(pages.get()) == "In grace period"
+    r = pages.post("renewal/review", {"years_ahead": "1"})
+    assert r.status_code == 200
+    review = r.text
+    assert re.search(r'<tr data-type="core" data-year="1">', review) and re.search(r'data-year="2"', review)
+    assert field(review, "renewal") == "Renewed: allocated to years 1, 2; years 1 to 2 are fully licensed."
+    assert lot_units(pages.get("wallet")) == [30]  # the review changed nothing
+    r = _renewal_confirm(pages, review)
+    assert r.status_code == 200
+    assert status_text(r.text) == ("Renewed: allocated to years 1, 2; years 1 to 2 are fully licensed. The product "
+                                   "is fully licensed.")
+    assert lot_units(pages.get("wallet")) == [10]
+    r = _renewal_confirm(pages, review)  # posted again: replayed, nothing allocated twice
+    assert "already confirmed" in status_text(r.text) and lot_units(pages.get("wallet")) == [10]
+    # All or nothing: 5 years ahead needs 40 more units than the wallet's 10.
+    r = pages.post("renewal/review", {"years_ahead": "5"})
+    assert r.status_code == 409 and error_text(r.text).startswith("insufficient_units")
+    r = pages.post("renewal/review", {"years_ahead": "6"})
+    assert r.status_code == 400 and error_text(r.text).startswith("years_invalid")
+
+
+def test_licensing_tab_says_which_hardware_needs_expansions(world, client):  # R-AX-10 R-AX-12
+    pages = owner_pages(world, client)
+    pages.register()
+    [pre] = world.mint("AXIS-S30-PRELOADED-CORE", quantity=8)
+    pages.post("hardware", {"serial": "S30-1", "preloaded_key": pre})
+    pages.add_devices([f"REC-{i}" for i in range(8)], hardware="S30-1")
+    pages.post("subscription")
+    assert 'data-field="expansion"' not in pages.get("licensing")  # 8 on 8: licensed
+    pages.add_devices(["REC-8", "REC-9"], hardware="S30-1")
+    assert license_status(pages.get()) == "Partially licensed"
+    assert field(pages.get(), "state") == "Partially licensed"
+    m = re.search(r'data-field="expansion" data-hardware="S30-1">(.*?)</p>', pages.get("licensing"), re.S)
+    assert m and text_of(m.group(1)) == ("Hardware S30-1 runs 10 Core devices on 8 licenses: 2 need expansion "
+                                         "licenses on it. Buy 2 expansion licenses for S30-1.")
+
+
 def test_short_wallet_is_refused_with_the_missing_count(world, client):  # R-AX-5
     pages = started_with_devices(world, client, n=8)
     page = pages.get("licensing")

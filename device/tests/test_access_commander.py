@@ -198,6 +198,40 @@ def test_bundles_and_tiers_are_not_packages() -> None:
     assert refused.value.detail == {"need": "integration"}
 
 
+def test_the_calculator_adds_to_what_a_license_holds() -> None:
+    # R-AC-1, R-AC-3: the packages to add to a license that keeps its lines, for the need.
+    two = [(DEVICES_5, 2)]  # 10 devices
+    assert packages_for(10, 0, False, PACKAGES, held=two) == []
+    assert packages_for(11, 0, False, PACKAGES, held=two) == [("91379040", 1)]  # 1 more device: 1 package
+    assert packages_for(17, 0, False, PACKAGES, held=two) == [("91379040", 2)]
+    assert packages_for(1, 2, False, PACKAGES, held=two) == [("91379041", 1)]
+    # Integration is added once; a license that has it needs none.
+    assert packages_for(0, 0, True, PACKAGES, held=two) == [("91379042", 1)]
+    assert packages_for(0, 0, True, PACKAGES, held=[(INTEGRATION, 1)]) == []
+    # A license of integration only still owns the trial's device (never less than the trial).
+    assert packages_for(1, 1, False, PACKAGES, held=[(INTEGRATION, 1)]) == []
+    assert packages_for(2, 0, False, PACKAGES, held=[(INTEGRATION, 1)]) == [("91379040", 1)]
+    # A tier's counts count; an unlimited count needs nothing more.
+    assert packages_for(7, 50, False, PACKAGES, held=[(BASIC, 1)]) == [("91379040", 1)]
+    assert packages_for(10**6, 10**6, True, PACKAGES, held=[(PRO_UNLIMITED, 1)]) == []
+    # Without held lines: the calculator as before.
+    assert packages_for(17, 69, False, PACKAGES, held=[]) == packages_for(17, 69, False, PACKAGES)
+
+
+@given(st.integers(0, 60), st.integers(0, 200), st.integers(0, 6), st.integers(0, 4))
+def test_what_is_added_covers_the_need_and_no_unit_less_does(devices: int, users: int, held_devices: int,
+                                                              held_users: int) -> None:
+    # R-AC-1: the license of the held lines and the added ones covers the need, minimally.
+    held = [(DEVICES_5, held_devices), (USERS_25, held_users)]
+    added = packages_for(devices, users, False, PACKAGES, held=held)
+    grants = dict(PACKAGES)
+    lines = held + [(grants[part], quantity) for part, quantity in added]
+    assert capacity_from_grants(lines).covers(devices=devices, attendance_users=users)
+    for index, (part, quantity) in enumerate(added):
+        fewer = held + [(grants[p], q - (i == index)) for i, (p, q) in enumerate(added)]
+        assert not capacity_from_grants(fewer).covers(devices=devices, attendance_users=users), part
+
+
 def test_the_calculator_refuses_a_negative_need() -> None:
     # R-AC-1
     with pytest.raises(ValueError):
@@ -609,6 +643,29 @@ def test_activating_beyond_the_owned_devices_is_refused_with_the_numbers() -> No
     activate(OTHER, count=10**6, capacity=Capacity(None, None, None, True, "pro_unlimited"))
 
 
+def test_refusals_read_one_device_one_attendance_user_one_administrator() -> None:
+    # R-AC-8: the numbers in the right grammatical number, at 1 and around it.
+    trial = license_state(None, T0, TIMEOUT)
+    with pytest.raises(errors.DeviceLimitReached) as one:
+        activate(OTHER, active=False, count=1, capacity=TRIAL, status=trial, license_device=None)
+    assert one.value.message.startswith("The license owns 1 device and 1 is active.")
+    with pytest.raises(errors.DeviceLimitReached) as many:
+        activate(OTHER, count=20)
+    assert many.value.message.startswith("The license owns 20 devices and 20 are active.")
+    with pytest.raises(errors.AttendanceLimitReached) as user:
+        check_attendance(1, TRIAL)
+    assert user.value.message.startswith("The license owns 1 Attendance user and 1 is monitored.")
+    with pytest.raises(errors.AttendanceLimitReached) as users:
+        check_attendance(75, TWENTY)
+    assert users.value.message.startswith("The license owns 75 Attendance users and 75 are monitored.")
+    with pytest.raises(errors.AdminLimitReached) as admin:
+        ac.check_admin(1, capacity_from_grants([(BASIC, 1)]))
+    assert admin.value.message.startswith("The license allows 1 administrator and 1 is an administrator.")
+    with pytest.raises(errors.AdminLimitReached) as admins:
+        ac.check_admin(6, capacity_from_grants([(ADVANCED, 1)]))
+    assert admins.value.message.startswith("The license allows 5 administrators and 6 are administrators.")
+
+
 def test_the_trial_activates_one_device() -> None:
     # R-AC-2, R-AC-8
     trial = license_state(None, T0, TIMEOUT)
@@ -686,6 +743,8 @@ def test_every_access_commander_error_has_its_own_documented_code() -> None:
         "IntegrationNotLicensed": "integration_not_licensed",
         "LicenseDeviceFirst": "license_device_first",
         "LicenseDeviceNotConnected": "license_device_not_connected",
+        "LicenseDeviceUnknown": "license_device_unknown",
+        "LicenseOlder": "license_older",
         "LicenseSuspended": "license_suspended",
         "NoPackageAvailable": "no_package_available",
         "NotAnAccessCommanderLicense": "not_access_commander_license",
@@ -806,3 +865,63 @@ def test_the_installation_persists_its_record(issuer: Ed25519PrivateKey, ring: K
     for text in ("[]", '{"format": "x", "license": "", "record": {}}', "not json"):
         with pytest.raises(ValueError):
             InstallationLicense.from_json(text, license)
+
+
+# --- License adding, offline (R-AC-3, R-AC-4, R-AC-7) ---------------------------------------------
+
+def _file(issuer: Ed25519PrivateKey, data: dict[str, Any], issued: datetime = ISSUED,
+          subject: list[str] | None = None) -> str:
+    return sign_license(issuer, KID, data, issued, None, 0, subject or [INSTALLATION, data["license_device"]])
+
+
+def test_license_adding_reads_a_file_for_this_installation(issuer: Ed25519PrivateKey, ring: KeyRing) -> None:
+    # R-AC-3, R-AC-4: the file becomes the license with a new record; a newer one replaces it.
+    devices = {LICENSE_DEVICE, OTHER}
+    first = _file(issuer, payload())
+    tracker = ac.add_license_file(first, ring, T0, installation=INSTALLATION, devices=devices,
+                                  heartbeat_timeout=TIMEOUT)
+    assert tracker.license_device == LICENSE_DEVICE and tracker.record == ConnectionRecord(T0)
+    assert tracker.heartbeat_timeout == TIMEOUT
+    tracker.seen(T0)
+    # The current license's own file changes nothing (its record is kept).
+    same = ac.add_license_file(first, ring, T0 + HOUR, installation=INSTALLATION, devices=devices,
+                               current=tracker)
+    assert same is tracker
+    newer = _file(issuer, payload(license_device=OTHER), issued=ISSUED + SECOND)
+    replaced = ac.add_license_file(newer, ring, T0 + HOUR, installation=INSTALLATION, devices=devices,
+                                   current=tracker)
+    assert replaced.license_device == OTHER and replaced.record == ConnectionRecord(T0 + HOUR)
+    # After it, the license device comes first (R-AC-7).
+    with pytest.raises(errors.LicenseDeviceFirst):
+        replaced.check_activation(LICENSE_DEVICE, T0 + HOUR, license_device_active=False, active_count=0)
+
+
+def test_license_adding_refuses_older_foreign_and_changed_files(issuer: Ed25519PrivateKey,
+                                                                  ring: KeyRing) -> None:
+    # R-AC-4, R-CORE-9: each refusal has its typed error.
+    from entitle_device import BadSignature, NotForThisSystem
+
+    devices = {LICENSE_DEVICE}
+    current = ac.add_license_file(_file(issuer, payload()), ring, T0, installation=INSTALLATION,
+                                  devices=devices)
+    older = _file(issuer, payload(organization="org_old"), issued=ISSUED - SECOND)
+    with pytest.raises(errors.LicenseOlder) as refused:
+        ac.add_license_file(older, ring, T0, installation=INSTALLATION, devices=devices, current=current)
+    assert refused.value.detail == {"issued": "2025-12-31T11:59:59Z", "current_issued": "2025-12-31T12:00:00Z"}
+    same_moment = _file(issuer, payload(organization="org_same"))  # issued with the current one: not newer
+    with pytest.raises(errors.LicenseOlder):
+        ac.add_license_file(same_moment, ring, T0, installation=INSTALLATION, devices=devices,
+                            current=current)
+    foreign = _file(issuer, payload(installation="SYS-AC-OTHER"), subject=["SYS-AC-OTHER", LICENSE_DEVICE])
+    with pytest.raises(NotForThisSystem):
+        ac.add_license_file(foreign, ring, T0, installation=INSTALLATION, devices=devices)
+    unknown = _file(issuer, payload(license_device="54-9999-9999"))
+    with pytest.raises(errors.LicenseDeviceUnknown) as gone:
+        ac.add_license_file(unknown, ring, T0, installation=INSTALLATION, devices=devices)
+    assert gone.value.detail == {"license_device": "54-9999-9999"}
+    text = _file(issuer, payload())
+    lines = text.splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if line.startswith("Subject: "))
+    lines[at] = f"Subject: {INSTALLATION},{OTHER}\n"  # the same file made out for another device
+    with pytest.raises(BadSignature):
+        ac.add_license_file("".join(lines), ring, T0, installation=INSTALLATION, devices={OTHER})

@@ -28,6 +28,8 @@ class CatalogSku:
     part_number: str
     name: str
     grants: Mapping[str, Any]
+    # The same package's other part numbers (Axis sells 91379040 as 01372-001).
+    alt_part_numbers: tuple[str, ...] = ()
 
 
 def error_of(exc: rules.AccessCommanderError) -> EntitleError:
@@ -43,6 +45,7 @@ def calculate(catalog: Sequence[CatalogSku], *, devices: int, attendance_users: 
                            devices=devices, attendance_users=attendance_users)
     grants = [(s.part_number, s.grants) for s in catalog]
     names = {s.part_number: s.name for s in catalog}
+    alts = {s.part_number: list(s.alt_part_numbers) for s in catalog}
     try:
         order = rules.packages_for(devices, attendance_users, integration, grants)
     except rules.AccessCommanderError as exc:
@@ -51,7 +54,8 @@ def calculate(catalog: Sequence[CatalogSku], *, devices: int, attendance_users: 
     capacity = rules.capacity_from_grants((by_part[p], q) for p, q in order) if order else rules.TRIAL
     tier = rules.cheapest_tier_for(devices, attendance_users, integration, grants)
     return {"need": {"devices": devices, "attendance_users": attendance_users, "integration": integration},
-            "packages": [{"part_number": p, "name": names[p], "quantity": q} for p, q in order],
+            "packages": [{"part_number": p, "alt_part_numbers": alts[p], "name": names[p], "quantity": q}
+                         for p, q in order],
             "capacity": capacity.as_dict(),
             "tier": {"part_number": tier, "name": names[tier]} if tier else None}
 
@@ -63,6 +67,7 @@ def default_catalog() -> tuple[CatalogSku, ...]:
     import yaml
 
     doc = yaml.safe_load(DEFAULT_CATALOG.read_text(encoding="utf-8"))
-    skus = [CatalogSku(str(sku["part_number"]), sku["name"], sku.get("grants") or {})
+    skus = [CatalogSku(str(sku["part_number"]), sku["name"], sku.get("grants") or {},
+                       tuple(str(alt) for alt in sku.get("alt_part_numbers") or ()))
             for product in doc["products"] if product["model"] == MODEL for sku in product.get("skus", [])]
     return tuple(sorted(skus, key=lambda sku: sku.part_number))

@@ -36,6 +36,7 @@ from entitle.history import services as history
 from entitle.ledger import services as ledger
 from entitle.platform import events
 from entitle.signing import services as signing
+from entitle.text import plural
 
 MODEL = "access_commander"
 TOKEN_PREFIX = "eac_"
@@ -327,10 +328,22 @@ def ac_skus(session: Session) -> list[Sku]:
     return list(session.scalars(select(Sku).join(Product).where(Product.model == MODEL).order_by(Sku.part_number)))
 
 
+def sku_index(skus: Iterable[Sku]) -> dict[str, Sku]:
+    """Access Commander SKUs by every part number they are sold under: 2N's and Axis's
+    (``alt_part_numbers``: 91379040 is also Axis 01372-001)."""
+    index: dict[str, Sku] = {}
+    for sku in skus:
+        for alt in sku.alt_part_numbers or []:
+            index.setdefault(alt, sku)
+    index.update({sku.part_number: sku for sku in skus})
+    return index
+
+
 def _requested(skus: Mapping[str, Sku], packages: Iterable[tuple[str, int]]) -> dict[int, tuple[Sku, int]]:
+    """The packages asked for, by SKU (either of a package's part numbers names it)."""
     wanted: dict[int, tuple[Sku, int]] = {}
     for part_number, quantity in packages:
-        sku = skus.get(part_number)
+        sku = skus.get(part_number.strip())
         if sku is None:
             raise EntitleError("sku_not_access_commander",
                                f"{part_number} is not an Access Commander package or tier in the catalog.",
@@ -343,6 +356,89 @@ def _requested(skus: Mapping[str, Sku], packages: Iterable[tuple[str, int]]) -> 
     return wanted
 
 
+def _package_line(sku: Sku, quantity: int) -> dict[str, Any]:
+    return {"part_number": sku.part_number, "alt_part_numbers": list(sku.alt_part_numbers or []),
+            "quantity": quantity}
+
+
+def default_packages(session: Session, installation: Installation, current: AcLicense | None,
+                     skus: Mapping[str, Sku]) -> list[tuple[str, int]]:
+    """What a license holds when no packages are asked for: the current license's packages plus
+    what the calculator adds so that the installation's registered devices and monitored
+    Attendance users are covered, no more. Taking more needs the packages named."""
+    held = {p["part_number"]: int(p["quantity"]) for p in (current.packages if current else [])}
+    catalog = [(sku.part_number, sku.grants) for sku in {s.id: s for s in skus.values()}.values()]
+    try:
+        added = rules.packages_for(len(devices_of(session, installation)), monitored_count(session, installation),
+                                   False, catalog, held=[(skus[p].grants, q) for p, q in held.items()])
+    except rules.AccessCommanderError as exc:
+        raise _error(exc) from None
+    for part, quantity in added:
+        held[part] = held.get(part, 0) + quantity
+    return sorted(held.items())
+
+
+def plan_license(session: Session, *, installation: Installation, packages: list[tuple[str, int]] | None,
+                 now: datetime, current: AcLicense | None = None) -> dict[str, Any]:
+    """What generating a license with ``packages`` (None: the default) would do, changing
+    nothing: the packages and capacity, the units that go back to the wallet from the current
+    license and come out of it for the new one, the wallet before and after, and the devices
+    that become inactive until activated again (R-AC-7). Refusals as ``generate_license``'s."""
+    current = current if current is not None else current_license(session, installation)
+    skus = sku_index(ac_skus(session))
+    default = packages is None
+    chosen = default_packages(session, installation, current, skus) if packages is None else packages
+    wanted = _requested(skus, chosen)
+    if not wanted:
+        if default:
+            raise EntitleError(
+                "license_packages_empty",
+                f"The installation's {plural(len(devices_of(session, installation)), 'registered device')} and "
+                f"{plural(monitored_count(session, installation), 'monitored Attendance user')} are within the "
+                "trial, so the default license would hold nothing. Name the packages to take from the wallet.",
+                devices=len(devices_of(session, installation)),
+                monitored_attendance_users=monitored_count(session, installation))
+        raise EntitleError("license_packages_empty",
+                           "A license needs at least one package or tier; redeem a key into the wallet first.")
+    lines = sorted(wanted.values(), key=lambda v: v[0].part_number)
+    try:
+        capacity = rules.capacity_from_grants((sku.grants, qty) for sku, qty in lines)
+    except ValueError as exc:
+        raise EntitleError("license_packages_invalid", f"These packages do not make one license: {exc}.") from None
+    wallet = {line.sku_id: max(line.units, 0) for line in ledger.wallet(session, installation.org_id, now=now)}
+    by_id = {sku.id: sku for sku in skus.values()}
+    back = {skus[p["part_number"]].id: int(p["quantity"]) for p in (current.packages if current else [])
+            if p["part_number"] in skus}
+    out = {sku.id: qty for sku, qty in lines}
+    moves = []
+    for sku_id in sorted(set(back) | set(out), key=lambda i: by_id[i].part_number):
+        before = wallet.get(sku_id, 0)
+        moves.append({**_package_line(by_id[sku_id], out.get(sku_id, 0)),
+                      "back_to_wallet": back.get(sku_id, 0), "from_wallet": out.get(sku_id, 0),
+                      "wallet_before": before, "wallet_after": before + back.get(sku_id, 0) - out.get(sku_id, 0)})
+    for move in moves:
+        del move["quantity"]
+    return {"default": default,
+            "need": {"devices": len(devices_of(session, installation)),
+                     "monitored_attendance_users": monitored_count(session, installation)},
+            "packages": [_package_line(sku, qty) for sku, qty in lines],
+            "capacity": capacity.as_dict(), "moves": moves,
+            "devices_made_inactive": [d.serial for d in devices_of(session, installation) if d.active]}
+
+
+def check_license_device(session: Session, installation: Installation, serial: str, now: datetime) -> Device:
+    """A license is generated for a connected device of the installation (R-AC-4)."""
+    dev = _device(session, installation, serial)
+    if dev is None:
+        raise NotFound("device", serial=serial)
+    if not device_connected(dev, now, timeout_of(installation)):
+        raise Conflict("license_device_not_connected",
+                       f"Device {serial} is not connected. A license is generated for a connected "
+                       "device of the installation (its hardware key): connect it, or choose another.",
+                       serial=serial)
+    return dev
+
+
 def generate_license(session: Session, *, installation: Installation, license_device: str,
                      packages: list[tuple[str, int]] | None, actor: Actor, now: datetime,
                      secret: bytes) -> tuple[AcLicense, str]:
@@ -351,100 +447,174 @@ def generate_license(session: Session, *, installation: Installation, license_de
 
     Units: the replaced license's units go back to the wallet and the new license's come out of
     it, in one ledger transaction, so a license can carry the old one's packages over. With
-    ``packages`` None the new license holds the current license's packages plus every Access
-    Commander unit in the wallet."""
+    ``packages`` None the license holds what the installation needs now (``default_packages``);
+    ``plan_license`` tells beforehand what moves."""
     org_id = installation.org_id
     actor.require_licensing(org_id)
-    dev = _device(session, installation, license_device)
-    if dev is None:
-        raise NotFound("device", serial=license_device)
-    if not device_connected(dev, now, timeout_of(installation)):
-        raise Conflict("license_device_not_connected",
-                       f"Device {license_device} is not connected. A license is generated for a connected "
-                       "device of the installation (its hardware key): connect it, or choose another.",
-                       serial=license_device)
+    check_license_device(session, installation, license_device, now)
     old = current_license(session, installation, lock=True)
-    skus = {s.part_number: s for s in ac_skus(session)}
-    if packages is None:
-        carried = {p["part_number"]: p["quantity"] for p in (old.packages if old else [])}
-        for line in ledger.wallet(session, org_id):
-            if line.units > 0 and line.part_number in skus:
-                carried[line.part_number] = carried.get(line.part_number, 0) + line.units
-        packages = sorted(carried.items())
-    wanted = _requested(skus, packages)
-    if not wanted:
-        raise EntitleError("license_packages_empty",
-                           "A license needs at least one package or tier; redeem a key into the wallet first.")
-    try:
-        payload = rules.license_payload(
-            organization=str(org_id), installation=installation.uid, license_device=license_device,
-            packages=[(sku.part_number, sku.grants, qty) for sku, qty in sorted(wanted.values(), key=lambda v: v[0].part_number)])
-    except ValueError as exc:
-        raise EntitleError("license_packages_invalid", f"These packages do not make one license: {exc}.") from None
-    lic = AcLicense(org_id=org_id, installation_id=installation.id, license_device=license_device,
-                    packages=[{"part_number": sku.part_number, "quantity": qty}
-                              for sku, qty in sorted(wanted.values(), key=lambda v: v[0].part_number)],
-                    capacity=payload["capacity"], added_at=now, added_by=actor.label, kid="", file_sha256="",
-                    file="")
-    if old is not None:
-        old.replaced_at = now
-        session.flush()  # frees the "one current license" slot
-    session.add(lic)
-    session.flush()
-    moves: list[tuple[Any, int]] = []
-    if old is not None:
-        for p in old.packages:
-            sku = skus[p["part_number"]]
-            moves += [(ledger.account(session, org_id=org_id, kind="ac_license", sku_id=sku.id, ref=str(old.id), now=now), -p["quantity"]),
-                      (ledger.account(session, org_id=org_id, kind="wallet", sku_id=sku.id, now=now), p["quantity"])]
-    for sku, qty in wanted.values():
-        moves += [(ledger.account(session, org_id=org_id, kind="wallet", sku_id=sku.id, now=now), -qty),
-                  (ledger.account(session, org_id=org_id, kind="ac_license", sku_id=sku.id, ref=str(lic.id), now=now), qty)]
-    ledger.post(session, org_id=org_id, kind="ac_license", actor=actor, now=now, moves=moves,
-                memo=f"license {lic.id} for {installation.uid}" + (f", replacing {old.id}" if old else ""))
+    plan = plan_license(session, installation=installation, packages=packages, now=now, current=old)
+    skus = sku_index(ac_skus(session))
+    wanted = [(skus[p["part_number"]], int(p["quantity"])) for p in plan["packages"]]
+    payload = rules.license_payload(organization=str(org_id), installation=installation.uid,
+                                    license_device=license_device,
+                                    packages=[(sku.part_number, sku.grants, qty) for sku, qty in wanted])
+    lic = _new_license(session, installation=installation, license_device=license_device, old=old,
+                       packages=wanted, capacity=payload["capacity"], actor=actor, now=now)
     text, kid = signing.sign(session, secret=secret, now=now, subject=[installation.uid, license_device],
                              payload=payload, expires=None)
     lic.file, lic.kid, lic.file_sha256 = text, kid, hashlib.sha256(text.encode()).hexdigest()
     # The device is connected now (checked above): that is the record's first evidence.
     _store(lic, rules.on_seen(rules.ConnectionRecord(license_added_at=now), now, timeout_of(installation)))
     session.flush()
-    history.record(session, org_id=org_id, actor=actor, now=now, action="ac.license.added",
-                   object_type="ac_installation", object_id=installation.uid,
-                   before=({"license": old.id, "license_device": old.license_device, "capacity": old.capacity}
-                           if old else None),
-                   after={"license": lic.id, "license_device": license_device, "capacity": lic.capacity,
-                          "packages": lic.packages})
-    events.emit(session, org_id=org_id, type="ac.license.added", now=now, installation=installation.uid,
-                license=lic.id, license_device=license_device)
+    _license_added(session, installation=installation, lic=lic, old=old, inactive=plan["devices_made_inactive"],
+                   actor=actor, now=now, how="generated")
     return lic, text
 
 
-def add_license_file(session: Session, *, installation: Installation, text: str, actor: Actor,
-                     now: datetime) -> AcLicense:
-    """"License adding" with a file: check the file (signature against the key ring, this
-    installation, the Access Commander model) and tell which license it is. A file Entitle issued
-    for this installation is added when it generated it; the current one is accepted as it is,
-    a replaced one is refused (its units went back to the wallet)."""
+def _new_license(session: Session, *, installation: Installation, license_device: str, old: AcLicense | None,
+                 packages: list[tuple[Sku, int]], capacity: dict[str, Any], actor: Actor,
+                 now: datetime) -> AcLicense:
+    """The new current license row (file not set yet), the ledger transaction that moves the
+    replaced license's units back to the wallet and the new one's out of it, and every device
+    made inactive: after a new license the license device is activated first, then the others
+    again, within its capacity (R-AC-7; not so after a recovery, which is the same license)."""
+    org_id = installation.org_id
+    lic = AcLicense(org_id=org_id, installation_id=installation.id, license_device=license_device,
+                    packages=[_package_line(sku, qty) for sku, qty in packages],
+                    capacity=capacity, added_at=now, added_by=actor.label, kid="", file_sha256="", file="")
+    if old is not None:
+        old.replaced_at = now
+        session.flush()  # frees the "one current license" slot
+    session.add(lic)
+    session.flush()
+    skus = sku_index(ac_skus(session))
+    moves: list[tuple[Any, int]] = []
+    if old is not None:
+        for p in old.packages:
+            sku = skus[p["part_number"]]
+            moves += [(ledger.account(session, org_id=org_id, kind="ac_license", sku_id=sku.id, ref=str(old.id), now=now), -p["quantity"]),
+                      (ledger.account(session, org_id=org_id, kind="wallet", sku_id=sku.id, now=now), p["quantity"])]
+    for sku, qty in packages:
+        moves += [(ledger.account(session, org_id=org_id, kind="wallet", sku_id=sku.id, now=now), -qty),
+                  (ledger.account(session, org_id=org_id, kind="ac_license", sku_id=sku.id, ref=str(lic.id), now=now), qty)]
+    ledger.post(session, org_id=org_id, kind="ac_license", actor=actor, now=now, moves=moves,
+                memo=f"license {lic.id} for {installation.uid}" + (f", replacing {old.id}" if old else ""))
+    for dev in devices_of(session, installation):
+        dev.active = False
+    return lic
+
+
+def _license_added(session: Session, *, installation: Installation, lic: AcLicense, old: AcLicense | None,
+                   inactive: list[str], actor: Actor, now: datetime, how: str) -> None:
+    history.record(session, org_id=installation.org_id, actor=actor, now=now, action="ac.license.added",
+                   object_type="ac_installation", object_id=installation.uid,
+                   before=({"license": old.id, "license_device": old.license_device, "capacity": old.capacity,
+                            "active_devices": inactive} if old else {"active_devices": inactive}),
+                   after={"license": lic.id, "license_device": lic.license_device, "capacity": lic.capacity,
+                          "packages": lic.packages, "added": how, "active_devices": []})
+    events.emit(session, org_id=installation.org_id, type="ac.license.added", now=now, installation=installation.uid,
+                license=lic.id, license_device=lic.license_device)
+
+
+def _verified(session: Session, installation: Installation, text: str, now: datetime) -> Any:
+    """The verified license of ``text`` for this installation, and its terms; the file's own
+    refusals (``license_bad_signature``, ``license_not_for_this_system``, …) otherwise."""
     from entitle_device import LicenseError, verify
 
-    actor.require_licensing(installation.org_id)
     try:
-        rules.LicenseTerms.from_license(verify(text, signing.keyring(session), now, installation.uid))
+        license = verify(text, signing.keyring(session), now, installation.uid)
+        return license, rules.LicenseTerms.from_license(license)
     except rules.AccessCommanderError as exc:
         raise _error(exc) from None
     except LicenseError as exc:
         raise EntitleError(f"license_{exc.code}", str(exc)) from None
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    lic = session.scalars(select(AcLicense).where(AcLicense.installation_id == installation.id,
-                                                  AcLicense.file_sha256 == digest)).one_or_none()
+
+
+def _replaced_refusal(lic: AcLicense) -> Conflict:
+    return Conflict("license_replaced",
+                    f"This license was replaced on {lic.replaced_at.isoformat() if lic.replaced_at else '?'} by "
+                    "a newer one; licenses never add up. Add the current license file, or generate a new "
+                    "license if you need different capacities.",
+                    replaced_at=_iso(lic.replaced_at))
+
+
+def _license_of_file(session: Session, installation: Installation, digest: str) -> AcLicense | None:
+    """The installation's license whose file this is: the current one if it is, else the newest
+    (two licenses signed in the same second with the same packages have the same file)."""
+    found = list(session.scalars(select(AcLicense).where(AcLicense.installation_id == installation.id,
+                                                         AcLicense.file_sha256 == digest)
+                                 .order_by(AcLicense.id.desc())))
+    return next((lic for lic in found if lic.replaced_at is None), found[0] if found else None)
+
+
+def check_license_file(session: Session, *, installation: Installation, text: str, actor: Actor,
+                       now: datetime) -> AcLicense:
+    """Check a file (signature against the key ring, this installation, the Access Commander
+    model) and tell which of the installation's licenses it is, changing nothing. A replaced
+    one is refused (its units went back to the wallet)."""
+    actor.require_licensing(installation.org_id)
+    _verified(session, installation, text, now)
+    lic = _license_of_file(session, installation, hashlib.sha256(text.encode()).hexdigest())
     if lic is None:
         raise NotFound("license", installation=installation.uid)
     if lic.replaced_at is not None:
-        raise Conflict("license_replaced",
-                       f"This license was replaced on {lic.replaced_at.isoformat()} by a newer one; licenses "
-                       "never add up. Generate a new license if you need different capacities.",
-                       replaced_at=lic.replaced_at.isoformat())
+        raise _replaced_refusal(lic)
     return lic
+
+
+def add_license_file(session: Session, *, installation: Installation, text: str, actor: Actor,
+                     now: datetime) -> tuple[AcLicense, bool]:
+    """The source's "License Adding": read a license file and make it the current license.
+
+    The file must verify against the key ring, be for this installation (its subject) and for
+    one of its devices (``license_device_unknown``), and be newer than the current license
+    (``license_replaced`` for one of its earlier licenses, ``license_older`` for a file issued
+    no later than the current one). The current license's own file changes nothing (returns it
+    and False). Otherwise the file replaces the current license whole (R-AC-3), with history: its
+    packages' units come out of the wallet as for a generated license (``insufficient_units``
+    when they are not there), and every device is inactive until the license device is
+    activated (R-AC-7). Returns the license and True."""
+    actor.require_licensing(installation.org_id)
+    license, terms = _verified(session, installation, text, now)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    known = _license_of_file(session, installation, digest)
+    if known is not None:
+        if known.replaced_at is not None:
+            raise _replaced_refusal(known)
+        return known, False
+    dev = _device(session, installation, terms.license_device)
+    if dev is None:
+        raise EntitleError("license_device_unknown",
+                           f"The license was generated for the device {terms.license_device}, which is not a "
+                           "device of this installation. Add that device first, or add a license generated "
+                           "for one of its devices.", status=409, license_device=terms.license_device)
+    old = current_license(session, installation, lock=True)
+    if old is not None:
+        from entitle_device import read_unverified
+
+        current_issued = read_unverified(old.file).issued
+        if license.issued <= current_issued:
+            raise Conflict("license_older",
+                           f"This license file was issued {license.issued.isoformat()}, not after the current "
+                           f"license ({current_issued.isoformat()}): adding it would replace a newer license "
+                           "with an older one. Add the newest license file.",
+                           issued=license.issued.isoformat(), current_issued=current_issued.isoformat())
+    skus = sku_index(ac_skus(session))
+    packages = [(terms_part, qty) for terms_part, qty in terms.packages]
+    plan = plan_license(session, installation=installation, packages=packages, now=now, current=old)
+    wanted = [(skus[p["part_number"]], int(p["quantity"])) for p in plan["packages"]]
+    lic = _new_license(session, installation=installation, license_device=terms.license_device, old=old,
+                       packages=wanted, capacity=terms.capacity.as_dict(), actor=actor, now=now)
+    lic.file, lic.kid, lic.file_sha256 = text, license.kid, digest
+    record = rules.ConnectionRecord(license_added_at=now)
+    if device_connected(dev, now, timeout_of(installation)):
+        record = rules.on_seen(record, now, timeout_of(installation))
+    _store(lic, record)
+    session.flush()
+    _license_added(session, installation=installation, lic=lic, old=old, inactive=plan["devices_made_inactive"],
+                   actor=actor, now=now, how="file")
+    return lic, True
 
 
 # --- activation and enforcement (R-AC-6 … R-AC-8) -----------------------------------------------
@@ -637,7 +807,8 @@ def calculate(session: Session, *, devices: int, attendance_users: int, integrat
 
 def catalog_skus(session: Session) -> list[calculator.CatalogSku]:
     """The database's Access Commander packages and tiers, as the calculator reads them."""
-    return [calculator.CatalogSku(s.part_number, s.name, s.grants) for s in ac_skus(session)]
+    return [calculator.CatalogSku(s.part_number, s.name, s.grants, tuple(s.alt_part_numbers or ()))
+            for s in ac_skus(session)]
 
 
 # --- views --------------------------------------------------------------------------------------
@@ -676,10 +847,28 @@ def license_to_dict(lic: AcLicense) -> dict[str, Any]:
             "license_device_activated_at": _iso(lic.license_device_activated_at), "kid": lic.kid}
 
 
+def next_step(ov: Overview) -> str | None:
+    """What the admin does next, in the source's words: recover a suspended license, or activate
+    a new license's device first (R-AC-6, R-AC-7); None when nothing is waiting."""
+    lic = ov.license
+    if lic is None:
+        return None
+    if ov.status.state == "suspended":
+        how = (f"activate the license device {lic.license_device}" if ov.status.license_device_connected
+               else f"connect the license device {lic.license_device} and activate it")
+        return f"All devices are inactive. To recover, {how}, or add a new license generated for another connected device."
+    if lic.license_device_activated_at is None:
+        return (f"Activate the license device {lic.license_device} first; the other devices can be "
+                "activated after it, within the license.")
+    return None
+
+
 def overview_to_dict(ov: Overview) -> dict[str, Any]:
     suspended = ov.status.state == "suspended"
     timeout = timeout_of(ov.installation)
-    owned = ov.capacity
+    # Owned is what the license grants, also while suspended (the source's license detail);
+    # ``capacity`` is what may be used now (nothing while suspended, R-AC-6).
+    owned = rules.Capacity.from_dict(ov.license.capacity) if ov.license else rules.TRIAL
     return {
         "installation": installation_to_dict(ov.installation),
         "license": license_to_dict(ov.license) if ov.license else None,
@@ -690,7 +879,10 @@ def overview_to_dict(ov: Overview) -> dict[str, Any]:
         "disconnected_at": _iso(ov.status.disconnected_at),
         "protective_until": _iso(ov.status.protective_until),
         "suspended_at": _iso(ov.status.suspended_at),
-        "capacity": owned.as_dict(),
+        "capacity": ov.capacity.as_dict(),
+        "granted": owned.as_dict(),
+        "all_devices_inactive": suspended,
+        "next_step": next_step(ov),
         "devices": {"required": len(ov.devices), "active": sum(1 for d in ov.devices if d.active and not suspended),
                     "monitored": None, "owned": owned.devices},
         "attendance_users": {"required": ov.attendance_users, "active": None, "monitored": ov.monitored,

@@ -6,6 +6,7 @@ import re
 import uuid
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -14,7 +15,6 @@ from starlette.exceptions import HTTPException
 
 from entitle.api.guard import BodyTooLarge
 from entitle.errors import EntitleError, retry_after
-from entitle.logs import log
 
 _HTTP_CODES = {
     400: ("bad_request", "The request is not valid."),
@@ -77,7 +77,8 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     so that the server logs the traceback)."""
     given = request.headers.get("x-request-id", "")
     request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
-    log.error("request.failed", request_id=request_id, method=request.method, path=request.url.path,
+    # A fresh logger (not the module's cached one): rare, and it follows the current configuration.
+    structlog.get_logger("entitle").error("request.failed", request_id=request_id, method=request.method, path=request.url.path,
               error=type(exc).__name__)
     return JSONResponse(error_body("internal_error", "Something went wrong on the server. Quote request id "
                                    f"{request_id} when you report it.", {"request_id": request_id}),

@@ -174,15 +174,69 @@ def allocatable_years(subscription_start: datetime, now: datetime) -> range:
     return range(first, first + AHEAD_YEARS + 1)
 
 
-def buying_guidance(need_by_year: Mapping[int, int], allocated_by_year: Mapping[int, int],
-                    wallet_units: int, years: Sequence[int]) -> dict[int, int]:
-    """R-AX-12: units to buy, per coming year, to be fully licensed, after using the wallet for
-    the earliest years first (a unit covers one device for one year)."""
-    left = wallet_units
+def cover(missing_by_year: Mapping[int, int], wallet_by_term: Mapping[int, int], years: Sequence[int]
+          ) -> tuple[dict[int, int], list[tuple[int, int, int]]]:
+    """R-AX-5, R-AX-12: how the wallet's units license the ``years`` that miss units, the way the
+    renewal allocates them: for each year from the earliest, what it still misses is taken from
+    the longest term first. A unit of ``term`` years allocated to year ``y`` licenses one device
+    in each of the years ``y`` to ``y + term - 1`` (a five-year unit counts once in each of five
+    consecutive years, never as five devices in one year).
+
+    Returns (units still missing per year after the wallet, the allocations that use the wallet
+    as (year, term, units), earliest year first)."""
+    left = {term: units for term, units in wallet_by_term.items() if units > 0}
+    if any(term < 1 for term in left):
+        raise ValueError("a unit lasts one year or more")
+    covered: dict[int, int] = {}
     to_buy: dict[int, int] = {}
+    placed: list[tuple[int, int, int]] = []
     for index in sorted(years):
-        missing = max(0, need_by_year.get(index, 0) - allocated_by_year.get(index, 0))
-        from_wallet = min(left, missing)
-        left -= from_wallet
-        to_buy[index] = missing - from_wallet
-    return to_buy
+        missing = max(0, missing_by_year.get(index, 0) - covered.get(index, 0))
+        for term in sorted(left, reverse=True):
+            take = min(missing, left[term])
+            if take:
+                placed.append((index, term, take))
+                left[term] -= take
+                missing -= take
+                for licensed in range(index, index + term):
+                    covered[licensed] = covered.get(licensed, 0) + take
+        to_buy[index] = missing
+    return to_buy, placed
+
+
+def buying_guidance(need_by_year: Mapping[int, int], allocated_by_year: Mapping[int, int],
+                    wallet_by_term: Mapping[int, int], years: Sequence[int]) -> dict[int, int]:
+    """R-AX-12: units to buy, per coming year, to be fully licensed after the wallet's units are
+    allocated as the renewal allocates them (``cover``): what allocating the wallet would leave
+    missing, so that guidance and allocation agree."""
+    missing = {index: max(0, need_by_year.get(index, 0) - allocated_by_year.get(index, 0)) for index in years}
+    return cover(missing, wallet_by_term, years)[0]
+
+
+def renewal_years(current: int, years_ahead: int) -> range:
+    """R-AX-5, R-AX-6: the years a renewal makes fully licensed: the current year (whose grace
+    period is for allocating to it) and the ``years_ahead`` after it, at most five ahead."""
+    if not 0 <= years_ahead <= AHEAD_YEARS:
+        raise ValueError(f"a renewal reaches 0 to {AHEAD_YEARS} years ahead")
+    return range(current, current + years_ahead + 1)
+
+
+def upgradable(need: int, allocated: int) -> int:
+    """R-AX-13: how many of a year's allocated units of one license type an upgrade may convert
+    without leaving a device of that type unlicensed: the units beyond the year's need."""
+    return max(0, allocated - need)
+
+
+# --- tied to hardware (R-AX-10) ------------------------------------------------------------------
+
+def hardware_missing(devices: int, licenses: int) -> int:
+    """R-AX-10: a piece of hardware licenses at most as many devices as it has licenses; the
+    devices beyond are its need for expansion licenses."""
+    return max(0, devices - licenses)
+
+
+def expansion_guidance(missing: int, wallet_units: int) -> tuple[int, int]:
+    """R-AX-12: (expansion units the wallet holds for it, expansion units to buy) for hardware
+    that misses ``missing`` licenses."""
+    from_wallet = min(missing, max(0, wallet_units))
+    return from_wallet, missing - from_wallet

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import String, and_, cast, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from entitle.actors import Actor
+from entitle.actors import Actor, operator
 from entitle.axis import rules
 from entitle.axis.models import Allocation, AxisDevice, CompensationRemainder, Hardware, OrgProduct
 from entitle.catalog.models import Product, Sku
@@ -29,6 +29,7 @@ from entitle.keys.models import LicenseKey
 from entitle.ledger import services as ledger
 from entitle.ledger.models import Account, Entry
 from entitle.platform import events
+from entitle.platform.models import Event
 from entitle.systems.models import System
 from entitle.tenancy.models import Organization
 
@@ -37,6 +38,8 @@ TRIAL = timedelta(days=90)  # R-AX-13: a product's trial from its registration
 MAX_UNITS = 1_000_000
 TERMS = (1, 5)  # R-AX-4: Axis sells one-year and five-year units
 MAX_DEVICES_PER_CALL = 100_000
+# Who records what time alone did (a lot's units expiring) in history.
+SWEEP_ACTOR = operator("sweep")
 
 
 # --- products ------------------------------------------------------------------------------------
@@ -354,29 +357,57 @@ def lots(session: Session, org_id: int, product: Product, *, now: datetime, expi
 def expire_lots(session: Session, *, org_id: int, product: Product, actor: Actor, now: datetime) -> int:
     """Record the expiry of wallet units older than five years (R-AX-4) in the ledger and
     history. Reads are right without it (``lots`` leaves expired lots out); every writer that
-    takes units from the wallet calls it first. The event is announced once, by this or by the
-    sweep, whichever comes first (``expiry_transition``)."""
+    takes units from the wallet calls it first, after the organization's lock, and the sweep
+    records the expiry of quiet wallets (``record_swept_expiry``). Whichever comes first records
+    it; the others find the lot empty."""
     gone = lots(session, org_id, product, now=now, expired=True)
     for lot in gone:
-        target = ledger.account(session, org_id=org_id, kind="expired", sku_id=lot.sku.id, now=now)
-        ledger.transfer(session, org_id=org_id, kind="expiry", actor=actor, now=now, amount=lot.units,
-                        source=lot.account, target=target, memo=f"{lot.account.ref} expired {lot.expires_at.isoformat()}")
-        history.record(session, org_id=org_id, actor=actor, now=now, action="axis.units.expired",
-                       object_type="wallet_lot", object_id=lot.account.ref,
-                       before={"units": lot.units, "part_number": lot.sku.part_number},
-                       after={"units": 0, "expired_at": lot.expires_at.isoformat()})
-        record_once(session, expiry_transition(org_id, product.code, lot), now=now)
+        _record_expiry(session, org_id=org_id, product_code=product.code, lot=lot, actor=actor, now=now)
     return sum(lot.units for lot in gone)
 
 
+def _record_expiry(session: Session, *, org_id: int, product_code: str, lot: LotView, actor: Actor,
+                   now: datetime) -> Event | None:
+    """The lot's units to the ``expired`` account, its history entry and (once) its event."""
+    target = ledger.account(session, org_id=org_id, kind="expired", sku_id=lot.sku.id, now=now)
+    ledger.transfer(session, org_id=org_id, kind="expiry", actor=actor, now=now, amount=lot.units,
+                    source=lot.account, target=target, memo=f"{lot.account.ref} expired {lot.expires_at.isoformat()}")
+    history.record(session, org_id=org_id, actor=actor, now=now, action="axis.units.expired",
+                   object_type="wallet_lot", object_id=lot.account.ref,
+                   before={"units": lot.units, "part_number": lot.sku.part_number},
+                   after={"units": 0, "expired_at": lot.expires_at.isoformat()})
+    return record_once(session, expiry_transition(org_id, product_code, lot), now=now)
+
+
+def record_swept_expiry(session: Session, *, account_id: int, now: datetime) -> Event | None:
+    """The sweep's recording of one lot's expiry (R-AX-4, R-CORE-8): ledger, history and event in
+    the caller's transaction, or None when a write or another sweep recorded it first. The lot is
+    read again after the organization's lock, which every recorder takes first: of two that
+    found it, the second sees it empty."""
+    account = session.get(Account, account_id)
+    if account is None:
+        return None
+    history.lock_organization(session, account.org_id)
+    sku = session.get(Sku, account.sku_id)
+    assert sku is not None
+    units = ledger.balance(session, account.id)
+    lot = LotView(account, sku, units)
+    if units <= 0 or lot.expires_at > now:
+        return None
+    return _record_expiry(session, org_id=account.org_id, product_code=sku.product.code, lot=lot,
+                          actor=SWEEP_ACTOR, now=now)
+
+
 def expiry_transition(org_id: int, product_code: str, lot: LotView) -> Transition:
-    """A lot's units expiring (R-AX-4, R-CORE-8) as both its announcers name it: the sweep
-    (``entitle.axis.sweep``) at the expiry, and the next write that records it in the ledger.
-    The subject is the lot itself (its account), so whichever comes first records the event and
-    the other finds its mark."""
-    return Transition("axis.units.expired", f"axis/lot/{lot.account.id}", org_id, lot.expires_at,
+    """A lot's units expiring (R-AX-4, R-CORE-8) as both its recorders name it: the sweep
+    (``entitle.axis.sweep``, which records it through ``record``) and the next write that takes
+    units from the wallet. The subject is the lot itself (its account), so the event is recorded
+    once whichever comes first."""
+    account_id = lot.account.id
+    return Transition("axis.units.expired", f"axis/lot/{account_id}", org_id, lot.expires_at,
                       {"product": product_code, "part_number": lot.sku.part_number, "units": lot.units,
-                       "lot": lot.account.ref})
+                       "lot": lot.account.ref},
+                      record=lambda session, now: record_swept_expiry(session, account_id=account_id, now=now))
 
 
 def _remainders(session: Session, org_id: int, product: Product) -> dict[str, int]:
@@ -582,29 +613,58 @@ def _compensate(session: Session, *, org_id: int, sku: Sku, allocation: Allocati
     return credit
 
 
-def renew(session: Session, *, org_id: int, product_code: str, years_ahead: int = 1, term_years: int = 1,
+def renew(session: Session, *, org_id: int, product_code: str, years_ahead: int = 1, term_years: int | None = None,
           actor: Actor, now: datetime) -> dict[str, Any]:
-    """Renew: allocate, for each of the next ``years_ahead`` years, the units that year still
-    misses against the current need (R-AX-5, R-AX-6). Refused as a whole when the wallet is short."""
+    """Renew (R-AX-5, R-AX-6): make the current year fully licensed when it is not -- its grace
+    period is the time to allocate to it -- and the ``years_ahead`` years after it (0 to 5), each
+    against its need, with the wallet's units as the buying guidance counts them
+    (``rules.cover``: earliest year first, five-year units first unless ``term_years`` names
+    one term). All or nothing: refused as a whole, with what each license type misses per year,
+    when the wallet is short."""
     actor.require_licensing(org_id)
     product = product_by_code(session, product_code)
-    if not 1 <= years_ahead <= rules.AHEAD_YEARS:
-        raise EntitleError("years_invalid", f"Renew 1 to {rules.AHEAD_YEARS} years ahead.", years=years_ahead)
+    if not 0 <= years_ahead <= rules.AHEAD_YEARS:
+        raise EntitleError("years_invalid",
+                           f"Renew 0 to {rules.AHEAD_YEARS} years ahead of the current subscription year (0: the "
+                           "current year only).", years=years_ahead)
+    if term_years is not None and term_years not in TERMS:
+        raise EntitleError("term_invalid", "Units last 1 or 5 subscription years.", term_years=term_years)
     history.lock_organization(session, org_id)
+    _started(_registered(session, org_id, product), product)
     st = status(session, org_id=org_id, product=product, now=now)
-    if st["current_year"] is None:
-        _started(_registered(session, org_id, product), product)
     current = st["current_year"]["index"]
-    lines = []
-    for y in st["years"]:
-        if current < y["index"] <= current + years_ahead:
-            for license_type, v in y["license_types"].items():
-                if v["missing"] > 0:
-                    lines.append(Line(license_type, y["index"], v["missing"], term_years))
+    covered = rules.renewal_years(current, years_ahead)
+    through = f"year {current}" if len(covered) == 1 else f"years {covered.start} to {covered.stop - 1}"
+    wallet = lots(session, org_id, product, now=now)
+    lines: list[Line] = []
+    short = []
+    for license_type in st["license_types"]:
+        missing = {y["index"]: y["license_types"][license_type]["missing"] for y in st["years"] if y["index"] in covered}
+        to_buy, placed = rules.cover(missing, _wallet_terms(wallet, license_type, term_years), list(covered))
+        if any(to_buy.values()):
+            short.append({"license_type": license_type, "missing": sum(to_buy.values()),
+                          "missing_by_year": {str(k): v for k, v in to_buy.items() if v}})
+        lines += [Line(license_type, index, units, term) for index, term, units in placed]
+    if short:
+        what = "; ".join(f"{x['license_type']}: {x['missing']} missing ("
+                         + ", ".join(f"year {k}: {v}" for k, v in x["missing_by_year"].items()) + ")" for x in short)
+        kind = "" if term_years is None else f" {term_years}-year"
+        raise Conflict("insufficient_units",
+                       f"The wallet holds too few{kind} units to license {through} ({what}). Redeem more license "
+                       "keys, or renew fewer years ahead; nothing was allocated.",
+                       missing=sum(x["missing"] for x in short), years=list(covered), lines=short)
     if not lines:
-        return {"allocations": [], "state": st["state"], "message": "Nothing to renew: the coming years are covered."}
-    return allocate(session, org_id=org_id, product_code=product_code, lines=lines, actor=actor, now=now,
-                    state_before=st["state"])
+        return {"allocations": [], "state": st["state"], "years": [], "licensed_years": list(covered),
+                "message": f"Nothing to renew: {through} are fully licensed already."
+                if len(covered) > 1 else f"Nothing to renew: {through} is fully licensed already."}
+    result = allocate(session, org_id=org_id, product_code=product_code, lines=lines, actor=actor, now=now,
+                      state_before=st["state"])
+    years = sorted({line.year for line in lines})
+    result.update(years=years, licensed_years=list(covered),
+                  message=f"Renewed: allocated to {'year' if len(years) == 1 else 'years'} "
+                          f"{', '.join(str(y) for y in years)}; {through} "
+                          f"{'is' if len(covered) == 1 else 'are'} fully licensed.")
+    return result
 
 
 # --- upgrades (R-AX-13) ---------------------------------------------------------------------------
@@ -613,7 +673,9 @@ def upgrade(session: Session, *, org_id: int, product_code: str, year: int, unit
             now: datetime) -> dict[str, Any]:
     """Convert allocated one-year units of one license type into another (Core -> Universal),
     using upgrade units from the wallet: the old units go to the ``upgraded`` sink, the upgrade
-    units are allocated to the year. Each upgrade unit is used once."""
+    units are allocated to the year. Each upgrade unit is used once. An upgrade never leaves the
+    product less licensed: it converts only the units of the year beyond the year's need of the
+    old type (``rules.upgradable``); a unit of one type licenses devices of that type only."""
     actor.require_licensing(org_id)
     product = product_by_code(session, product_code)
     if not 1 <= units <= MAX_UNITS:
@@ -632,6 +694,8 @@ def upgrade(session: Session, *, org_id: int, product_code: str, year: int, unit
         raise Conflict("insufficient_units", f"The wallet holds {have} upgrade unit(s); {units - have} missing.",
                        missing=units - have, available=have, needed=units)
     take = _take(pool, units)
+    year_need = next(y for y in status(session, org_id=org_id, product=product, now=now)["years"] if y["index"] == year)
+    converted: dict[str, int] = defaultdict(int)
     done = []
     for lot, n in take:
         from_type, to_type = str(lot.sku.grants["from_license_type"]), lot.license_type
@@ -647,6 +711,19 @@ def upgrade(session: Session, *, org_id: int, product_code: str, year: int, unit
             raise Conflict("upgrade_nothing_to_convert",
                            f"Year {year} has {have_old} one-year {from_type} unit(s) allocated; {n} needed to upgrade.",
                            license_type=from_type, year=year, available=have_old, needed=n)
+        converted[from_type] += n
+        counts = year_need["license_types"].get(from_type, {"need": 0, "allocated": 0})
+        allowed = rules.upgradable(counts["need"], counts["allocated"])
+        if converted[from_type] > allowed:
+            asked = converted[from_type]
+            raise Conflict("upgrade_leaves_need_uncovered",
+                           f"Year {year} needs {counts['need']} {from_type} license(s) and has {counts['allocated']} "
+                           f"allocated: upgrading {asked} to {to_type} would leave "
+                           f"{counts['need'] - (counts['allocated'] - asked)} {from_type} device(s) unlicensed. Upgrade "
+                           f"at most {allowed}, or first allocate more {from_type} units to year {year} (a {to_type} "
+                           f"unit does not license a {from_type} device).",
+                           license_type=from_type, year=year, need=counts["need"], allocated=counts["allocated"],
+                           requested=asked, allowed=allowed)
         moves: list[tuple[Account, int]] = [(lot.account, -n)]
         left = n
         for acct in sources:
@@ -750,6 +827,7 @@ def hardware_to_dict(session: Session, hw: Hardware, now: datetime) -> dict[str,
     return {"serial": hw.serial, "name": hw.name, "license_type": hw.license_type,
             "preloaded_units": hw.preloaded_units, "licenses": licensed,
             "expansion_units": licensed - hw.preloaded_units, "devices": devices,
+            "missing": rules.hardware_missing(devices, licensed),
             "licensed": devices <= licensed, "registered_at": hw.registered_at.isoformat()}
 
 
@@ -824,9 +902,11 @@ def status(session: Session, *, org_id: int, product: Product, now: datetime) ->
             "state": rules.licensing_state(now=now, subscription_start=start, need=need_lock, allocated=units,
                                            trial_until=trial_until, registered_at=op.registered_at if op else None),
         }
-    state = "not_registered" if op is None else _combine(
-        per_type, now=now, grace_end=grace_end, trial=bool(trial_until and now < trial_until), started=current is not None)
     wallet = lots(session, org_id, product, now=now) if op else []
+    hardware = _hardware_need(session, org_id, product, wallet, now) if op else []
+    state = "not_registered" if op is None else _combine(
+        per_type, now=now, grace_end=grace_end, trial=bool(trial_until and now < trial_until), started=current is not None,
+        hardware=hardware)
     years_out = []
     if current is not None:
         assert start is not None
@@ -850,11 +930,9 @@ def status(session: Session, *, org_id: int, product: Product, now: datetime) ->
     if current is not None:
         coming = [y["index"] for y in years_out]
         for t in types:
-            unit_years = sum(lot.units * (lot.sku.term_years or 1) for lot in wallet
-                             if lot.sku.grant_kind == "subscription" and lot.license_type == t)
             guidance[t] = rules.buying_guidance(
                 {y["index"]: y["license_types"][t]["need"] for y in years_out},
-                {y["index"]: y["license_types"][t]["allocated"] for y in years_out}, unit_years, coming)
+                {y["index"]: y["license_types"][t]["allocated"] for y in years_out}, _wallet_terms(wallet, t), coming)
     return {
         "product": product.code, "name": product.name, "registered": op is not None,
         "registered_at": op.registered_at.isoformat() if op else None,
@@ -869,16 +947,52 @@ def status(session: Session, *, org_id: int, product: Product, now: datetime) ->
                    "remainder_license_days": _remainders(session, org_id, product) if op else {}},
         "growth": {"over": bool(over), "license_types": over},
         "buying_guidance": {t: {str(k): v for k, v in g.items()} for t, g in guidance.items()},
+        # R-AX-10: devices on hardware beyond its licenses need expansion licenses on it.
+        "hardware": hardware,
     }
 
 
+def _wallet_terms(wallet: Iterable[LotView], license_type: str, term_years: int | None = None) -> dict[int, int]:
+    """The wallet's subscription units of one license type: term in years -> units."""
+    out: dict[int, int] = defaultdict(int)
+    for lot in wallet:
+        term = lot.sku.term_years or 1
+        if lot.sku.grant_kind == "subscription" and lot.license_type == license_type and term_years in (None, term):
+            out[term] += lot.units
+    return dict(out)
+
+
+def _hardware_need(session: Session, org_id: int, product: Product, wallet: Sequence[LotView],
+                   now: datetime) -> list[dict[str, Any]]:
+    """R-AX-10, R-AX-12: each piece of the product's hardware with its devices and licenses; the
+    devices beyond its licenses are its need for expansion licenses, met first by the wallet's
+    expansion units of its type (hardware in registration order), the rest to buy."""
+    rows = [hardware_to_dict(session, hw, now) for hw in hardware_of(session, org_id) if hw.product_id == product.id]
+    in_wallet: dict[str, int] = defaultdict(int)
+    for lot in wallet:
+        if lot.sku.grant_kind == "expansion":
+            in_wallet[lot.license_type] += lot.units
+    for row in rows:
+        from_wallet, to_buy = rules.expansion_guidance(row["missing"], in_wallet[row["license_type"]])
+        in_wallet[row["license_type"]] -= from_wallet
+        row.update(from_wallet=from_wallet, to_buy=to_buy)
+    return rows
+
+
 def _combine(per_type: dict[str, dict[str, Any]], *, now: datetime, grace_end: datetime | None, trial: bool,
-             started: bool) -> str:
+             started: bool, hardware: Sequence[dict[str, Any]] = ()) -> str:
     """One state for the product from its license types' (R-AX-5, R-AX-6, R-AX-13): fully
     licensed when every type's allocation covers its need; else in grace, a trial, partially
-    licensed (some needed type has units allocated) or not licensed."""
+    licensed (some needed type has units allocated) or not licensed. Devices on hardware beyond
+    its licenses (R-AX-10) keep a product that would be fully licensed from being so: partially
+    licensed when some device is licensed, else not licensed (hardware licenses have no grace)."""
     if all(v["allocated"] >= v["need"] for v in per_type.values()) and (started or not trial):
-        return "fully_licensed" if started or all(v["need"] == 0 for v in per_type.values()) else "not_licensed"
+        state = "fully_licensed" if started or all(v["need"] == 0 for v in per_type.values()) else "not_licensed"
+        if state == "fully_licensed" and any(h["missing"] for h in hardware):
+            some = (any(v["need"] and v["allocated"] for v in per_type.values())
+                    or any(min(h["devices"], h["licenses"]) for h in hardware))
+            return "partially_licensed" if some else "not_licensed"
+        return state
     if not started:
         return "trial" if trial else "not_licensed"
     if grace_end is not None and now < grace_end:

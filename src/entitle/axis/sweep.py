@@ -9,9 +9,11 @@
   announces the end instead.
 - ``axis.grace.ended``: a grace period ended and the product was not fully licensed at its end.
 - ``axis.units.expired``: a wallet lot's units expired unused, five years after they entered the
-  wallet. The next write that takes units from the wallet records the expiry in the ledger and
-  announces it too; both name it by the lot (``services.expiry_transition``), so it is
-  announced once, by whichever comes first.
+  wallet. The sweep records the expiry whole -- the ledger transfer to the ``expired`` account,
+  the history entry and the event (``services.record_swept_expiry``) -- so that a quiet wallet's
+  ledger and history show it too. The next write that takes units from the wallet records it the
+  same way if it comes first; both take the organization's lock and read the lot again, and
+  name the event by the lot (``services.expiry_transition``), so it is recorded once.
 
 The grace transitions of one year share a subject, the product in the organization and the year
 (``axis/product/<id>/year/<index>``): each year's grace starts, warns and ends once. Whether the
@@ -179,9 +181,9 @@ def _short_at(session: Session, op: OrgProduct, allocations: Iterable[tuple[str,
 
 def _expired_lots(session: Session, now: datetime) -> Iterator[Transition]:
     """Lots whose five years ran out in the window and that still hold units (a lot whose expiry
-    a write recorded holds none, and its mark says it was announced). Oldest first, the order
-    ``services.expire_lots`` takes them in, so that a sweep and a write never wait for each
-    other's marks in opposite orders."""
+    was recorded holds none). By organization, then oldest first (the order
+    ``services.expire_lots`` takes them in): recording takes each organization's lock, and two
+    sweeps, or a sweep and a write, then never wait for each other in opposite orders."""
     since = now - LOOK_BACK
     # Received between these (a day of slack either side for 29 February); checked exactly below.
     received_after = add_years(since, -rules.STORAGE_YEARS) - _DAY
@@ -198,7 +200,7 @@ def _expired_lots(session: Session, now: datetime) -> Iterator[Transition]:
         .join(latest, latest.c.account_id == Account.id)
         .join(Entry, Entry.id == latest.c.entry_id)
         .where(Product.model == services.MODEL, Entry.balance_after > 0)
-        .order_by(Account.created_at, Account.id)).all()
+        .order_by(Account.org_id, Account.created_at, Account.id)).all()
     for account, sku, code, units in rows:
         lot = services.LotView(account, sku, int(units))
         if since < lot.expires_at <= now:

@@ -123,7 +123,14 @@ def load(session: Session, doc: CatalogDoc, *, actor: Actor, now: datetime) -> d
 
 
 def sku_by_part(session: Session, part_number: str) -> Sku:
+    """The SKU sold under ``part_number``: its own, or one of its ``alt_part_numbers`` (the
+    same package under another vendor's number, e.g. Axis 01372-001 for 2N 91379040)."""
+    part_number = part_number.strip()
     sku = session.scalars(select(Sku).where(Sku.part_number == part_number)).one_or_none()
+    if sku is None:
+        # A handful of SKUs: the JSON list is read in Python, the same on SQLite and PostgreSQL.
+        sku = next((s for s in session.scalars(select(Sku).order_by(Sku.part_number))
+                    if part_number in (s.alt_part_numbers or [])), None)
     if sku is None:
         raise NotFound("sku", part_number=part_number)
     return sku

@@ -25,13 +25,15 @@ from entitle.cli.common import (DatabaseUrl, JsonOut, Kind, OrgRef, console_acto
                                 named, org_ref, out, print_json, settings_for, staged_file)
 from entitle.db import reading, transaction
 from entitle.errors import EntitleError
+from entitle.text import plural
 
 ac_app = typer.Typer(help="Access Commander: installations, devices, Attendance users, licenses, the calculator.",
                      no_args_is_help=True)
 installation_app = typer.Typer(help="Access Commander installations of an organization.", no_args_is_help=True)
 device_app = typer.Typer(help="Devices of an installation: add, report connection, activate.", no_args_is_help=True)
 attendance_app = typer.Typer(help="Attendance users of an installation.", no_args_is_help=True)
-ac_license_app = typer.Typer(help="Licenses of an installation: generate (replaces the current one), list, check.",
+ac_license_app = typer.Typer(help="Licenses of an installation: generate or add a file (each replaces the current "
+                             "one), list, export, check.",
                              no_args_is_help=True)
 ac_app.add_typer(installation_app, name="installation")
 ac_app.add_typer(device_app, name="device")
@@ -76,13 +78,19 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
+def _part(p: dict[str, Any]) -> str:
+    """A package's part number, with the other numbers it is sold under: 91379040 (01372-001)."""
+    alts = p.get("alt_part_numbers") or []
+    return p["part_number"] + (f" ({', '.join(alts)})" if alts else "")
+
+
 def _packages(packages: list[dict[str, Any]]) -> str:
-    return ", ".join(f"{p['quantity']} × {p['part_number']}" for p in packages) or "-"
+    return ", ".join(f"{p['quantity']} × {_part(p)}" for p in packages) or "-"
 
 
 def _capacity(cap: dict[str, Any]) -> str:
-    parts = [f"{_count(cap.get('devices'))} devices", f"{_count(cap.get('attendance_users'))} Attendance users",
-             f"{_count(cap.get('admins'))} admins", f"integration {_yes(bool(cap.get('integration')))}"]
+    parts = [plural(cap.get("devices"), "device"), plural(cap.get("attendance_users"), "Attendance user"),
+             plural(cap.get("admins"), "admin"), f"integration {_yes(bool(cap.get('integration')))}"]
     if cap.get("tier"):
         parts.append(f"tier {cap['tier']}")
     return ", ".join(parts)
@@ -100,7 +108,7 @@ def _table(title: str, *columns: str, caption: str | None = None) -> Table:
 
 
 def _capacity_lines(cap: dict[str, Any]) -> str:
-    lines = [f"{_count(cap.get('devices'))} devices", f"{_count(cap.get('attendance_users'))} Attendance"]
+    lines = [plural(cap.get("devices"), "device"), f"{_count(cap.get('attendance_users'))} Attendance"]
     return "\n".join(lines + (["integration"] if cap.get("integration") else [])
                      + ([f"tier {cap['tier']}"] if cap.get("tier") else []))
 
@@ -179,12 +187,13 @@ def calculate(
         print_json({**result, "catalog": source})
         return
     err.print(f"catalog: {source} ({note})", style="dim", highlight=False, markup=False)
-    need = (f"{devices} device(s), {attendance_users} Attendance user(s)"
+    need = (f"{plural(devices, 'device')}, {plural(attendance_users, 'Attendance user')}"
             + (", integration" if integration else ""))
     if result["packages"]:
-        table = _table(f"Packages for {need}", "quantity=", "part number=", "name")
+        table = _table(f"Packages for {need}", "quantity=", "part number=", "also sold as=", "name")
         for p in result["packages"]:
-            table.add_row(str(p["quantity"]), escape(p["part_number"]), escape(p["name"]))
+            table.add_row(str(p["quantity"]), escape(p["part_number"]),
+                          escape(", ".join(p["alt_part_numbers"]) or "-"), escape(p["name"]))
         out.print(table)
     else:
         _plain(f"The trial covers {need}: no package is needed.")
@@ -272,11 +281,15 @@ def status(org: OrgRef, installation: InstallationRef, database_url: DatabaseUrl
         label = "suspended since" if view["state"] == "suspended" else "protective period ends"
         summary.add_row(label, _when(view["suspended_at"] or view["protective_until"]))
     d, a = view["devices"], view["attendance_users"]
-    summary.add_row("devices", f"{d['required']} required, {d['active']} active, {_count(d['owned'])} owned")
-    summary.add_row("Attendance users", f"{a['required']} required, {a['monitored']} monitored, {_count(a['owned'])} owned")
-    summary.add_row("integration", _yes(bool(view["capacity"]["integration"])))
-    if view["capacity"].get("tier"):
-        summary.add_row("tier", escape(str(view["capacity"]["tier"])))
+    inactive = " (all devices inactive)" if view["all_devices_inactive"] else ""
+    summary.add_row("devices", f"{d['required']:,} required, {d['active']:,} active{inactive}, {_count(d['owned'])} owned")
+    summary.add_row("Attendance users", f"{a['required']:,} required, {a['monitored']:,} monitored, {_count(a['owned'])} owned")
+    summary.add_row("integration", _yes(bool(view["granted"]["integration"]))
+                    + (" (not usable while suspended)" if view["all_devices_inactive"] and view["granted"]["integration"] else ""))
+    if view["granted"].get("tier"):
+        summary.add_row("tier", escape(str(view["granted"]["tier"])))
+    if view["next_step"]:
+        summary.add_row("next step", escape(view["next_step"]))
     out.print(summary)
     if not view["device_list"]:
         _plain("No devices yet; add them with `entitle ac device add`.")
@@ -286,7 +299,7 @@ def status(org: OrgRef, installation: InstallationRef, database_url: DatabaseUrl
                    caption="* license device" if view["license_device"] else None)
     for dev in view["device_list"]:
         serial = dev["serial"] + (" *" if dev["serial"] == view["license_device"] else "")
-        # While suspended every device is inactive; "kept" ones are active again after recovery.
+        # While suspended every device is inactive; "kept" ones are active again after the recovery.
         active = _yes(dev["active"]) + (" (kept)" if dev["activated"] and not dev["active"] else "")
         table.add_row(escape(serial), dev["type"], escape(dev["name"]), active, _yes(dev["connected"]),
                       _when(dev["last_seen"], short=True))
@@ -324,18 +337,30 @@ def device_add(
 @handles_errors
 def device_state(
     org: OrgRef, installation: InstallationRef, serial: Serial,
-    connected: Annotated[bool, typer.Option("--connected/--disconnected", help="What the device reports.")],
+    connected: Annotated[bool, typer.Option("--connected/--disconnected", help=(
+        "What the device reports. --connected is one report, heard now: the device stays connected only "
+        "while reports or heartbeats keep coming within the installation's heartbeat timeout."))],
     database_url: DatabaseUrl = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Report a device connected or disconnected, for the installation."""
+    """Report a device connected or disconnected, for the installation (one report, not a lasting state).
+
+    --connected counts as the device being heard now, like one heartbeat.
+    If nothing more is heard for longer than the installation's heartbeat timeout (300 s unless set with `installation create --heartbeat-timeout`), the device counts as disconnected from its last report; for a license device that starts the protective period.
+    An installation keeps its devices connected with POST /api/v1/ac/heartbeat (or /api/v1/ac/state) and its token.
+    --disconnected takes effect at once.
+    """
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         inst = _installation(s, org, installation)
         console_actor().require_licensing(inst.org_id)
         now = ctx.clock.now()
         dev = ac.report_state(s, installation=inst, serial=serial, connected=connected, now=now)
         result = ac.device_to_dict(dev, now, ac.timeout_of(inst))
+        inst_timeout = inst.heartbeat_timeout_seconds
     _device_out(result, as_json, "reported " + ("connected" if connected else "disconnected"))
+    if connected and not as_json:
+        _plain(f"This is one report: {serial} counts as disconnected once nothing is heard from it for longer "
+               f"than {plural(inst_timeout, 'second')} (the installation's heartbeat timeout).")
 
 
 @device_app.command("activate")
@@ -503,35 +528,76 @@ def system_user_admin(
 
 # --- licenses ----------------------------------------------------------------------------------
 
+def _plan_lines(plan: dict[str, Any]) -> list[str]:
+    """What a license takes from the wallet and gives back, and the devices it makes inactive."""
+    need = plan["need"]
+    lines = [("Default packages: what the installation needs now "
+              f"({plural(need['devices'], 'registered device')}, "
+              f"{plural(need['monitored_attendance_users'], 'monitored Attendance user')}), at least the current "
+              "license's; name --package to take more.") if plan["default"] else "Packages as asked:"]
+    for m in plan["moves"]:
+        parts = []
+        if m["from_wallet"]:
+            parts.append(f"{m['from_wallet']:,} from the wallet")
+        if m["back_to_wallet"]:
+            parts.append(f"{m['back_to_wallet']:,} back from the current license")
+        lines.append(f"  {_part(m)}: " + ", ".join(parts)
+                     + f"; wallet {m['wallet_before']:,} → {m['wallet_after']:,}")
+    lines.append(f"  license capacity: {_capacity(plan['capacity'])}")
+    if plan["devices_made_inactive"]:
+        lines.append("  inactive until activated again: " + ", ".join(plan["devices_made_inactive"]))
+    return lines
+
+
 @ac_license_app.command("generate")
 @handles_errors
 def license_generate(
     org: OrgRef, installation: InstallationRef,
     license_device: Annotated[str, typer.Option("--license-device", help="Serial of a connected device of the installation.")],
     package: Annotated[list[str], typer.Option(
-        "--package", help="PART_NUMBER:QUANTITY, repeatable. Left out: the current license's packages plus "
-        "every Access Commander unit in the wallet.")] = [],  # noqa: B006
+        "--package", help="PART_NUMBER:QUANTITY (2N's or Axis's part number), repeatable. Left out: what the "
+        "installation needs now for its registered devices and monitored Attendance users, at least the "
+        "current license's packages.")] = [],  # noqa: B006
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would move; generate nothing.")] = False,
     out_file: OutFile = None,
     database_url: DatabaseUrl = None,
     as_json: JsonOut = False,
 ) -> None:
     """Generate a signed license for the installation; it replaces the current one whole.
 
-    The replaced license's units go back to the wallet; the new one's come out of it.
+    The replaced license's units go back to the wallet; the new one's come out of it (both are printed).
+    Every device is then inactive until the license device is activated; the others are activated again after it.
     Without --out the license file goes to stdout (and the summary to stderr).
+    --dry-run shows the same summary and changes nothing.
     """
     packages = _package_args(package)
+    if dry_run:
+        with context(database_url) as ctx, reading(ctx.sessions) as s:
+            inst = _installation(s, org, installation)
+            ac.check_license_device(s, inst, license_device, ctx.clock.now())
+            plan = ac.plan_license(s, installation=inst, packages=packages, now=ctx.clock.now())
+        if as_json:
+            print_json({"plan": plan})
+            return
+        for line in [f"Dry run: a license for {license_device} would hold {_packages(plan['packages'])}."]:
+            _plain(line)
+        for line in _plan_lines(plan):
+            _plain(line)
+        _plain("Nothing was generated.")
+        return
 
     def generate(staged: IO[str] | None) -> dict[str, Any]:
         with context(database_url) as ctx, transaction(ctx.sessions) as s:
             inst = _installation(s, org, installation)
+            now = ctx.clock.now()
+            plan = ac.plan_license(s, installation=inst, packages=packages, now=now)
             lic, text = ac.generate_license(s, installation=inst, license_device=license_device, packages=packages,
-                                            actor=console_actor(), now=ctx.clock.now(), secret=ctx.secret)
+                                            actor=console_actor(), now=now, secret=ctx.secret)
             if staged is not None:  # written before the commit: a full disk generates nothing
                 staged.write(text)
                 staged.flush()
                 os.fsync(staged.fileno())
-            return {"license": ac.license_to_dict(lic), "license_file": text}
+            return {"license": ac.license_to_dict(lic), "license_file": text, "plan": plan}
 
     if out_file is None:
         result = generate(None)
@@ -541,7 +607,7 @@ def license_generate(
     if as_json:
         print_json(result)
         return
-    lines = _license_lines(result["license"])
+    lines = _license_lines(result["license"]) + _plan_lines(result["plan"])
     lines.append(f"  It replaces the current license; activate {license_device} first.")
     if out_file is None:
         typer.echo(result["license_file"], nl=not result["license_file"].endswith("\n"))
@@ -551,6 +617,45 @@ def license_generate(
         for line in lines:
             _plain(line)
         _plain(f"License file written to {out_file}.")
+
+
+def _read_license_file(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8", errors="strict")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EntitleError("file_unreadable", f"Cannot read {file}: {exc}") from None
+
+
+@ac_license_app.command("add")
+@handles_errors
+def license_add(
+    file: Annotated[Path, typer.Argument(help="The license file generated for this installation.", dir_okay=False)],
+    org: OrgRef, installation: InstallationRef,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOut = False,
+) -> None:
+    """License adding: read a license file and make it the installation's license.
+
+    The file must be signed by a known key, be for this installation and one of its devices, and be newer than the current license (an older one is refused).
+    It replaces the current license whole; its units come out of the wallet, the replaced license's go back.
+    The current license's own file changes nothing.
+    """
+    text = _read_license_file(file)
+    with context(database_url) as ctx, transaction(ctx.sessions) as s:
+        inst = _installation(s, org, installation)
+        lic, added = ac.add_license_file(s, installation=inst, text=text, actor=console_actor(), now=ctx.clock.now())
+        result = {"license": ac.license_to_dict(lic), "added": added}
+    if as_json:
+        print_json(result)
+        return
+    if added:
+        _plain(f"ADDED: the file is now the license of installation {inst.uid}; it replaces the previous one.")
+    else:
+        _plain(f"UNCHANGED: the file is already the current license of installation {inst.uid}.")
+    for line in _license_lines(result["license"]):
+        _plain(line)
+    if added:
+        _plain(f"  Activate the license device {result['license']['license_device']} first, then the other devices.")
 
 
 @ac_license_app.command("list")
@@ -606,14 +711,11 @@ def license_check(
     as_json: JsonOut = False,
 ) -> None:
     """Check a license file for the installation (signature, subject, model) and tell which license
-    it is; a replaced license is refused (license_replaced)."""
-    try:
-        text = file.read_text(encoding="utf-8", errors="strict")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EntitleError("file_unreadable", f"Cannot read {file}: {exc}") from None
+    it is, changing nothing; a replaced license is refused (license_replaced). `license add` adds one."""
+    text = _read_license_file(file)
     with context(database_url) as ctx, reading(ctx.sessions) as s:
         inst = _installation(s, org, installation)
-        lic = ac.add_license_file(s, installation=inst, text=text, actor=console_actor(), now=ctx.clock.now())
+        lic = ac.check_license_file(s, installation=inst, text=text, actor=console_actor(), now=ctx.clock.now())
         result = ac.license_to_dict(lic)
     if as_json:
         print_json(result)

@@ -51,7 +51,6 @@ ProductCode = Annotated[str, typer.Option(
     "--product", help="AXIS product code, e.g. axis-camera-station (see `entitle catalog show`).")]
 SYSTEM = Kind("system", "AXIS systems", "system", "entitle axis system list", key="uid")
 SystemRef = Annotated[str, typer.Option("--system", help=SYSTEM.help)]
-Term = Annotated[int, typer.Option("--term", help="Years each unit lasts: 1 or 5 (the SKU's term).")]
 
 # Devices from a file are added in slices of this many, all in one transaction (all or none).
 DEVICE_BATCH = 1000
@@ -213,6 +212,17 @@ def _print_status(st: dict[str, Any], org_id: int, org_ref: str, now: datetime) 
     else:
         plain("Growth allowance: within (the need may grow to twice the units allocated to the year).")
 
+    for h in st["hardware"]:
+        if h["missing"]:
+            plain(f"Hardware {h['serial']} runs {h['devices']:,} {h['license_type']} device(s) on {h['licenses']:,} "
+                  f"license(s): {h['missing']:,} need expansion licenses on it.")
+    expansions = [h for h in st["hardware"] if h["missing"]]
+    for h in expansions:
+        if h["from_wallet"]:
+            plain(f"Buying guidance: allocate {h['from_wallet']:,} expansion license(s) from the wallet to "
+                  f"{h['serial']} (`entitle axis hardware allocate --serial {h['serial']} --units {h['from_wallet']}`).")
+        if h["to_buy"]:
+            plain(f"Buying guidance: buy {h['to_buy']:,} {h['license_type']} expansion license(s) for {h['serial']}.")
     guidance = st["buying_guidance"]
     if any(n for g in guidance.values() for n in g.values()):
         indexes = sorted({int(k) for g in guidance.values() for k in g})
@@ -222,7 +232,7 @@ def _print_status(st: dict[str, Any], org_id: int, org_ref: str, now: datetime) 
             if any(g.values()):
                 buy.add_row(escape(t), *(f"{g.get(str(i), 0):,}" for i in indexes))
         out.print(buy)
-    else:
+    elif not any(h["to_buy"] for h in expansions):
         plain("Buying guidance: nothing to buy; the allocations and the wallet cover the coming years.")
 
 
@@ -330,19 +340,26 @@ def _show_allocated(result: dict[str, Any], name: str, org_id: int, as_json: boo
 def renew(
     org: OrgRef,
     product: ProductCode,
-    years: Annotated[int, typer.Option("--years", help="How many coming years to cover (1 to 5).")] = 1,
-    term: Term = 1,
+    years: Annotated[int, typer.Option(
+        "--years", help="Years ahead of the current one to license too, 0 to 5 (0: the current year only).")] = 1,
+    term: Annotated[int | None, typer.Option(
+        "--term", help="Use only units of this term, 1 or 5 years. Default: the wallet's five-year units first, "
+                       "then its one-year units.")] = None,
     database_url: DatabaseUrl = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Renew ahead: allocate, for each of the next YEARS subscription years, the units it still
-    misses against the current need; refused as a whole when the wallet is short."""
+    """Renew: make the current subscription year fully licensed when it is not (in its grace
+    period, say), then each of the YEARS years after it, every year against its need, from the
+    wallet; all or nothing, refused with what each year misses when the wallet is short. Says
+    which years it allocated to."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         org_id, now = org_ref(s, org), ctx.clock.now()
         result = axis.renew(s, org_id=org_id, product_code=product, years_ahead=years, term_years=term,
                             actor=console_actor(), now=now)
         result, name = _with_status(s, org_id, product, result, now)
     _show_allocated(result, name, org_id, as_json)
+    if not as_json and result["allocations"]:
+        plain(result["message"])
 
 
 # --- products, allocations, upgrades -----------------------------------------------------------
@@ -591,7 +608,8 @@ def devices_list(org: OrgRef, system: SystemRef, database_url: DatabaseUrl = Non
 def _hardware_line(h: dict[str, Any]) -> str:
     return (f"Hardware {h['serial']}" + (f" ({h['name']})" if h["name"] else "") + f": {h['license_type']} "
             f"licenses {h['licenses']:,} ({h['preloaded_units']:,} preloaded, {h['expansion_units']:,} expansion), "
-            f"{h['devices']:,} device(s), " + ("licensed." if h["licensed"] else "NOT licensed."))
+            f"{h['devices']:,} device(s), " + ("licensed." if h["licensed"] else
+                                               f"NOT licensed: {h['missing']:,} expansion license(s) missing."))
 
 
 @hardware_app.command("register")
@@ -635,10 +653,11 @@ def hardware_list(org: OrgRef, database_url: DatabaseUrl = None, as_json: JsonOu
         plain(f"Organization {org_id} has no hardware; register it with `entitle axis hardware register`.")
         return
     table = make_table(f"Hardware of organization {org_id}", "serial=", "name", "type=", "preloaded>",
-                   "expansion>", "licenses>", "devices>", "licensed=")
+                   "expansion>", "licenses>", "devices>", "missing>", "licensed=",
+                   caption="missing: devices beyond the hardware's licenses; they need expansion licenses on it")
     for r in rows:
         table.add_row(escape(r["serial"]), escape(r["name"]), escape(r["license_type"]), f"{r['preloaded_units']:,}",
-                      f"{r['expansion_units']:,}", f"{r['licenses']:,}", f"{r['devices']:,}",
+                      f"{r['expansion_units']:,}", f"{r['licenses']:,}", f"{r['devices']:,}", f"{r['missing']:,}",
                       "yes" if r["licensed"] else "NO")
     out.print(table)
 

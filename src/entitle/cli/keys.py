@@ -21,6 +21,7 @@ from entitle.db import reading, transaction
 from entitle.errors import EntitleError
 from entitle.keys import services as keys
 from entitle.ledger import services as ledger
+from entitle.text import plural
 
 # Printing more than this many codes to a terminal helps nobody and risks losing them.
 PRINT_LIMIT = 1000
@@ -87,8 +88,10 @@ def _mint(database_url: str | None, sku: str, quantity_per_key: int, count: int,
 
 
 def _minted(batch: dict[str, object]) -> str:
-    return (f"Minted {batch['count']:,} key(s) of {batch['part_number']}, {batch['quantity_per_key']} "
-            f"unit(s) each (batch {batch['id']}).")
+    count, quantity = batch["count"], batch["quantity_per_key"]
+    assert isinstance(count, int) and isinstance(quantity, int)
+    return (f"Minted {plural(count, 'key')} of {batch['part_number']}, {plural(quantity, 'unit')} each "
+            f"(batch {batch['id']}).")
 
 
 @contextmanager
@@ -141,8 +144,10 @@ def redeem(org: OrgRef, key: KeyCode, database_url: DatabaseUrl = None, as_json:
     if as_json:
         print_json(result)
     else:
-        out.print(f"Redeemed {result['quantity']} unit(s) of {result['part_number']} into organization "
-                  f"{org_id}; its wallet now holds {result['wallet_units']} of them.",
+        alts = result.get("alt_part_numbers") or []
+        part = result["part_number"] + (f" (also sold as {', '.join(alts)})" if alts else "")
+        out.print(f"Redeemed {plural(result['quantity'], 'unit')} of {part} into organization "
+                  f"{org_id}; its wallet now holds {result['wallet_units']:,} of them.",
                   markup=False, highlight=False)
 
 

@@ -25,8 +25,10 @@ COMMANDS = (
          "A short wallet is refused with how many units are missing. Allocating after the grace period "
          "credits the time already past back to the wallet."),
     Lazy("renew", "entitle.cli.axis:renew",
-         "Renew ahead: allocate, for each of the next YEARS subscription years, the units it still misses "
-         "against the current need; refused as a whole when the wallet is short."),
+         "Renew: make the current subscription year fully licensed when it is not (in its grace period, "
+         "say), then each of the YEARS years after it, every year against its need, from the wallet; all or "
+         "nothing, refused with what each year misses when the wallet is short. Says which years it "
+         "allocated to."),
     Lazy("deliver", "entitle.cli.webhooks:deliver",
          "Send the webhook deliveries that are due (signed, retried with back-off); once, or with --loop "
          "until stopped (Ctrl-C or SIGTERM). Several may run at once: each delivery is sent by one."),

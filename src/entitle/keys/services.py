@@ -206,7 +206,7 @@ def redeem(session: Session, *, org_id: int, typed_key: str, actor: Actor, now: 
         raise Conflict("key_already_redeemed", "This key was already redeemed; each key can be redeemed once.")
     qty = key.batch.quantity_per_key
     history.lock_organization(session, org.id)  # the wallet figure below stays true until commit
-    before = ledger.wallet_units(session, org.id, sku.id)
+    before = ledger.wallet_units(session, org.id, sku.id, now=now)  # live units only (R-AX-4)
     after = before + qty if target.kind == "wallet" else before
     history.record(session, org_id=org.id, actor=actor, now=now, action="key.redeemed",
                    object_type="license_key", object_id=key.id,
@@ -221,7 +221,8 @@ def redeem(session: Session, *, org_id: int, typed_key: str, actor: Actor, now: 
         source=batch_account(session, key.batch, key.key_hash, now),
         target=target, memo=f"key {key.id}",
     )
-    return {"key_id": key.id, "part_number": sku.part_number, "product": sku.product.code,
+    return {"key_id": key.id, "part_number": sku.part_number, "alt_part_numbers": list(sku.alt_part_numbers or []),
+            "product": sku.product.code,
             "quantity": qty, "wallet_units": after, "redeemed_at": now.isoformat()}
 
 

@@ -160,14 +160,23 @@ def wallet(session: Session, org_id: int, *, now: datetime | None = None) -> lis
     return list(lines.values())
 
 
-def wallet_units(session: Session, org_id: int, sku_id: int) -> int:
-    """Units of one SKU in the wallet, over all its accounts (lots) in one statement."""
+def wallet_units(session: Session, org_id: int, sku_id: int, *, now: datetime | None = None) -> int:
+    """Units of one SKU in the wallet, over all its accounts (lots). With ``now``, only the live
+    ones: a lot past its five years holds none, even before its expiry is recorded (R-AX-4,
+    R-CORE-7), so a figure shown beside a change (a redeem's wallet before and after) is the
+    wallet as it really is."""
     latest = (select(func.max(Entry.id).label("entry_id"))
               .join(Account, Account.id == Entry.account_id)
               .where(Account.org_id == org_id, Account.kind == "wallet", Account.sku_id == sku_id)
               .group_by(Entry.account_id).subquery())
-    return int(session.scalar(select(func.coalesce(func.sum(Entry.balance_after), 0))
-                              .where(Entry.id.in_(select(latest.c.entry_id)))) or 0)
+    if now is None:
+        return int(session.scalar(select(func.coalesce(func.sum(Entry.balance_after), 0))
+                                  .where(Entry.id.in_(select(latest.c.entry_id)))) or 0)
+    rows = session.execute(select(Account.ref, Account.created_at, Entry.balance_after)
+                           .join(Entry, Entry.account_id == Account.id)
+                           .where(Entry.id.in_(select(latest.c.entry_id)), Entry.balance_after != 0)).all()
+    return sum(int(units) for ref, created_at, units in rows
+               if not (ref.startswith(LOT_PREFIX) and lot_expires_at(created_at) <= now))
 
 
 def unbalanced_transactions(session: Session) -> list[int]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
+from entitle_device import access_commander as rules
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from sqlalchemy.orm import Session
 
@@ -28,6 +29,7 @@ from entitle.db import reading, transaction
 from entitle.errors import EntitleError
 from entitle.ledger import services as ledger
 from entitle.platform import idempotency
+from entitle.text import plural
 from entitle.web.views import (PAGE_HEADERS, AnyViewer, PostingViewer, Viewer, WebRoute, _ctx, is_htmx, render,
                                templates)
 
@@ -60,7 +62,7 @@ def _exact(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
 
 
-templates.env.filters.update(duration=_duration, exact=_exact,
+templates.env.filters.update(duration=_duration, exact=_exact, plural=plural,
                              device_type=lambda t: DEVICE_TYPE_NAMES.get(t, t),
                              state_name=lambda s: STATE_NAMES.get(s, s))
 
@@ -87,15 +89,12 @@ class DeviceRow:
 @dataclass(frozen=True)
 class PackageRow:
     part_number: str
+    alt_part_numbers: list[str]
     name: str
     grant_kind: str
     in_license: int
     in_wallet: int
-
-    @property
-    def default(self) -> int:
-        """What the license holds when the package fields are left empty."""
-        return self.in_license + self.in_wallet
+    default: int  # what the license holds when the package fields are left empty
 
 
 def _settings(s: Session, inst: Installation, org_id: int, now: datetime) -> dict[str, Any]:
@@ -112,12 +111,20 @@ def _settings(s: Session, inst: Installation, org_id: int, now: datetime) -> dic
                for d in ov.devices]
     wallet = {line.part_number: line.units for line in ledger.wallet(s, org_id, now=now)}
     held = {p["part_number"]: int(p["quantity"]) for p in (lic.packages if lic else [])}
-    packages = [PackageRow(sku.part_number, sku.name, sku.grant_kind, held.get(sku.part_number, 0),
-                           max(wallet.get(sku.part_number, 0), 0)) for sku in ac.ac_skus(s)]
+    skus = ac.ac_skus(s)
+    try:
+        default = {p: q for p, q in ac.default_packages(s, inst, lic, ac.sku_index(skus))}
+    except EntitleError:
+        default = {}
+    packages = [PackageRow(sku.part_number, list(sku.alt_part_numbers or []), sku.name, sku.grant_kind,
+                           held.get(sku.part_number, 0), max(wallet.get(sku.part_number, 0), 0),
+                           default.get(sku.part_number, 0)) for sku in skus]
     users = ac.attendance_users_of(s, inst)
     counts = ac.overview_to_dict(ov)
     return {
         "inst": inst, "license": lic, "state": status, "capacity": ov.capacity, "devices": devices,
+        "granted": rules.Capacity.from_dict(lic.capacity) if lic else rules.TRIAL,
+        "next_step": counts["next_step"], "alts": {sku.part_number: list(sku.alt_part_numbers or []) for sku in skus},
         "device_counts": counts["devices"], "attendance_counts": counts["attendance_users"],
         "packages": packages, "attendance_users": users,
         "connected_serials": [d.serial for d in devices if d.connected],
@@ -135,7 +142,7 @@ def _installation(s: Session, viewer: Viewer, installation_id: int) -> Installat
 def _page(request: Request, viewer: Viewer, installation_id: int, *, status: int = 200,
           where: str | None = None, message: str | None = None, error: EntitleError | None = None,
           form: dict[str, Any] | None = None, generated: AcLicense | None = None,
-          calc: dict[str, Any] | None = None) -> Response:
+          calc: dict[str, Any] | None = None, preview: dict[str, Any] | None = None) -> Response:
     """The installation's License settings page; ``where`` names the section an outcome belongs to."""
     ctx = _ctx(request)
     org = viewer.require_org()
@@ -151,6 +158,7 @@ def _page(request: Request, viewer: Viewer, installation_id: int, *, status: int
     return render(request, "ac_installation.html", viewer=viewer, active="ac", status=status, org=org,
                   may_change=org.role.may_license, nonce=secrets.token_urlsafe(18), where=where,
                   message=message, error=error, form=form or {}, generated=generated, new_file=new_file,
+                  preview=preview,
                   calc=calc, calc_form=calc_form, device_types=DEVICE_TYPES, switch_next=SWITCH_NEXT, **page)
 
 
@@ -349,9 +357,11 @@ def _packages(part_number: list[str], quantity: list[str]) -> list[tuple[str, in
 def generate(request: Request, viewer: PostingViewer, installation_id: int,
              license_device: Annotated[str, Form()] = "", nonce: Annotated[str, Form()] = "",
              part_number: Annotated[list[str] | None, Form()] = None,
-             quantity: Annotated[list[str] | None, Form()] = None) -> Response:
-    """Generate a license for a connected license device from the wallet and add it; it replaces
-    the current license whole (R-AC-3, R-AC-4). The form's nonce is the idempotency key."""
+             quantity: Annotated[list[str] | None, Form()] = None,
+             confirm: Annotated[str, Form()] = "") -> Response:
+    """Preview, then (``confirm=yes``) generate a license for a connected license device from the
+    wallet and add it; it replaces the current license whole (R-AC-3, R-AC-4). The preview says
+    what moves and changes nothing. The form's nonce is the idempotency key."""
     ctx = _ctx(request)
     org = viewer.require_org()
     now = ctx.clock.now()
@@ -366,6 +376,12 @@ def generate(request: Request, viewer: PostingViewer, installation_id: int,
             raise EntitleError("license_device_required",
                                "Choose the license device: one of the installation's connected devices.")
         packages = _packages(part_number or [], quantity or [])
+        if confirm != "yes":
+            with reading(ctx.sessions) as s:
+                inst = _installation(s, viewer, installation_id)
+                ac.check_license_device(s, inst, license_device, now)
+                plan = ac.plan_license(s, installation=inst, packages=packages, now=now)
+            return _page(request, viewer, installation_id, where="license", form=form, preview=plan)
 
         def work(s: Session) -> tuple[int, dict[str, Any]]:
             inst = ac.get_installation(s, org.id, installation_id)
@@ -396,16 +412,39 @@ def generate(request: Request, viewer: PostingViewer, installation_id: int,
                    "Nothing was generated twice.")
     else:
         message = (f"License {lic_id} is generated for the license device {device} and added; it replaces the "
-                   f"previous license. Activate {device} first.")
+                   f"previous license. Every device is inactive until {device} is activated: activate it first, "
+                   "then the other devices again.")
     return _page(request, viewer, installation_id, where="license", message=message, generated=generated)
+
+
+def _uploaded(license_file: UploadFile) -> str:
+    raw = license_file.file.read(MAX_LICENSE_FILE + 1)
+    return raw.decode("utf-8", errors="replace") if len(raw) <= MAX_LICENSE_FILE else ""
+
+
+@router.post("/ac/installations/{installation_id}/licenses/file")
+def add_file(request: Request, viewer: PostingViewer, installation_id: int,
+             license_file: Annotated[UploadFile, File()]) -> Response:
+    """License adding: a license file generated for this installation becomes its license."""
+    text = _uploaded(license_file)
+
+    def action(s: Session, inst: Installation, now: datetime) -> str:
+        if not text.strip():
+            raise EntitleError("license_file_empty", "Choose a license file (at most 64 KiB) to add.")
+        lic, added = ac.add_license_file(s, installation=inst, text=text, actor=viewer.actor, now=now)
+        if not added:
+            return f"This file is already the current license {lic.id}: nothing changed."
+        return (f"License {lic.id} is added from the file, for the license device {lic.license_device}; it replaces "
+                f"the previous license. Activate {lic.license_device} first, then the other devices again.")
+
+    return _act(request, viewer, installation_id, "license-file", action)
 
 
 @router.post("/ac/installations/{installation_id}/licenses/check")
 def check_file(request: Request, viewer: PostingViewer, installation_id: int,
                license_file: Annotated[UploadFile, File()]) -> Response:
     """Check a license file for this installation (signature, subject, model): which license it is."""
-    raw = license_file.file.read(MAX_LICENSE_FILE + 1)
-    text = raw.decode("utf-8", errors="replace") if len(raw) <= MAX_LICENSE_FILE else ""
+    text = _uploaded(license_file)
     ctx = _ctx(request)
     org = viewer.require_org()
     try:
@@ -414,7 +453,7 @@ def check_file(request: Request, viewer: PostingViewer, installation_id: int,
             inst = _installation(s, viewer, installation_id)
             if not text.strip():
                 raise EntitleError("license_file_empty", "Choose a license file (at most 64 KiB) to check.")
-            lic = ac.add_license_file(s, installation=inst, text=text, actor=viewer.actor, now=ctx.clock.now())
+            lic = ac.check_license_file(s, installation=inst, text=text, actor=viewer.actor, now=ctx.clock.now())
             message = (f"The license file is valid for {inst.uid}: it is the current license {lic.id}, for the "
                        f"license device {lic.license_device}, added {lic.added_at:%Y-%m-%d %H:%M} UTC.")
     except EntitleError as exc:

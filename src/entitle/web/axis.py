@@ -117,12 +117,7 @@ def _systems(s: Session, org_id: int, product: Product, now: datetime) -> tuple[
             counts[d["license_type"]] = counts.get(d["license_type"], 0) + 1
         rows.append({"id": system.id, "uid": system.uid, "name": system.name, "offline": system.offline,
                      "registered_at": system.registered_at, "devices": devices, "counts": counts})
-    hw_rows = []
-    for h in hardware:
-        d = axis.hardware_to_dict(s, h, now)
-        d["missing"] = max(0, d["devices"] - d["licenses"])
-        hw_rows.append(d)
-    return rows, hw_rows
+    return rows, [axis.hardware_to_dict(s, h, now) for h in hardware]
 
 
 def _product_history(s: Session, org_id: int, product: Product, system_uids: set[str],
@@ -424,6 +419,81 @@ def confirm_allocation(request: Request, viewer: PostingViewer, code: str,
         message = (f"{total} license(s) allocated. The product is {state.lower()}."
                    + (f" {comp} license(s) of compensation for overlapping time went back to the wallet." if comp
                       else ""))
+    return _page(request, viewer, code, "licensing", where="allocate", message=message)
+
+
+# --- Product licensing: renew (R-AX-5, R-AX-6) --------------------------------------------------
+
+def _years_ahead(text: str) -> int:
+    text = text.strip()
+    if not text.isdigit() or not 0 <= int(text) <= rules.AHEAD_YEARS:
+        raise EntitleError("years_invalid", f"Renew 0 to {rules.AHEAD_YEARS} years ahead of the current subscription "
+                           "year (0: the current year only).", years=text)
+    return int(text)
+
+
+@router.post("/axis/products/{code}/renewal/review")
+def review_renewal(request: Request, viewer: PostingViewer, code: str,
+                   years_ahead: Annotated[str, Form()] = "1") -> Response:
+    """Renew: show what the renewal would allocate -- the current year first when it is not
+    fully licensed, then the years ahead asked -- from the service run in a transaction that is
+    rolled back; refused whole, with what each year misses, when the wallet is short."""
+    org = viewer.require_org()
+    ctx = _ctx(request)
+    form = {"years_ahead": years_ahead}
+    try:
+        viewer.actor.require_licensing(org.id)
+        with reading(ctx.sessions) as s:
+            _registered(s, org, code)
+        ahead = _years_ahead(years_ahead)
+        with ctx.sessions() as s:
+            try:
+                out = axis.renew(s, org_id=org.id, product_code=code, years_ahead=ahead, actor=viewer.actor,
+                                 now=ctx.clock.now())
+            finally:
+                s.rollback()
+    except EntitleError as exc:
+        if exc.code == "product_not_found":
+            raise
+        return _page(request, viewer, code, "licensing", status=exc.status, where="allocate", error=exc, form=form)
+    if not out["allocations"]:
+        return _page(request, viewer, code, "licensing", where="allocate", message=out["message"], form=form)
+    review = {"renewal": {"years_ahead": ahead, "message": out["message"]}, "lines": [],
+              "allocations": out["allocations"], "state": out["state"], "term_years": 1,
+              "compensation_units": sum(a["compensation_units"] for a in out["allocations"]),
+              "compensation_days": sum(a["compensation_license_days"] for a in out["allocations"])}
+    return _page(request, viewer, code, "licensing", where="allocate", form=form, review=review)
+
+
+@router.post("/axis/products/{code}/renewal")
+def confirm_renewal(request: Request, viewer: PostingViewer, code: str, years_ahead: Annotated[str, Form()] = "1",
+                    nonce: Annotated[str, Form()] = "") -> Response:
+    """Confirm the reviewed renewal (all or nothing); the form's nonce is the idempotency key."""
+    org = viewer.require_org()
+    ctx = _ctx(request)
+    form = {"years_ahead": years_ahead}
+    try:
+        viewer.actor.require_licensing(org.id)
+        with reading(ctx.sessions) as s:
+            _registered(s, org, code)
+        key = _check_nonce(nonce)
+        ahead = _years_ahead(years_ahead)
+
+        def work(s: Session) -> dict[str, Any]:
+            return axis.renew(s, org_id=org.id, product_code=code, years_ahead=ahead, actor=viewer.actor,
+                              now=ctx.clock.now())
+
+        outcome = _once(request, org, f"web:axis-renewal:{key}", {"years_ahead": ahead}, work,
+                        "go back to Product licensing to renew again.")
+    except EntitleError as exc:
+        if exc.code == "product_not_found":
+            raise
+        return _page(request, viewer, code, "licensing", status=exc.status, where="allocate", error=exc, form=form)
+    state = STATE_NAMES.get(outcome.body["state"], outcome.body["state"])
+    if outcome.replayed:
+        message = f"This renewal was already confirmed: {outcome.body['message']} Nothing was allocated twice."
+    else:
+        message = f"{outcome.body['message']} The product is {state.lower()}."
     return _page(request, viewer, code, "licensing", where="allocate", message=message)
 
 

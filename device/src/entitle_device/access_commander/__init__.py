@@ -11,7 +11,8 @@ docs/access-commander.md.
   ``on_recovered``, ``connected_time``, ``license_state`` -> ``LicenseStatus`` (R-AC-4 to R-AC-6);
 - enforcement: ``check_activation``, ``check_attendance``, ``check_admin``, ``check_integration`` (R-AC-6 to
   R-AC-8), refusing with ``AccessCommanderError`` subclasses;
-- the offline tracker: ``InstallationLicense``, ``LicenseTerms``, ``license_payload``.
+- the offline tracker: ``InstallationLicense``, ``LicenseTerms``, ``license_payload``, and
+  ``add_license_file`` (the source's "License Adding", offline).
 
 Visitors are never limited by a license: nothing here counts them.
 """
@@ -50,6 +51,8 @@ from entitle_device.access_commander.errors import (
     IntegrationNotLicensed,
     LicenseDeviceFirst,
     LicenseDeviceNotConnected,
+    LicenseDeviceUnknown,
+    LicenseOlder,
     LicenseSuspended,
     NoPackageAvailable,
     NotAnAccessCommanderLicense,
@@ -58,6 +61,7 @@ from entitle_device.access_commander.installation import (
     MODEL,
     InstallationLicense,
     LicenseTerms,
+    add_license_file,
     capacity_in_state,
     license_payload,
 )
@@ -83,6 +87,8 @@ __all__ = [
     "IntegrationNotLicensed",
     "LicenseDeviceFirst",
     "LicenseDeviceNotConnected",
+    "LicenseDeviceUnknown",
+    "LicenseOlder",
     "LicenseState",
     "LicenseStatus",
     "LicenseSuspended",
@@ -90,6 +96,7 @@ __all__ = [
     "NoPackageAvailable",
     "NotAnAccessCommanderLicense",
     "Period",
+    "add_license_file",
     "add_months",
     "capacity_from_grants",
     "capacity_in_state",

@@ -103,6 +103,18 @@ def capacity_from_grants(lines: Iterable[tuple[Mapping[str, object], int]]) -> C
     Attendance users than the trial (R-AC-2): a license of integration only still lets its own
     license device be activated. Raises ValueError for grants or quantities that make no sense.
     """
+    total = _sum(lines)
+    return Capacity(
+        devices=_floor(total.devices, _TRIAL_DEVICES),
+        attendance_users=_floor(total.attendance_users, _TRIAL_ATTENDANCE_USERS),
+        admins=total.admins,
+        integration=total.integration,
+        tier=total.tier,
+    )
+
+
+def _sum(lines: Iterable[tuple[Mapping[str, object], int]]) -> Capacity:
+    """What the lines add up to, before the trial's floor."""
     tier: Capacity | None = None
     added = Capacity(devices=0, attendance_users=0, admins=0, integration=False, tier=None)
     for grants, quantity in lines:
@@ -124,9 +136,8 @@ def capacity_from_grants(lines: Iterable[tuple[Mapping[str, object], int]]) -> C
         )
     base = tier or _NO_TIER
     return Capacity(
-        devices=_floor(_add(base.devices, added.devices), _TRIAL_DEVICES),
-        attendance_users=_floor(_add(base.attendance_users, added.attendance_users),
-                                _TRIAL_ATTENDANCE_USERS),
+        devices=_add(base.devices, added.devices),
+        attendance_users=_add(base.attendance_users, added.attendance_users),
         admins=_add(base.admins, added.admins),
         integration=base.integration or added.integration,
         tier=base.tier,
@@ -138,9 +149,14 @@ def packages_for(
     need_attendance_users: int,
     need_integration: bool,
     catalog: Iterable[tuple[str, Mapping[str, object]]],
+    *,
+    held: Iterable[tuple[Mapping[str, object], int]] = (),
 ) -> list[tuple[str, int]]:
     """The packages to order for a need (R-AC-1), as (part number, quantity): devices, then
     Attendance users, then integration; nothing for a need the trial already covers.
+
+    ``held``: the lines (grants, quantity) a license keeps; the answer is then what to add to
+    them so that the license of both covers the need (nothing when they cover it already).
 
     ``catalog`` is the Access Commander SKUs as (part number, grants); tiers are ignored. A package
     is a SKU that grants one thing only. When several packages grant the same thing, the one that
@@ -152,14 +168,18 @@ def packages_for(
     _count(need_attendance_users, "need_attendance_users", unlimited=False)
     parsed = sorted(((part, _parse(grants)) for part, grants in catalog), key=lambda item: item[0])
     packages = [(part, grant) for part, grant in parsed if grant.tier is None]
+    have = _sum(held)
     order: list[tuple[str, int]] = []
-    for name, need, floor in (("devices", need_devices, _TRIAL_DEVICES),
-                              ("attendance_users", need_attendance_users, _TRIAL_ATTENDANCE_USERS)):
-        if need <= floor:
+    for name, need, floor, owned in (
+        ("devices", need_devices, _TRIAL_DEVICES, have.devices),
+        ("attendance_users", need_attendance_users, _TRIAL_ATTENDANCE_USERS, have.attendance_users),
+    ):
+        # Any license owns at least the trial's counts (capacity_from_grants).
+        if owned is None or need <= max(owned, floor):
             continue
         sizes = [(part, _only_count(grant, name)) for part, grant in packages]
-        order.append(_best(name, need, [(part, size) for part, size in sizes if size != 0]))
-    if need_integration:
+        order.append(_best(name, need - owned, [(part, size) for part, size in sizes if size != 0]))
+    if need_integration and not have.integration:
         features = [part for part, grant in packages if grant == _INTEGRATION_ONLY]
         if not features:
             raise NoPackageAvailable("the catalog has no package that grants integration",

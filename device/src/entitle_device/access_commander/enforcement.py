@@ -73,8 +73,9 @@ def check_activation(
         )
     if capacity.devices is not None and active_count >= capacity.devices:
         raise DeviceLimitReached(
-            f"The license owns {capacity.devices} devices and {active_count} are active. Add a "
-            f"license with more devices to activate {serial}.",
+            f"The license owns {_count(capacity.devices, 'device', 'devices')} and "
+            f"{_count(active_count, 'is', 'are')} active. Add a license with more devices to "
+            f"activate {serial}.",
             {"serial": serial, "owned": capacity.devices, "active": active_count},
         )
 
@@ -83,8 +84,10 @@ def check_attendance(monitored_count: int, capacity: Capacity) -> None:
     """May one more Attendance user be monitored, ``monitored_count`` being monitored now?"""
     if capacity.attendance_users is not None and monitored_count >= capacity.attendance_users:
         raise AttendanceLimitReached(
-            f"The license owns {capacity.attendance_users} Attendance users and "
-            f"{monitored_count} are monitored. Add a license with more Attendance users.",
+            f"The license owns "
+            f"{_count(capacity.attendance_users, 'Attendance user', 'Attendance users')} and "
+            f"{_count(monitored_count, 'is', 'are')} monitored. Add a license with more "
+            f"Attendance users.",
             {"owned": capacity.attendance_users, "monitored": monitored_count},
         )
 
@@ -94,9 +97,9 @@ def check_admin(admin_count: int, capacity: Capacity) -> None:
     Packages leave admins unlimited; tiers such as Basic (1) and Advanced (5) limit them."""
     if capacity.admins is not None and admin_count >= capacity.admins:
         raise AdminLimitReached(
-            f"The license allows {capacity.admins} administrators and {admin_count} are "
-            f"administrators. Make another system user an ordinary user, or add a license of a "
-            f"larger tier.",
+            f"The license allows {_count(capacity.admins, 'administrator', 'administrators')} and "
+            f"{_count(admin_count, 'is an administrator', 'are administrators')}. Make another "
+            f"system user an ordinary user, or add a license of a larger tier.",
             {"owned": capacity.admins, "admins": admin_count},
         )
 
@@ -109,6 +112,11 @@ def check_integration(capacity: Capacity) -> None:
             "does not include.",
             {"tier": capacity.tier},
         )
+
+
+def _count(n: int, one: str, many: str) -> str:
+    """``n`` and the word in the right number: "1 device", "0 devices", "5 devices"."""
+    return f"{n} {one if n == 1 else many}"
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -17,6 +17,8 @@ __all__ = [
     "IntegrationNotLicensed",
     "LicenseDeviceFirst",
     "LicenseDeviceNotConnected",
+    "LicenseDeviceUnknown",
+    "LicenseOlder",
     "LicenseSuspended",
     "NoPackageAvailable",
     "NotAnAccessCommanderLicense",
@@ -88,3 +90,15 @@ class NotAnAccessCommanderLicense(AccessCommanderError):
     """A verified license file whose payload is not an Access Commander license."""
 
     code = "not_access_commander_license"
+
+
+class LicenseDeviceUnknown(AccessCommanderError):
+    """A license file whose license device is not a device of this installation (R-AC-4)."""
+
+    code = "license_device_unknown"
+
+
+class LicenseOlder(AccessCommanderError):
+    """A license file issued before (or with) the current license: adding it would go back."""
+
+    code = "license_older"

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,10 +38,15 @@ from entitle_device.access_commander.connection import (
     on_seen,
 )
 from entitle_device.access_commander.enforcement import check_activation
-from entitle_device.access_commander.errors import NotAnAccessCommanderLicense
-from entitle_device.licensefile import License
+from entitle_device.access_commander.errors import (
+    LicenseDeviceUnknown,
+    LicenseOlder,
+    NotAnAccessCommanderLicense,
+)
+from entitle_device.keyring import KeyRing
+from entitle_device.licensefile import DEFAULT_CLOCK_SKEW, License, verify
 
-__all__ = ["MODEL", "InstallationLicense", "LicenseTerms", "license_payload"]
+__all__ = ["MODEL", "InstallationLicense", "LicenseTerms", "add_license_file", "license_payload"]
 
 MODEL = "access_commander"
 _STATE_FORMAT = "entitle-access-commander-state/1"
@@ -199,6 +204,10 @@ class InstallationLicense:
             "record": self._record.as_dict(),
         }, sort_keys=True)
 
+    def is_same_license(self, license: License) -> bool:
+        """Whether ``license`` is this tracker's license (the same signed file's contents)."""
+        return _fingerprint(license) == _fingerprint(self.license)
+
     @classmethod
     def from_json(
         cls,
@@ -218,6 +227,53 @@ class InstallationLicense:
             raise ValueError("the saved state belongs to another license")
         return cls(license, ConnectionRecord.from_dict(state["record"]),
                    heartbeat_timeout=heartbeat_timeout)
+
+
+def add_license_file(
+    text: str | bytes,
+    keyring: KeyRing,
+    now: datetime,
+    *,
+    installation: str,
+    devices: Collection[str],
+    current: InstallationLicense | None = None,
+    heartbeat_timeout: timedelta = DEFAULT_HEARTBEAT_TIMEOUT,
+    clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
+) -> InstallationLicense:
+    """The source's "License Adding", offline: read a license file and make it the license.
+
+    Checked in this order: the file itself (``verify``: malformed, unknown key, bad signature,
+    not for ``installation``, expired, issued in the future), an Access Commander license
+    (``not_access_commander_license``), its license device one of the installation's
+    ``devices`` (``license_device_unknown``), newer than ``current`` (``license_older``: a file
+    issued at or before the current license's issue time). The current license's own file
+    returns ``current`` unchanged (adding it again changes nothing).
+
+    A new license replaces the current one whole (R-AC-3) with a new connection record from
+    ``now``; call ``seen(now)`` when the license device is connected. After it, no device is
+    active until the license device is activated (R-AC-7): the installation makes its devices
+    inactive, then activates the license device first.
+    """
+    license = verify(text, keyring, now, installation, clock_skew=clock_skew)
+    terms = LicenseTerms.from_license(license)
+    if current is not None and current.is_same_license(license):
+        return current
+    if terms.license_device not in devices:
+        raise LicenseDeviceUnknown(
+            f"The license was generated for the device {terms.license_device}, which is not a "
+            f"device of this installation. Add that device, or ask for a license for one of "
+            f"the installation's connected devices.",
+            {"license_device": terms.license_device},
+        )
+    if current is not None and license.issued <= current.license.issued:
+        raise LicenseOlder(
+            f"The license file was issued {format_timestamp(license.issued)}, not after the "
+            f"current license ({format_timestamp(current.license.issued)}): adding it would "
+            f"replace a newer license with an older one. Add the newest license file.",
+            {"issued": format_timestamp(license.issued),
+             "current_issued": format_timestamp(current.license.issued)},
+        )
+    return InstallationLicense.added(license, now, heartbeat_timeout=heartbeat_timeout)
 
 
 def _fingerprint(license: License) -> str:

@@ -66,7 +66,7 @@ class StateReportIn(BaseModel):
 
 
 class PackageIn(BaseModel):
-    part_number: str = Field(min_length=1, max_length=64)
+    part_number: str = Field(min_length=1, max_length=64, description="2N's or Axis's part number.")
     quantity: int = Field(ge=1, le=1_000_000)
 
 
@@ -74,8 +74,33 @@ class LicenseIn(BaseModel):
     license_device: str = Field(min_length=1, max_length=64, description="Serial number of a connected device.")
     packages: list[PackageIn] | None = Field(
         default=None, max_length=100,
-        description="Packages or tier the license holds. Left out: the current license's packages "
-                    "plus every Access Commander unit in the wallet.")
+        description="Packages or tier the license holds. Left out: what the installation needs now "
+                    "(the calculator's answer for its registered devices and monitored Attendance users), "
+                    "at least the current license's packages; POST …/licenses/preview shows what moves.")
+
+
+class PreviewIn(BaseModel):
+    packages: list[PackageIn] | None = Field(default=None, max_length=100,
+                                             description="As for a new license; left out: the default.")
+
+
+class MoveOut(BaseModel):
+    part_number: str
+    alt_part_numbers: list[str]
+    back_to_wallet: int = Field(description="Units the replaced license gives back.")
+    from_wallet: int = Field(description="Units the new license takes.")
+    wallet_before: int
+    wallet_after: int
+
+
+class PlanOut(BaseModel):
+    default: bool = Field(description="The packages are the default (none were named).")
+    need: dict[str, int]
+    packages: list[dict[str, Any]]
+    capacity: dict[str, Any]
+    moves: list[MoveOut]
+    devices_made_inactive: list[str] = Field(
+        description="Active now; inactive after the new license until activated again (license device first).")
 
 
 class LicenseOut(BaseModel):
@@ -93,6 +118,12 @@ class LicenseOut(BaseModel):
 class NewLicenseOut(BaseModel):
     license: LicenseOut
     license_file: str
+    plan: PlanOut
+
+
+class AddedLicenseOut(BaseModel):
+    license: LicenseOut
+    added: bool = Field(description="False: the file was the current license already; nothing changed.")
 
 
 class LicenseFileIn(BaseModel):
@@ -116,7 +147,11 @@ class OverviewOut(BaseModel):
     disconnected_at: str | None
     protective_until: str | None = Field(description="When the protective period ends: the license's expiry.")
     suspended_at: str | None
-    capacity: dict[str, Any]
+    capacity: dict[str, Any] = Field(description="What may be used now: nothing while suspended.")
+    granted: dict[str, Any] = Field(description="What the license grants (owned), also while suspended.")
+    all_devices_inactive: bool = Field(description="The license is suspended: every device is inactive.")
+    next_step: str | None = Field(description="What to do next: recover a suspended license, or activate "
+                                              "a new license's device first.")
     devices: Counts
     attendance_users: Counts
     device_list: list[DeviceOut]
@@ -206,7 +241,9 @@ def add_device(org_id: int, installation_id: int, body: DeviceIn, actor: Current
 @router.post("/orgs/{org_id}/ac/installations/{installation_id}/devices/{serial}/state", response_model=DeviceOut)
 def device_state(org_id: int, installation_id: int, serial: str, body: StateIn, actor: CurrentActor, db: DB,
                  now: Now) -> dict[str, Any]:
-    """Report a device connected or disconnected (an admin acting for the installation)."""
+    """Report a device connected or disconnected (an admin acting for the installation). A
+    "connected" report is one piece of evidence, not a lasting state: the device counts as
+    disconnected once nothing more is heard for longer than the installation's heartbeat timeout."""
     inst = _inst(db, actor, org_id, installation_id)
     actor.require_licensing(org_id)
     dev = ac.report_state(db, installation=inst, serial=serial, connected=body.connected, now=now)
@@ -248,9 +285,10 @@ def generate_license(org_id: int, installation_id: int, body: LicenseIn, actor: 
 
     def work(s: Session) -> tuple[int, dict[str, Any]]:
         inst = ac.get_installation(s, org_id, installation_id)
+        plan = ac.plan_license(s, installation=inst, packages=packages, now=now)
         lic, text = ac.generate_license(s, installation=inst, license_device=body.license_device, packages=packages,
                                         actor=actor, now=now, secret=ctx.secret)
-        return 201, {"license": ac.license_to_dict(lic), "license_file": text}
+        return 201, {"license": ac.license_to_dict(lic), "license_file": text, "plan": plan}
 
     outcome = idempotency.run(ctx.sessions, org_id=org_id, key=key, now=now, work=work,
                               fp=idempotency.fingerprint("POST", request.url.path, body.model_dump()))
@@ -258,6 +296,33 @@ def generate_license(org_id: int, installation_id: int, body: LicenseIn, actor: 
         response.headers["Idempotent-Replayed"] = "true"
     response.status_code = outcome.status
     return outcome.body
+
+
+@router.post("/orgs/{org_id}/ac/installations/{installation_id}/licenses/preview", response_model=PlanOut,
+             responses={400: {}, 404: {}, 422: {}})
+def preview_license(org_id: int, installation_id: int, body: PreviewIn, actor: CurrentActor, db: DB,
+                    now: Now) -> dict[str, Any]:
+    """What a new license with these packages (left out: the default) would hold and move, changing
+    nothing: units back to the wallet and out of it, the wallet before and after, the devices made
+    inactive until activated again."""
+    inst = _inst(db, actor, org_id, installation_id)
+    actor.require_licensing(org_id)
+    packages = [(p.part_number, p.quantity) for p in body.packages] if body.packages is not None else None
+    return ac.plan_license(db, installation=inst, packages=packages, now=now)
+
+
+@router.post("/orgs/{org_id}/ac/installations/{installation_id}/licenses/file", response_model=AddedLicenseOut,
+             responses={400: {}, 404: {}, 409: {}})
+def add_license_file(org_id: int, installation_id: int, body: LicenseFileIn, actor: CurrentActor, db: DB,
+                     response: Response, now: Now) -> dict[str, Any]:
+    """License adding: a license file generated for this installation becomes its license,
+    replacing the current one whole (201), or is the current one already (200, nothing changes).
+    Refusals: license_bad_signature, license_not_for_this_system, license_device_unknown,
+    license_replaced, license_older, insufficient_units."""
+    inst = _inst(db, actor, org_id, installation_id)
+    lic, added = ac.add_license_file(db, installation=inst, text=body.license_file, actor=actor, now=now)
+    response.status_code = status.HTTP_201_CREATED if added else status.HTTP_200_OK
+    return {"license": ac.license_to_dict(lic), "added": added}
 
 
 @router.get("/orgs/{org_id}/ac/installations/{installation_id}/licenses", response_model=list[LicenseOut])
@@ -276,10 +341,11 @@ def license_file(org_id: int, installation_id: int, license_id: int, actor: Curr
 @router.post("/orgs/{org_id}/ac/installations/{installation_id}/licenses/check", response_model=LicenseOut)
 def check_license_file(org_id: int, installation_id: int, body: LicenseFileIn, actor: CurrentActor, db: DB,
                        now: Now) -> dict[str, Any]:
-    """Check a license file for this installation: signature, subject, model; answers which
-    license it is. Refusals: license_bad_signature, license_not_for_this_system, license_replaced, …"""
+    """Check a license file for this installation (signature, subject, model) and answer which
+    license it is, changing nothing (…/licenses/file adds one). Refusals: license_bad_signature, license_not_for_this_system, license_replaced, …"""
     inst = _inst(db, actor, org_id, installation_id)
-    return ac.license_to_dict(ac.add_license_file(db, installation=inst, text=body.license_file, actor=actor, now=now))
+    return ac.license_to_dict(ac.check_license_file(db, installation=inst, text=body.license_file, actor=actor,
+                                                    now=now))
 
 
 @router.post("/orgs/{org_id}/ac/installations/{installation_id}/attendance-users", response_model=AttendanceOut,

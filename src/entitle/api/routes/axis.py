@@ -71,8 +71,12 @@ class AllocateIn(BaseModel):
 
 
 class RenewIn(BaseModel):
-    years_ahead: int = Field(default=1, ge=1, le=5, description="Renew the next 1 to 5 subscription years.")
-    term_years: Literal[1, 5] = 1
+    years_ahead: int = Field(default=1, ge=0, le=5, description=(
+        "Years ahead of the current subscription year to license too, 0 to 5: the renewal makes the current "
+        "year and these fully licensed (0: the current year only)."))
+    term_years: Literal[1, 5] | None = Field(default=None, description=(
+        "Use only units of this term. Default: the wallet's five-year units first, then its one-year units, "
+        "as the buying guidance counts them."))
 
 
 class UpgradeIn(BaseModel):
@@ -163,6 +167,24 @@ class GrowthOut(BaseModel):
     license_types: dict[str, GrowthTypeOut]
 
 
+class HardwareOut(BaseModel):
+    serial: str
+    name: str
+    license_type: str
+    preloaded_units: int
+    licenses: int = Field(description="Preloaded plus expansion units, for the hardware's lifetime.")
+    expansion_units: int
+    devices: int
+    missing: int = Field(description="Devices beyond its licenses: they need expansion licenses on it.")
+    licensed: bool
+    registered_at: str
+
+
+class HardwareNeedOut(HardwareOut):
+    from_wallet: int = Field(description="Expansion units in the wallet that would cover the missing licenses.")
+    to_buy: int = Field(description="Expansion licenses to buy for this hardware.")
+
+
 class StatusOut(BaseModel):
     product: str
     name: str
@@ -176,7 +198,11 @@ class StatusOut(BaseModel):
     years: list[YearOut] = Field(description="The current year and the five ahead that can be allocated.")
     wallet: WalletLotsOut
     growth: GrowthOut
-    buying_guidance: dict[str, dict[str, int]] = Field(description="License type -> {year: units to buy}.")
+    buying_guidance: dict[str, dict[str, int]] = Field(description=(
+        "License type -> {year: units to buy}, after the wallet's units are allocated as a renewal allocates "
+        "them (a five-year unit licenses one device in each of five consecutive years)."))
+    hardware: list[HardwareNeedOut] = Field(description=(
+        "The product's hardware: devices beyond a hardware's licenses need expansion licenses on it (R-AX-10)."))
 
 
 class AllocationMadeOut(BaseModel):
@@ -196,6 +222,9 @@ class AllocationResultOut(BaseModel):
     allocations: list[AllocationMadeOut]
     state: State
     message: str | None = None
+    years: list[int] | None = Field(default=None, description="Renewal: the years it allocated to.")
+    licensed_years: list[int] | None = Field(default=None, description=(
+        "Renewal: the years it made fully licensed (the current one and the years ahead asked)."))
 
 
 class AllocationOut(BaseModel):
@@ -252,18 +281,6 @@ class DevicesAddedOut(BaseModel):
 class DevicesRemovedOut(BaseModel):
     removed: int
     system: AxisSystemOut
-
-
-class HardwareOut(BaseModel):
-    serial: str
-    name: str
-    license_type: str
-    preloaded_units: int
-    licenses: int = Field(description="Preloaded plus expansion units, for the hardware's lifetime.")
-    expansion_units: int
-    devices: int
-    licensed: bool
-    registered_at: str
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -348,9 +365,10 @@ def list_allocations(org_id: int, product: str, actor: CurrentActor, db: DB) -> 
 def renew(org_id: int, product: str, body: RenewIn, actor: CurrentActor, ctx: Ctx, request: Request,
           response: Response, idempotency_key: Annotated[str | None, Header(description=IDEMPOTENCY)] = None,
           ) -> dict[str, Any]:
-    """Renew ahead: allocate, for each of the next ``years_ahead`` years, what that year still
-    misses against the current need (R-AX-5, R-AX-6). Refused whole when the wallet is short
-    (insufficient_units)."""
+    """Renew: make the current subscription year fully licensed when it is not, then each of the
+    ``years_ahead`` years after it (0 to 5), each against its need, from the wallet (R-AX-5,
+    R-AX-6); ``years`` says which years got units. Refused whole when the wallet is short
+    (insufficient_units, with what each license type misses per year)."""
     actor.require_licensing(org_id)
     now = ctx.clock.now()
     return _idempotent(ctx, request, response, org_id=org_id, key=idempotency_key, body=body, work=lambda s: (
@@ -364,8 +382,9 @@ def upgrade(org_id: int, product: str, body: UpgradeIn, actor: CurrentActor, ctx
             response: Response, idempotency_key: Annotated[str | None, Header(description=IDEMPOTENCY)] = None,
             ) -> dict[str, Any]:
     """Convert allocated one-year units of a year into another license type with upgrade units
-    from the wallet, each used once (R-AX-13). Refusals: insufficient_units,
-    upgrade_nothing_to_convert, year_out_of_range."""
+    from the wallet, each used once (R-AX-13); only the units beyond the year's need of the old
+    type. Refusals: insufficient_units, upgrade_nothing_to_convert, upgrade_leaves_need_uncovered,
+    year_out_of_range."""
     actor.require_licensing(org_id)
     now = ctx.clock.now()
 
