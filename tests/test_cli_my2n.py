@@ -285,10 +285,10 @@ def test_recurring_card_payment_on_and_off(world: World, cli: Cli, monkeypatch: 
     assert status["price"]["year_total_minor"] == 2 * status["price"]["per_apartment_year_minor"]
     cli.refused("card_missing", "site", "pay", "activate", *co.at)
 
-    assert "4242" in cli.ok("site", "pay", "card", *co.at, "--payment-method", "pm_card_4242")
+    assert "Visa •••• 4242" in cli.ok("site", "pay", "card", *co.at, "--payment-method", "pm_card_visa")
     on = cli.json("site", "pay", "activate", *co.at)
     assert on["recurring"] is True and on["apartments_covered"] == 2 and sorted(on["paid"]) == ["1A", "1B"]
-    cli.refused("recurring_payment_active", "site", "pay", "card", *co.at, "--payment-method", "pm_card_1881")
+    cli.refused("recurring_payment_active", "site", "pay", "card", *co.at, "--payment-method", "pm_card_mastercard")
     status = cli.json("site", "pay", "status", *co.at)
     assert status["recurring"] is True and len(status["payments"]) == 1
     text = cli.ok("site", "pay", "status", *co.at)
@@ -297,4 +297,4 @@ def test_recurring_card_payment_on_and_off(world: World, cli: Cli, monkeypatch: 
 
     assert "is off" in cli.ok("site", "pay", "deactivate", *co.at)
     cli.refused("recurring_payment_off", "site", "pay", "deactivate", *co.at)
-    cli.json("site", "pay", "card", *co.at, "--payment-method", "pm_card_1881")
+    cli.json("site", "pay", "card", *co.at, "--payment-method", "pm_card_mastercard")

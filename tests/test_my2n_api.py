@@ -494,7 +494,7 @@ def test_only_payers_see_prices_and_pay(world, client):
     assert (plan["may_pay"], plan["price"], plan["needing_license"]) == (False, None, 4)
     refused(c.post(f"/sites/{site}/vouchers/redeem", {"code": code_1}, token=admin.token, idem=True),
             403, "payments_permission_required")
-    refused(c.put(f"/sites/{site}/payment-plan/card", {"payment_method": "pm_card_4242"}, token=admin.token),
+    refused(c.put(f"/sites/{site}/payment-plan/card", {"payment_method": "pm_card_visa"}, token=admin.token),
             403, "payments_permission_required")
 
     c.ok(c.post(roles, {"email": "site-admin@example.com", "role": "site_admin", "payments": True}))
@@ -508,7 +508,7 @@ def test_only_payers_see_prices_and_pay(world, client):
     apt = c.ok(c.get(f"/sites/{site}/dashboard"))["rows"][0]["id"]
     paid = c.ok(c.post(f"/sites/{site}/apartments/{apt}/pay-from-credit", token=admin.token, idem=True))
     assert paid["pool"] == {"apartment_years": 0, "device_years": 0}
-    assert c.ok(c.put(f"/sites/{site}/payment-plan/card", {"payment_method": "pm_card_4242"}, token=admin.token))
+    assert c.ok(c.put(f"/sites/{site}/payment-plan/card", {"payment_method": "pm_card_visa"}, token=admin.token))
     assert c.ok(c.get(f"/sites/{site}/payments", token=admin.token)) == []
 
 
@@ -546,10 +546,13 @@ def test_card_and_recurring_payment_pay_every_apartment_once(world, client):
     shown = c.ok(c.get(plan))
     assert (shown["card"], shown["recurring"], shown["needing_license"], shown["may_pay"]) == (None, False, 4, True)
     refused(c.post(f"{plan}/recurring/activate", idem=True), 409, "card_missing")
-    assert c.ok(c.put(f"{plan}/card", {"payment_method": "pm_card_4242"}))["card"]
+    assert c.ok(c.put(f"{plan}/card", {"payment_method": "pm_card_visa"}))["card"]
 
+    preview = c.ok(c.get(f"{plan}/recurring/preview"))
+    assert (preview["amount_minor"], preview["currency"], len(preview["lines"])) == (4800, "EUR", 4)
     r = c.post(f"{plan}/recurring/activate", idem="recurring-1")
-    assert c.ok(r) == {"recurring": True, "apartments_covered": 4, "paid": ["A1", "A2", "A3", "A4"]}
+    assert c.ok(r) == {"recurring": True, "apartments_covered": 4, "paid": ["A1", "A2", "A3", "A4"],
+                       "charged_minor": 4800, "currency": "EUR", "renews_at": add_years(world.now, 1).isoformat()}
     again = c.post(f"{plan}/recurring/activate", idem="recurring-1")
     assert c.ok(again) == r.json() and again.headers["Idempotent-Replayed"] == "true"
     assert len(local.subscriptions) == 1
@@ -569,10 +572,10 @@ def test_card_and_recurring_payment_pay_every_apartment_once(world, client):
     assert c.ok(c.get(f"/sites/{site}/apartments/{board['rows'][0]['id']}"))["paid_through"] == year
 
     # The card changes only while recurring payment is off.
-    refused(c.put(f"{plan}/card", {"payment_method": "pm_card_1881"}), 409, "recurring_payment_active")
+    refused(c.put(f"{plan}/card", {"payment_method": "pm_card_mastercard"}), 409, "recurring_payment_active")
     assert c.ok(c.post(f"{plan}/recurring/deactivate"))["recurring"] is False
     refused(c.post(f"{plan}/recurring/deactivate"), 409, "recurring_payment_off")
-    assert c.ok(c.put(f"{plan}/card", {"payment_method": "pm_card_1881"}))["card"].endswith("1881")
+    assert c.ok(c.put(f"{plan}/card", {"payment_method": "pm_card_mastercard"}))["card"] == "Mastercard •••• 4444"  # R-MY-5: brand and last four digits
 
 
 def test_a_declined_or_unreachable_payment_leaves_nothing_paid_and_the_retry_pays_once(world, client):
@@ -602,12 +605,13 @@ def test_the_renewal_webhook_pays_a_year_once_and_a_forged_one_nothing(world, cl
     c = Company(world, client)
     site, _ = _seed_site(c)
     plan = f"/sites/{site}/payment-plan"
-    c.ok(c.put(f"{plan}/card", {"payment_method": "pm_card_4242"}))
+    c.ok(c.put(f"{plan}/card", {"payment_method": "pm_card_visa"}))
     c.ok(c.post(f"{plan}/recurring/activate", idem=True))
     year = add_years(world.now, 1)
     world.ctx.clock.set(year - timedelta(days=10))
-    assert c.ok(c.get(f"/sites/{site}/dashboard"))["lapsing_soon"] == ["A1", "A2", "A3", "A4"]
-    renewal = local.renew(next(iter(local.subscriptions)))
+    assert c.ok(c.get(f"/sites/{site}/dashboard"))["lapsing_soon"] == []  # recurring payment renews it
+    world.ctx.clock.set(year)
+    renewal = local.renewal_webhook(next(iter(local.subscriptions)))
     outcomes = [c.ok(_webhook(client, renewal))["outcome"] for _ in range(3)]
     assert outcomes == ["paid", "duplicate", "duplicate"]
     rows = c.ok(c.get(f"/sites/{site}/dashboard"))["rows"]

@@ -86,7 +86,7 @@ class Block:
 def test_turning_recurring_payment_on_pays_every_apartment_that_needs_a_license_once(world: World, local) -> None:
     # R-MY-5: card + automatic recurring payment; the first year of the 4 apartments is paid now.
     block = Block(world)
-    block.run(billing.set_card, payment_method="pm_card_4242", provider=local)
+    block.run(billing.set_card, payment_method="pm_card_visa", provider=local)
     done = block.run(billing.activate_recurring, provider=local)
     assert done["apartments_covered"] == 4 and done["paid"] == ["A1", "A2", "A3", "A4"]
     year = add_years(world.now, 1)
@@ -100,22 +100,22 @@ def test_turning_recurring_payment_on_pays_every_apartment_that_needs_a_license_
     assert block.paid_through()["A1"] == year and block.payments() == 1
 
 
-def test_a_renewal_a_year_on_pays_another_year_and_a_redelivery_pays_nothing(world: World, local) -> None:
-    # R-MY-5, R-MY-6: the annual renewal arrives by webhook; until it does the apartments lapse soon.
+def test_a_renewal_the_provider_charged_on_its_own_pays_the_next_year_once(world: World, local) -> None:
+    # R-MY-5: Stripe renews at the anniversary by itself; its invoice.paid (delivered three times)
+    # moves the billing year and the apartments on once. No warning while recurring payment renews.
     block = Block(world)
-    block.run(billing.set_card, payment_method="pm_card_4242", provider=local)
+    block.run(billing.set_card, payment_method="pm_card_visa", provider=local)
     block.run(billing.activate_recurring, provider=local)
     year = add_years(world.now, 1)
     world.ctx.clock.advance(timedelta(days=340))  # type: ignore[attr-defined]
     shown = block.run(lambda s, site, actor, now: board.dashboard(s, site=site, now=now))
-    assert shown["lapsing_soon"] == ["A1", "A2", "A3", "A4"] and shown["lapsed"] == []
-    world.ctx.clock.set(year - timedelta(days=1))  # type: ignore[attr-defined]
-    renewal = local.renew(next(iter(local.subscriptions)))
+    assert shown["lapsing_soon"] == [] and shown["lapsed"] == []
+    world.ctx.clock.set(year)  # type: ignore[attr-defined]
+    renewal = local.renewal_webhook(next(iter(local.subscriptions)))
     for _ in range(3):
         block.webhook(local, renewal)
     assert block.paid_through()["A1"] == add_years(year, 1) and block.payments() == 2
-    shown = block.run(lambda s, site, actor, now: board.dashboard(s, site=site, now=now))
-    assert shown["lapsing_soon"] == []
+    assert block.plan().period_end == add_years(year, 1)  # type: ignore[union-attr]
 
 
 def test_a_declined_card_leaves_no_apartment_paid_and_no_credit_taken(world: World, local) -> None:
@@ -134,7 +134,7 @@ def test_a_declined_card_leaves_no_apartment_paid_and_no_credit_taken(world: Wor
 def test_a_time_out_leaves_nothing_paid_and_the_retry_pays_once(world: World, local) -> None:
     # R-MY-5: unreachable provider → nothing half-paid; the retry reuses the idempotency key.
     block = Block(world)
-    block.run(billing.set_card, payment_method="pm_card_4242", provider=local)
+    block.run(billing.set_card, payment_method="pm_card_visa", provider=local)
     local.timing_out = True
     refused("payment_provider_unreachable", block.run, billing.activate_recurring, provider=local)
     assert set(block.paid_through().values()) == {None} and block.payments() == 0
@@ -144,7 +144,8 @@ def test_a_time_out_leaves_nothing_paid_and_the_retry_pays_once(world: World, lo
     plan = block.plan()
     assert plan is not None
     local.start_recurring(plan.customer_id or "", site_reference=f"site-{block.site_id}", apartments=4,
-                          idempotency_key=f"entitle-site-{block.site_id}-recurring-{plan.version}")
+                          idempotency_key=f"entitle-site-{block.site_id}-recurring-{plan.version}",
+                          renews_at=add_years(world.now, 1), amount_minor=4 * 1200)
     block.run(billing.activate_recurring, provider=local)
     assert len(local.subscriptions) == 1 and block.payments() == 1
     assert block.paid_through()["A1"] == add_years(world.now, 1)
@@ -153,7 +154,7 @@ def test_a_time_out_leaves_nothing_paid_and_the_retry_pays_once(world: World, lo
 def test_a_payment_whose_answer_was_lost_is_adopted_from_its_webhook(world: World, local) -> None:
     # R-MY-5: the start timed out on our side, the provider's invoice.paid still pays the apartments.
     block = Block(world)
-    block.run(billing.set_card, payment_method="pm_card_4242", provider=local)
+    block.run(billing.set_card, payment_method="pm_card_visa", provider=local)
     plan = block.plan()
     assert plan is not None
     local.start_recurring(plan.customer_id or "", site_reference=f"site-{block.site_id}", apartments=4,
@@ -167,7 +168,7 @@ def test_a_payment_whose_answer_was_lost_is_adopted_from_its_webhook(world: Worl
 def test_two_deliveries_of_one_webhook_at_the_same_time_pay_once(world: World, local) -> None:
     # R-MY-5: a webhook delivered twice pays once, even concurrently (PostgreSQL: real concurrency).
     block = Block(world)
-    block.run(billing.set_card, payment_method="pm_card_4242", provider=local)
+    block.run(billing.set_card, payment_method="pm_card_visa", provider=local)
     plan = block.plan()
     assert plan is not None
     local.start_recurring(plan.customer_id or "", site_reference=f"site-{block.site_id}", apartments=4,
@@ -202,18 +203,23 @@ def test_a_webhook_that_does_not_verify_changes_nothing(world: World, local) -> 
     assert block.payments() == 0
 
 
-def test_a_failed_renewal_is_recorded_and_pays_nothing(world: World, local) -> None:
-    # R-MY-6: the renewal failed; the apartments lapse at their date and the dashboard says so.
+def test_a_failed_renewal_reported_by_webhook_is_recorded_and_pays_nothing(world: World, local) -> None:
+    # R-MY-5, R-MY-6: the provider's invoice.payment_failed is recorded and tells the admins; the
+    # apartments work through the retry window after the anniversary, and lapse after it.
     block = Block(world)
-    block.run(billing.set_card, payment_method="pm_card_4242", provider=local)
+    block.run(billing.set_card, payment_method="pm_card_visa", provider=local)
     block.run(billing.activate_recurring, provider=local)
+    year = add_years(world.now, 1)
     local.declining = True
-    assert block.webhook(local, local.renew(next(iter(local.subscriptions))))["outcome"] == "payment_failed"
+    assert block.webhook(local, local.renewal_webhook(next(iter(local.subscriptions))))["outcome"] == "payment_failed"
     assert block.payments() == 1
     assert "my2n.card_payment.failed" in [a for _, a, _ in history_of(world.ctx.engine, block.org_id)]
     with world.ctx.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Event).where(Event.type == "my2n.card_payment.failed")) == 1
-    world.ctx.clock.set(add_years(world.now, 1))  # type: ignore[attr-defined]
+    world.ctx.clock.set(year + timedelta(days=7) - timedelta(microseconds=1))  # type: ignore[attr-defined]
+    shown = block.run(lambda s, site, actor, now: board.dashboard(s, site=site, now=now))
+    assert shown["lapsed"] == [] and shown["lapsing_soon"] == ["A1", "A2", "A3", "A4"]
+    world.ctx.clock.set(year + timedelta(days=7))  # type: ignore[attr-defined]
     shown = block.run(lambda s, site, actor, now: board.dashboard(s, site=site, now=now))
     assert shown["lapsed"] == ["A1", "A2", "A3", "A4"]
 
@@ -221,17 +227,19 @@ def test_a_failed_renewal_is_recorded_and_pays_nothing(world: World, local) -> N
 def test_the_card_changes_only_while_recurring_payment_is_off(world: World, local) -> None:
     # R-MY-5: recurring payment must be deactivated to change the card.
     block = Block(world)
-    block.run(billing.set_card, payment_method="pm_card_4242", provider=local)
+    block.run(billing.set_card, payment_method="pm_card_visa", provider=local)
     block.run(billing.activate_recurring, provider=local)
-    refused("recurring_payment_active", block.run, billing.set_card, payment_method="pm_card_5555", provider=local)
+    refused("recurring_payment_active", block.run, billing.set_card, payment_method="pm_card_mastercard", provider=local)
     refused("recurring_payment_active", block.run, billing.activate_recurring, provider=local)
     block.run(billing.deactivate_recurring, provider=local)
     assert [s.status for s in local.subscriptions.values()] == ["canceled"]
-    assert block.run(billing.set_card, payment_method="pm_card_5555", provider=local) == {"card": "card •••• 5555"}
-    # Turned on again: a new request (new key), the next year for each apartment.
-    block.run(billing.activate_recurring, provider=local)
-    assert len(local.subscriptions) == 2 and block.payments() == 2
-    assert block.paid_through()["A1"] == add_years(world.now, 2)
+    assert block.run(billing.set_card, payment_method="pm_card_mastercard", provider=local) == {"card": "Mastercard •••• 4444"}
+    # Turned on again: a new subscription (new key) in the same billing year, and nothing is
+    # charged again for what is paid (issue 14: four cycles used to pay to 2031).
+    again = block.run(billing.activate_recurring, provider=local)
+    assert again["charged_minor"] == 0 and again["paid"] == []
+    assert len(local.subscriptions) == 2 and block.payments() == 1
+    assert block.paid_through()["A1"] == add_years(world.now, 1)
     block.run(billing.deactivate_recurring, provider=local)
     # Off already: refused before the provider is called (a provider that would time out).
     refused("recurring_payment_off", block.run, billing.deactivate_recurring, provider=LocalProvider(timing_out=True))
@@ -239,7 +247,7 @@ def test_the_card_changes_only_while_recurring_payment_is_off(world: World, loca
 
 def test_the_provider_cancelling_the_subscription_turns_recurring_payment_off(world: World, local) -> None:
     block = Block(world)
-    block.run(billing.set_card, payment_method="pm_card_4242", provider=local)
+    block.run(billing.set_card, payment_method="pm_card_visa", provider=local)
     block.run(billing.activate_recurring, provider=local)
     sub_id = next(iter(local.subscriptions))
     delivery = local.make_webhook("subscription_cancelled", site_reference=f"site-{block.site_id}",
@@ -257,7 +265,7 @@ def test_nothing_to_pay_and_no_card_are_refused_before_the_provider_is_called(wo
     with transaction(world.ctx.sessions) as s:
         site = my2n.create_site(s, org_id=org_id, name="Empty", actor=eve, now=world.now)
         my2n.create_apartment(s, site=site, name="E1", actor=eve, now=world.now)
-        billing.set_card(s, site=site, payment_method="pm_card_4242", actor=eve, now=world.now, provider=local)
+        billing.set_card(s, site=site, payment_method="pm_card_visa", actor=eve, now=world.now, provider=local)
     with pytest.raises(EntitleError) as exc, transaction(world.ctx.sessions) as s:
         billing.activate_recurring(s, site=my2n.get_site(s, org_id, site.id), actor=eve, now=world.now,
                                    provider=local)
@@ -273,7 +281,7 @@ def test_a_custom_site_cannot_be_prolonged_by_card_or_credit(world: World, local
                                 custom_expires_at=world.now + timedelta(days=60))
         apt = my2n.create_apartment(s, site=site, name="O1", actor=leo, now=world.now)
         my2n.add_device(s, site=site, serial="P", kind="phone", apartment_id=apt.id, actor=leo, now=world.now)
-        billing.set_card(s, site=site, payment_method="pm_card_4242", actor=leo, now=world.now, provider=local)
+        billing.set_card(s, site=site, payment_method="pm_card_visa", actor=leo, now=world.now, provider=local)
         site_id, apt_id = site.id, apt.id
     for fn, kwargs in ((billing.activate_recurring, {"provider": local}),
                        (my2n.pay_from_credit, {"apartment_id": apt_id})):
@@ -296,13 +304,13 @@ def test_only_company_admins_and_site_admins_with_the_payments_permission_pay_or
     val, sam, pat = (world.actor(m.user) for m in (viewer, site_admin, payer))
     for who in (val, sam):
         refused("payments_permission_required", block.run, billing.set_card, actor=who,
-                payment_method="pm_card_4242", provider=local)
+                payment_method="pm_card_visa", provider=local)
         plan = block.run(billing.plan_to_dict, actor=who, price_minor=1200, currency="eur")
         assert "price" not in plan and plan["may_pay"] is False
     for who in (block.ann, pat):
         plan = block.run(billing.plan_to_dict, actor=who, price_minor=1200, currency="eur")
         assert plan["price"] == {"per_apartment_year_minor": 1200, "currency": "EUR", "year_total_minor": 4 * 1200}
-    block.run(billing.set_card, actor=pat, payment_method="pm_card_4242", provider=local)
+    block.run(billing.set_card, actor=pat, payment_method="pm_card_visa", provider=local)
     assert block.run(billing.activate_recurring, actor=pat, provider=local)["apartments_covered"] == 4
     # The site admin without payments still manages apartments; the viewer does not.
     block.run(my2n.create_apartment, actor=sam, name="A6")

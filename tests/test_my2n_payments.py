@@ -192,7 +192,7 @@ def test_stopping_recurring_payment_cancels_the_subscription(provider, fake_stri
 def test_a_card_is_attached_and_made_the_default(provider, fake_stripe):
     # R-MY-5: the card the user entered in the provider's form becomes the one recurring payment uses.
     label = provider.set_card("cus_1", payment_method="pm_card_4242", idempotency_key="card:k1")
-    assert label == "visa •••• 4242"
+    assert label == "Visa •••• 4242"  # R-MY-5: the brand and the last four digits
     attach, update = fake_stripe.requests
     assert (attach["path"], attach["headers"]["Idempotency-Key"]) == ("/v1/payment_methods/pm_card_4242/attach", "card:k1")
     assert attach["form"]["customer"] == "cus_1"

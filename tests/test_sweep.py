@@ -418,7 +418,8 @@ def test_a_sweep_and_an_allocation_at_once_record_an_expiry_once(world: World) -
 
 class Residence:
     """A My2N site whose apartments each have a phone (a paid device) and are paid for a year by
-    card with recurring payment on (the local payment provider)."""
+    card (the local payment provider), recurring payment then turned off: the licenses lapse at
+    their date unless renewed (with recurring payment on they are renewed, tests/test_my2n_renewal.py)."""
 
     def __init__(self, world: World, *, apartments: int = 1, name: str = "Residence") -> None:
         self.world, self.ctx = world, world.ctx
@@ -434,6 +435,7 @@ class Residence:
             self.site_id = site.id
         self.run(billing.set_card, payment_method="pm_card_4242", provider=self.local)
         self.run(billing.activate_recurring, provider=self.local)
+        self.run(billing.deactivate_recurring, provider=self.local)
 
     def run(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
         with transaction(self.ctx.sessions) as s:
@@ -447,11 +449,15 @@ class Residence:
             return paid
 
     def renew(self, at: datetime) -> None:
-        """The provider charges the next year at ``at`` and tells us by webhook."""
+        """At ``at`` the payer turns recurring payment on again (the same billing year: nothing
+        to charge), the next year is charged ahead of the anniversary, and it is turned off."""
         self.ctx.clock.set(at)  # type: ignore[attr-defined]
-        payload, signature = self.local.renew(next(iter(self.local.subscriptions)))
+        anniversary = self.paid_through()
+        self.run(billing.activate_recurring, provider=self.local)
         with transaction(self.ctx.sessions) as s:
-            billing.handle_webhook(s, payload=payload, signature=signature, provider=self.local, now=at)
+            site = my2n.get_site(s, self.org_id, self.site_id)
+            billing.renew(s, site=site, now=anniversary, provider=self.local)
+        self.run(billing.deactivate_recurring, provider=self.local)
 
 
 def test_an_apartment_license_warns_30_days_before_it_lapses_and_lapses_once(world: World) -> None:  # R-CORE-8, R-MY-6

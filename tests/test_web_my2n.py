@@ -456,11 +456,16 @@ def test_card_and_recurring_payment_prices_only_for_payers(world, client):  # R-
     assert field(page, "price") == "12.00 EUR" and field(page, "year-total") == "24.00 EUR"
     r = pages.post("payments/recurring", {"recurring": "on"})
     assert r.status_code == 409 and error_text(r.text).startswith("card_missing")
-    r = pages.post("payments/card", {"payment_method": "pm_card_4242"})
-    assert r.status_code == 200 and status_text(r.text) == "The site pays with card •••• 4242 now."
-    r = pages.post("payments/recurring", {"recurring": "on"})
+    r = pages.post("payments/card", {"payment_method": "pm_card_visa"})
+    assert r.status_code == 200 and status_text(r.text) == "The site pays with Visa •••• 4242 now."
+    # R-MY-5: the amount is said before it is charged; a form whose amount is stale charges nothing.
+    assert field(r.text, "preview").startswith("Turning it on charges 24.00 EUR")
+    r = pages.post("payments/recurring", {"recurring": "on", "expected": "1200"})
+    assert r.status_code == 409 and "24" in error_text(r.text)
+    r = pages.post("payments/recurring", {"recurring": "on", "expected": "2400"})
     assert r.status_code == 200, r.text
-    assert status_text(r.text) == "Automatic recurring payment is on for 2 apartment(s). Paid a year now: A1, A2."
+    assert status_text(r.text) == ("Automatic recurring payment is on for 2 apartment(s). "
+                                   "Paid now through 2027-01-15: A1, A2.")
     assert field(r.text, "recurring").startswith("on (since 2026-01-15, 2 apartment(s) a year)")
     rows = re.findall(r'<tr data-payment="[^"]+">(.*?)</tr>', r.text, re.S)
     assert len(rows) == 1 and text_of(rows[0]).endswith("2 24.00 EUR")

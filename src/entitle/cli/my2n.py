@@ -217,7 +217,10 @@ def site_dashboard(org: OrgRef, site: SiteRef, database_url: DatabaseUrl = None,
     order = result["order"]
     _summary(("apartments", f"{result['apartments']:,}"), ("need a license", f"{result['needing_license']:,}"),
              ("lapsed", f"{len(result['lapsed']):,}"), ("lapse within 30 days", f"{len(result['lapsing_soon']):,}"),
-             ("to order", f"{order['quantity']:,} × part {order['part_number']} (one apartment-year each)"))
+             ("credit pool", _pool(result["pool"])),
+             ("to order", f"{order['quantity']:,} × part {order['part_number']} "
+                          + ("(recurring payment pays every apartment)" if result["order_basis"] == "recurring" else
+                             "(apartments not paid through the next 12 months, less the credit pool)")))
     if not result["rows"]:
         plain("The site has no apartments; create them with `entitle apartment create` or `entitle site import`.")
         return
@@ -734,19 +737,37 @@ def pay_card(
 
 @site_pay_app.command("activate")
 @handles_errors
-def pay_activate(org: OrgRef, site: SiteRef, database_url: DatabaseUrl = None, as_json: JsonOut = False) -> None:
-    """Turn automatic recurring payment on: the apartments that need a license are paid a year
-    now by the card, then every year; nothing is paid if the card or the provider fails."""
+def pay_activate(
+    org: OrgRef, site: SiteRef,
+    preview: Annotated[bool, typer.Option("--preview", help="Only say what it would charge now; charge nothing.")] = False,
+    expect: Annotated[int | None, typer.Option(
+        "--expect", min=0, help="The amount (minor units) --preview showed: refused, uncharged, if it changed.")] = None,
+    database_url: DatabaseUrl = None, as_json: JsonOut = False,
+) -> None:
+    """Turn automatic recurring payment on: the card pays now what is not paid through the site's
+    anniversary (pro rata by day; nothing when all is paid), then every year at the anniversary;
+    nothing is paid if the card or the provider fails. --preview says the amount first."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         found = _site(s, org, site)
-        result = billing.activate_recurring(s, site=found, actor=console_actor(), now=ctx.clock.now(),
-                                            provider=ctx.payments)
+        if preview:
+            result = billing.activation_preview(s, site=found, actor=console_actor(), now=ctx.clock.now(),
+                                                provider=ctx.payments)
+        else:
+            result = billing.activate_recurring(s, site=found, actor=console_actor(), now=ctx.clock.now(),
+                                                provider=ctx.payments, expected_amount_minor=expect)
     if as_json:
         print_json(result)
         return
-    paid = ", ".join(result["paid"]) or "none yet (the provider confirms the payment later)"
-    plain(f"Recurring payment is on for site {found.id}: {result['apartments_covered']:,} apartment(s) a year. "
-           f"Paid now: {paid}.")
+    if preview:
+        plain(f"Turning recurring payment on now charges {_money(result['amount_minor'], result['currency'])} for "
+              f"{len(result['lines']):,} apartment(s) not paid through {day(result['renews_at'])} (the site's "
+              f"anniversary; price × unpaid days ÷ {result['year_days']}). Confirm with "
+              f"`entitle site pay activate --expect {result['amount_minor']}`.")
+        return
+    paid = ", ".join(result["paid"]) or "none (everything is paid through the anniversary)"
+    plain(f"Recurring payment is on for site {found.id}: {result['apartments_covered']:,} apartment(s), renewing on "
+          f"{day(result['renews_at'])}. Charged now: {_money(result['charged_minor'], result['currency'])}; "
+          f"paid now: {paid}.")
 
 
 @site_pay_app.command("deactivate")

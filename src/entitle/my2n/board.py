@@ -28,7 +28,8 @@ from sqlalchemy.orm import Session
 
 from entitle.my2n import rules
 from entitle.my2n.models import Apartment, Site, SiteDevice
-from entitle.my2n.services import apartments_of, devices_of, rule_device, rule_site, site_to_dict
+from entitle.my2n.services import (apartments_of, credit_pool, devices_of, recurring_of, rule_device, rule_site,
+                                   site_to_dict)
 
 _PAID = SiteDevice.kind.in_(sorted(rules.PAID_KINDS))  # R-MY-2: phones, tablets, third-party devices
 _BILLABLE = case((SiteDevice.local_mode, 0), else_=1)  # R-MY-3: among the paid ones, not in local mode
@@ -63,22 +64,42 @@ def dashboard(session: Session, *, site: Site, now: datetime) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     lapsed: list[str] = []
     lapsing_soon: list[str] = []
-    needing = 0
+    short: list[int] = []  # billable devices of each apartment not paid through the next 12 months
+    recurring = recurring_of(session, site)
+    horizon = rules.add_years(now, 1)
     for apartment_id, name, paid_through, paid, billable in apartment_rows(session, site):
         needs = billable > 0  # R-MY-3
         if needs:
-            needing += 1
-            if rules.is_lapsed(paid_through, now):  # R-MY-6
+            if rules.is_lapsed(rules.covered_until(paid_through, recurring), now):  # R-MY-6
                 lapsed.append(name)
-            if rules.lapses_soon(paid_through, now):  # R-MY-6: warned before it happens
+            if rules.lapse_warning_due(paid_through, recurring, now):  # R-MY-6: warned before it happens
                 lapsing_soon.append(name)
+            if paid_through is None or paid_through < horizon:
+                short.append(int(billable))
         rows.append({"id": apartment_id, "name": name, "needs_license": needs, "paid_devices": int(paid),
                      "paid_through": paid_through.isoformat() if paid_through else None})
+    pool = credit_pool(session, site)
+    # R-MY-5: the rules' own count, from the counts above (one row per apartment short).
+    quantity = rules.to_order([rules.Apartment(i, None) for i in range(len(short))],
+                              [rules.Device(0, "phone", i) for i, n in enumerate(short) for _ in range(n)], now,
+                              pool=rules.Credit(pool["apartment_years"], pool["device_years"]), recurring=recurring)
+    return _answer(site, now, rows, lapsed, lapsing_soon, quantity, pool, recurring)
+
+
+def _answer(site: Site, now: datetime, rows: list[dict[str, Any]], lapsed: list[str], lapsing_soon: list[str],
+            quantity: int, pool: dict[str, int], recurring: rules.Recurring | None) -> dict[str, Any]:
     return {
         "site": site_to_dict(site, now),
-        "apartments": len(rows), "needing_license": needing,
+        "apartments": len(rows), "needing_license": sum(1 for r in rows if r["needs_license"]),
         "lapsed": lapsed, "lapsing_soon": lapsing_soon,
-        "order": {"part_number": rules.part_number(site.region), "quantity": needing},  # type: ignore[arg-type]
+        # What the site lacks to keep every apartment needing a license working for the next
+        # twelve months (rules.to_order); ``order_basis`` says how it is counted, beside the figure.
+        "order": {"part_number": rules.part_number(site.region), "quantity": quantity},  # type: ignore[arg-type]
+        "order_basis": "recurring" if recurring is not None else "unpaid_less_pool",
+        "pool": pool,
+        "recurring": {"renews_at": recurring.period_end.isoformat(), "covered_until": recurring.cover.isoformat(),
+                      "charge_failing": recurring.failed_at is not None or recurring.renewal_due(now)}
+        if recurring is not None else None,
         "rows": rows,
     }
 
@@ -89,16 +110,14 @@ def reference_dashboard(session: Session, *, site: Site, now: datetime) -> dict[
     large site (it loads every row as an object)."""
     apartments = apartments_of(session, site)
     devices = [rule_device(d) for d in devices_of(session, site)]
+    pool, recurring = credit_pool(session, site), recurring_of(session, site)
     board = rules.dashboard(rule_site(site), [rules.Apartment(a.id, a.paid_through) for a in apartments],
-                            devices, now)
+                            devices, now, pool=rules.Credit(pool["apartment_years"], pool["device_years"]),
+                            recurring=recurring)
     by_id = {a.id: a for a in apartments}
     per_apartment = rules.group_by_apartment(devices)
-    return {
-        "site": site_to_dict(site, now),
-        "apartments": board.apartments, "needing_license": board.needing_license,
-        "lapsed": [by_id[i].name for i in board.lapsed], "lapsing_soon": [by_id[i].name for i in board.lapsing_soon],
-        "order": {"part_number": board.part, "quantity": board.to_order},
-        "rows": [{"id": a.id, "name": a.name, "needs_license": rules.needs_license(per_apartment.get(a.id, [])),
-                  "paid_devices": sum(1 for d in per_apartment.get(a.id, []) if rules.is_paid_device(d)),
-                  "paid_through": a.paid_through.isoformat() if a.paid_through else None} for a in apartments],
-    }
+    rows = [{"id": a.id, "name": a.name, "needs_license": rules.needs_license(per_apartment.get(a.id, [])),
+             "paid_devices": sum(1 for d in per_apartment.get(a.id, []) if rules.is_paid_device(d)),
+             "paid_through": a.paid_through.isoformat() if a.paid_through else None} for a in apartments]
+    return _answer(site, now, rows, [by_id[i].name for i in board.lapsed],
+                   [by_id[i].name for i in board.lapsing_soon], board.to_order, pool, recurring)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from entitle.db import Base, BigId
@@ -29,6 +29,8 @@ class Site(Base):
     model_changed_at: Mapped[datetime | None]
     # Chosen by the site's admin once the site has the apartment model (R-MY-4); None until then.
     site_type: Mapped[str | None] = mapped_column(String(32))
+    # On the day an apartment would lapse, pay its next year from the site credit pool (0012).
+    auto_credit: Mapped[bool] = mapped_column(default=True, server_default=true())
     created_at: Mapped[datetime]
 
 
@@ -119,6 +121,13 @@ class PaymentPlan(Base):
     version: Mapped[int] = mapped_column(default=1)
     activated_at: Mapped[datetime | None]
     deactivated_at: Mapped[datetime | None]
+    # The end of the site's billing year (its anniversary; 0012): recurring payment covers every
+    # apartment needing a license until then and renews then. Kept when recurring payment is
+    # turned off, so turning it on again before then continues the same billing year.
+    period_end: Mapped[datetime | None]
+    # When a charge was first declined, until one is paid: apartments not paid yet keep working
+    # for the retry window from then (the renewal's window runs from ``period_end``).
+    charge_failed_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
 
 
@@ -138,6 +147,11 @@ class CardPayment(Base):
     amount_minor: Mapped[int | None]
     currency: Mapped[str | None] = mapped_column(String(8))
     paid_at: Mapped[datetime]
+    # What it paid (0012): "activation", "added" (apartments joining mid-year), "renewal", or
+    # "provider" (an invoice we learnt of from a webhook only); and the end of the billing year
+    # it paid the apartments through.
+    purpose: Mapped[str | None] = mapped_column(String(16))
+    period_end: Mapped[datetime | None]
 
 
 class WebhookEvent(Base):

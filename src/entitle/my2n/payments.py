@@ -10,8 +10,10 @@
   webhooks in Stripe's ``Stripe-Signature`` format so they go through the same parsing path.
 
 Every failure is a :class:`PaymentError` with a stable code. Recurring payment is one annual
-subscription per site, its quantity the number of apartments; it has to be stopped before the
-card can be changed (R-MY-5).
+subscription per site, its quantity the number of apartments needing a license, renewing at the
+site's anniversary; it has to be stopped before the card can be changed (R-MY-5). What is charged
+is decided by the service (``rules.charge_lines``: what is not paid yet, pro rata by day) and
+passed in as ``amount_minor``; the provider charges that, or nothing when it is 0.
 
 Callers own idempotency: every call that creates something takes an ``idempotency_key``, and a
 call that failed with ``payment_provider_unreachable`` must be retried with the *same* key -- the
@@ -138,6 +140,9 @@ class PaymentEvent:
 
 
 class PaymentProvider(Protocol):
+    annual_price_minor: int  # an apartment-year, in minor units
+    currency: str
+
     def create_customer(
         self, site_reference: str, *, name: str, email: str | None, idempotency_key: str
     ) -> str:
@@ -145,12 +150,31 @@ class PaymentProvider(Protocol):
         ...
 
     def start_recurring(
-        self, customer_id: str, *, site_reference: str, apartments: int, idempotency_key: str
+        self, customer_id: str, *, site_reference: str, apartments: int, idempotency_key: str,
+        renews_at: datetime | None = None, amount_minor: int | None = None,
     ) -> Subscription:
-        """Start the annual subscription for ``apartments`` apartments, paying the first year now.
+        """Start the annual subscription for ``apartments`` apartments, renewing at ``renews_at``
+        and charging ``amount_minor`` now (None: a whole year of every apartment; 0: nothing).
 
         A declined first payment raises ``payment_declined`` and leaves no subscription behind.
         """
+        ...
+
+    def update_quantity(
+        self, subscription_id: str, *, site_reference: str, apartments: int, amount_minor: int,
+        idempotency_key: str,
+    ) -> Subscription:
+        """Make the subscription's quantity ``apartments``, charging the proration
+        ``amount_minor`` now (0: nothing, e.g. fewer apartments: nothing is refunded)."""
+        ...
+
+    def renew(
+        self, subscription_id: str, *, site_reference: str, apartments: int, amount_minor: int,
+        renews_at: datetime, idempotency_key: str,
+    ) -> Subscription:
+        """Charge the next billing year (``amount_minor`` for ``apartments``), which ends at
+        ``renews_at``. A declined card raises ``payment_declined``; retried with the same key,
+        an attempt that went through returns the same payment."""
         ...
 
     def stop_recurring(self, subscription_id: str) -> Subscription:
@@ -292,7 +316,11 @@ class StripeProvider:
         api_base: str = stripe.DEFAULT_API_BASE,
         timeout: float = 20.0,
         clock: Clock | None = None,
+        annual_price_minor: int = 1200,
+        currency: str = "eur",
     ) -> None:
+        # The Price's amount, for the pro-rata charges the service computes: keep them equal.
+        self.annual_price_minor, self.currency = annual_price_minor, currency
         self._webhook_secret = webhook_secret
         self._price_id = price_id
         self._clock = clock or SystemClock()
@@ -314,31 +342,73 @@ class StripeProvider:
         return str(customer.id)
 
     def start_recurring(
-        self, customer_id: str, *, site_reference: str, apartments: int, idempotency_key: str
+        self, customer_id: str, *, site_reference: str, apartments: int, idempotency_key: str,
+        renews_at: datetime | None = None, amount_minor: int | None = None,
     ) -> Subscription:
         _check_positive("apartments", apartments)
         metadata = {SITE_KEY: site_reference, APARTMENTS_KEY: str(apartments)}
+        params: dict[str, Any] = {
+            "customer": customer_id,
+            "items": [{"price": self._price_id, "quantity": apartments}],
+            # The first year is paid now or the call fails: no half-made subscription.
+            "payment_behavior": "error_if_incomplete",
+            "off_session": True,
+            "metadata": metadata,
+            "expand": ["latest_invoice"],
+        }
+        if renews_at is not None:
+            # The site's billing year continues: Stripe bills the quantity from the anniversary
+            # on, and now only what the service says is not paid yet (one invoice item).
+            params |= {"billing_cycle_anchor": int(renews_at.timestamp()), "proration_behavior": "none"}
+            if amount_minor:
+                params["add_invoice_items"] = [{"price_data": {
+                    "currency": self.currency, "product": self._product(), "unit_amount": amount_minor}}]
         with _stripe_errors():
-            sub = self._client.v1.subscriptions.create(
-                {
-                    "customer": customer_id,
-                    "items": [{"price": self._price_id, "quantity": apartments}],
-                    # The first year is paid now or the call fails: no half-made subscription.
-                    "payment_behavior": "error_if_incomplete",
-                    "off_session": True,
-                    "metadata": metadata,
-                    "expand": ["latest_invoice"],
-                },
-                {"idempotency_key": idempotency_key},
-            )
-        invoice = sub.to_dict().get("latest_invoice")
-        if isinstance(invoice, str):
-            invoice = {"id": invoice}
-        return Subscription(
-            id=sub.id, status=sub.status, apartments=apartments,
-            latest_payment_id=(invoice or {}).get("id"), amount_minor=_int_or_none((invoice or {}).get("amount_paid")),
-            currency=(invoice or {}).get("currency"),
-        )
+            sub = self._client.v1.subscriptions.create(params, {"idempotency_key": idempotency_key})  # type: ignore[arg-type]
+        return _subscription(sub.to_dict(), apartments)
+
+    def _product(self) -> str:
+        with _stripe_errors():
+            price = self._client.v1.prices.retrieve(self._price_id)
+        product = price.to_dict().get("product")
+        return str(product["id"] if isinstance(product, Mapping) else product)
+
+    def update_quantity(
+        self, subscription_id: str, *, site_reference: str, apartments: int, amount_minor: int,
+        idempotency_key: str,
+    ) -> Subscription:
+        _check_positive("apartments", apartments)
+        with _stripe_errors():
+            current = self._client.v1.subscriptions.retrieve(subscription_id).to_dict()
+            item = ((current.get("items") or {}).get("data") or [{}])[0]
+            sub = self._client.v1.subscriptions.update(subscription_id, {  # type: ignore[arg-type]
+                "items": [{"id": item.get("id"), "quantity": apartments}],
+                # More apartments: Stripe invoices the rest of the year at once; fewer: no refund.
+                "proration_behavior": "always_invoice" if amount_minor > 0 else "none",
+                "payment_behavior": "error_if_incomplete",
+                "metadata": {SITE_KEY: site_reference, APARTMENTS_KEY: str(apartments)},
+                "expand": ["latest_invoice"],
+            }, {"idempotency_key": idempotency_key})
+        return _subscription(sub.to_dict(), apartments, paid_now=amount_minor > 0)
+
+    def renew(
+        self, subscription_id: str, *, site_reference: str, apartments: int, amount_minor: int,
+        renews_at: datetime, idempotency_key: str,
+    ) -> Subscription:
+        # Stripe makes the renewal invoice itself at the anniversary and tries the card; this
+        # pays it when it is still open (the retry), or returns it when it is paid.
+        with _stripe_errors():
+            sub = self._client.v1.subscriptions.retrieve(
+                subscription_id, {"expand": ["latest_invoice"]}).to_dict()
+            invoice = sub.get("latest_invoice") or {}
+            if invoice.get("status") == "open":
+                invoice = self._client.v1.invoices.pay(
+                    invoice["id"], {"off_session": True}, {"idempotency_key": idempotency_key}).to_dict()
+        if invoice.get("status") != "paid":
+            raise _declined("invoice_not_paid", "The renewal invoice is not paid")
+        return Subscription(id=subscription_id, status=str(sub.get("status")), apartments=apartments,
+                            latest_payment_id=invoice.get("id"), amount_minor=_int_or_none(invoice.get("amount_paid")),
+                            currency=invoice.get("currency"))
 
     def stop_recurring(self, subscription_id: str) -> Subscription:
         # A DELETE: idempotent at Stripe by definition, so no key.
@@ -417,8 +487,44 @@ def _stripe_errors() -> Iterator[None]:
         ) from exc
 
 
+def _subscription(sub: Mapping[str, Any], apartments: int, *, paid_now: bool = True) -> Subscription:
+    invoice = sub.get("latest_invoice") or {}
+    if isinstance(invoice, str):
+        invoice = {"id": invoice}
+    paid = _int_or_none(invoice.get("amount_paid"))
+    if not paid_now or paid == 0:  # a 0 invoice (nothing was due now) pays nothing
+        invoice, paid = {}, None
+    return Subscription(id=str(sub.get("id")), status=str(sub.get("status")), apartments=apartments,
+                        latest_payment_id=invoice.get("id"), amount_minor=paid, currency=invoice.get("currency"))
+
+
+_BRANDS = {"visa": "Visa", "mastercard": "Mastercard", "amex": "American Express", "discover": "Discover",
+           "diners": "Diners Club", "jcb": "JCB", "unionpay": "UnionPay", "cartes_bancaires": "Cartes Bancaires"}
+
+
 def _card_label(brand: Any, last4: Any) -> str:
-    return f"{brand or 'card'} •••• {last4 or '????'}"
+    """How a card is shown: its brand and its last four digits, e.g. "Visa •••• 4242"."""
+    name = _BRANDS.get(str(brand).lower(), str(brand).title()) if brand else "Card"
+    return f"{name} •••• {last4 or '????'}"
+
+
+# The local provider's cards: Stripe's test payment methods, with their brand and digits.
+# Any other id stands for a Visa card whose last four digits come from the id (no real card).
+LOCAL_CARDS: dict[str, tuple[str, str]] = {
+    "pm_card_visa": ("visa", "4242"), "pm_card_visa_debit": ("visa", "5556"),
+    "pm_card_mastercard": ("mastercard", "4444"), "pm_card_amex": ("amex", "8431"),
+    "pm_card_discover": ("discover", "9424"),
+    "pm_card_chargeDeclined": ("visa", "0002"), "pm_card_chargeDeclinedInsufficientFunds": ("visa", "9995"),
+}
+LOCAL_DECLINING_CARDS = frozenset({"pm_card_chargeDeclined", "pm_card_chargeDeclinedInsufficientFunds"})
+
+
+def local_card(payment_method: str) -> tuple[str, str]:
+    """The brand and last four digits the local provider gives a payment-method id."""
+    if payment_method in LOCAL_CARDS:
+        return LOCAL_CARDS[payment_method]
+    digest = int(hashlib.sha256(payment_method.encode()).hexdigest(), 16)
+    return "visa", f"{digest % 10_000:04d}"
 
 
 def _check_positive(name: str, value: int) -> None:
@@ -436,8 +542,11 @@ class LocalProvider:
     Prices subscriptions at ``annual_price_minor`` per apartment. Set ``declining`` to make every
     card payment fail with ``payment_declined``, ``timing_out`` to make every call fail with
     ``payment_provider_unreachable`` (nothing is recorded: the local provider times out *before*
-    doing the work). Events it would send are appended to ``outbox``
-    as ``(payload, signature_header)``, ready for the webhook endpoint.
+    doing the work); ``ENTITLE_LOCAL_PAYMENT_OUTCOME=decline`` or ``timeout`` sets them for a
+    whole process (e.g. ``entitle sweep``, to see a renewal fail). A card from
+    ``LOCAL_DECLINING_CARDS`` (``pm_card_chargeDeclined``) declines every charge too. Events it
+    would send are appended to ``outbox`` as ``(payload, signature_header)``, ready for the
+    webhook endpoint.
     """
 
     webhook_secret: str = "whsec_local"
@@ -454,6 +563,8 @@ class LocalProvider:
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     charges: dict[str, Charge] = field(default_factory=dict)
     outbox: list[tuple[bytes, str]] = field(default_factory=list)
+    invoices: dict[str, tuple[str, int]] = field(default_factory=dict)  # id: (subscription, amount)
+    _customer_of: dict[str, str] = field(default_factory=dict)
     _counters: dict[str, int] = field(default_factory=dict)
     _by_key: dict[str, tuple[object, object]] = field(default_factory=dict)
     _site_of: dict[str, str] = field(default_factory=dict)
@@ -465,13 +576,71 @@ class LocalProvider:
         return self._once(idempotency_key, params, lambda: self._new_customer(site_reference, name, email))
 
     def start_recurring(
-        self, customer_id: str, *, site_reference: str, apartments: int, idempotency_key: str
+        self, customer_id: str, *, site_reference: str, apartments: int, idempotency_key: str,
+        renews_at: datetime | None = None, amount_minor: int | None = None,
     ) -> Subscription:
         _check_positive("apartments", apartments)
-        params = ("subscription", customer_id, site_reference, apartments)
+        amount = apartments * self.annual_price_minor if amount_minor is None else amount_minor
+        params = ("subscription", customer_id, site_reference, apartments, renews_at, amount)
         return self._once(
-            idempotency_key, params, lambda: self._new_subscription(customer_id, site_reference, apartments)
+            idempotency_key, params, lambda: self._new_subscription(customer_id, site_reference, apartments, amount)
         )
+
+    def update_quantity(
+        self, subscription_id: str, *, site_reference: str, apartments: int, amount_minor: int,
+        idempotency_key: str,
+    ) -> Subscription:
+        _check_positive("apartments", apartments)
+        params = ("quantity", subscription_id, apartments, amount_minor)
+
+        def update() -> Subscription:
+            self._active(subscription_id, site_reference)
+            return self._invoice(subscription_id, site_reference, apartments, amount_minor)
+
+        return self._once(idempotency_key, params, update)
+
+    def renew(
+        self, subscription_id: str, *, site_reference: str, apartments: int, amount_minor: int,
+        renews_at: datetime, idempotency_key: str,
+    ) -> Subscription:
+        params = ("renewal", subscription_id, apartments, amount_minor, renews_at)
+
+        def renewal() -> Subscription:
+            self._active(subscription_id, site_reference)
+            return self._invoice(subscription_id, site_reference, apartments, amount_minor)
+
+        return self._once(idempotency_key, params, renewal)
+
+    def _active(self, subscription_id: str, site_reference: str) -> None:
+        current = self.subscriptions.get(subscription_id)
+        if current is None and self.instance and subscription_id.startswith("sub_local_"):
+            # Made by the local provider of another process: take it as it is.
+            current = Subscription(id=subscription_id, status="active", apartments=0)
+            self.subscriptions[subscription_id], self._site_of[subscription_id] = current, site_reference
+        if current is None or current.status != "active":
+            raise PaymentError("payment_provider_error", "The payment provider has no active subscription "
+                               "of this site; turn recurring payment off and on again.",
+                               subscription_id=subscription_id)
+
+    def _invoice(self, subscription_id: str, site_reference: str, apartments: int, amount: int) -> Subscription:
+        """Set the quantity and charge ``amount`` (when there is one) on one new invoice."""
+        customer = self._customer_of.get(subscription_id)
+        if amount > 0 and (self.declining or (customer and self._card_declines(customer))):
+            raise _declined("card_declined", "Your card was declined.")
+        invoice = self._next_id("in") if amount > 0 else None
+        sub = Subscription(id=subscription_id, status="active", apartments=apartments, latest_payment_id=invoice,
+                           amount_minor=amount if invoice else None, currency=self.currency if invoice else None)
+        self.subscriptions[subscription_id] = sub
+        if invoice:
+            self.invoices[invoice] = (subscription_id, amount)
+            self.outbox.append(self.make_webhook(
+                "payment_succeeded", site_reference=site_reference, subscription_id=subscription_id,
+                payment_id=invoice, amount_minor=amount, currency=self.currency, apartments=apartments,
+            ))
+        return sub
+
+    def _card_declines(self, customer_id: str) -> bool:
+        return self.customers.get(customer_id, {}).get("card") in LOCAL_DECLINING_CARDS
 
     def stop_recurring(self, subscription_id: str) -> Subscription:
         self._maybe_time_out()
@@ -494,12 +663,12 @@ class LocalProvider:
         return current
 
     def set_card(self, customer_id: str, *, payment_method: str, idempotency_key: str) -> str:
-        """Any payment-method id is a card; its last four characters stand for its digits."""
+        """Any payment-method id is a card (``local_card``: Stripe's test cards by name)."""
         params = ("card", customer_id, payment_method)
 
         def attach() -> str:
             self._customer(customer_id)["card"] = payment_method
-            return _card_label("card", payment_method[-4:])
+            return _card_label(*local_card(payment_method))
 
         return self._once(idempotency_key, params, attach)
 
@@ -603,29 +772,28 @@ class LocalProvider:
         self.customers[customer_id] = {"site": site_reference, "name": name, "email": email or ""}
         return customer_id
 
-    def _new_subscription(self, customer_id: str, site_reference: str, apartments: int) -> Subscription:
+    def _new_subscription(self, customer_id: str, site_reference: str, apartments: int, amount: int) -> Subscription:
         self._customer(customer_id)
-        if self.declining:
+        if amount > 0 and (self.declining or self._card_declines(customer_id)):
             raise _declined("card_declined", "Your card was declined.")
-        invoice, amount = self._next_id("in"), apartments * self.annual_price_minor
-        sub = Subscription(id=self._next_id("sub"), status="active", apartments=apartments,
-                           latest_payment_id=invoice, amount_minor=amount, currency=self.currency)
-        self.subscriptions[sub.id] = sub
-        self._site_of[sub.id] = site_reference
-        self.outbox.append(self.make_webhook(
-            "payment_succeeded", site_reference=site_reference, subscription_id=sub.id,
-            payment_id=invoice, amount_minor=amount, currency=self.currency, apartments=apartments,
-        ))
-        return sub
+        sub_id = self._next_id("sub")
+        self._site_of[sub_id], self._customer_of[sub_id] = site_reference, customer_id
+        self.subscriptions[sub_id] = Subscription(id=sub_id, status="active", apartments=apartments)
+        return self._invoice(sub_id, site_reference, apartments, amount)
 
-    def renew(self, subscription_id: str) -> tuple[bytes, str]:
-        """What the provider does a year on: charge the next year and send ``invoice.paid``."""
+    def renewal_webhook(self, subscription_id: str) -> tuple[bytes, str]:
+        """A renewal invoice the provider charged on its own (as Stripe does at the anniversary),
+        reported only by its webhook: ``invoice.paid``, or ``invoice.payment_failed`` while
+        ``declining``."""
         sub = self.subscriptions[subscription_id]
         if sub.status != "active":
             raise ValueError("only an active subscription renews")
+        invoice, amount = self._next_id("in"), sub.apartments * self.annual_price_minor
+        if not self.declining:
+            self.invoices[invoice] = (subscription_id, amount)
         event = self.make_webhook(
             "payment_failed" if self.declining else "payment_succeeded", site_reference=self._site_of[sub.id],
-            subscription_id=sub.id, payment_id=self._next_id("in"), amount_minor=sub.apartments * self.annual_price_minor,
+            subscription_id=sub.id, payment_id=invoice, amount_minor=amount,
             currency=self.currency, apartments=sub.apartments,
         )
         self.outbox.append(event)
@@ -634,6 +802,8 @@ class LocalProvider:
     def _new_charge(self, customer_id: str, site_reference: str, amount_minor: int, currency: str) -> Charge:
         self._customer(customer_id)
         if self.declining:
+            raise _declined("card_declined", "Your card was declined.")
+        if self._card_declines(customer_id):
             raise _declined("card_declined", "Your card was declined.")
         charge = Charge(id=self._next_id("pi"), status="succeeded", amount_minor=amount_minor, currency=currency.lower())
         self.charges[charge.id] = charge

@@ -22,10 +22,23 @@ Decisions where the spec is silent:
   local mode: 1 to 4), never with a mix.
 - A voucher batch is valid from its purchase until purchase + 3 calendar years (end excluded):
   its Active codes can be redeemed only then.
+- Card payment with recurring payment runs in the site's billing year, which ends at its
+  anniversary (``period_end``). Each apartment needing a license is paid through the anniversary,
+  for the days it is not paid yet: a whole year costs the price of an apartment-year, a part of it
+  that price times the days not paid (a started day counts) over the days of the billing year,
+  rounded to the nearest minor unit (``charge_lines``). Turning recurring payment on again before
+  the anniversary continues the same billing year, so what is paid is never charged again.
+- With recurring payment on, every apartment needing a license is covered until the anniversary
+  plus a retry window of 7 days (``recurring_cover``): an apartment that starts needing a license
+  works at once and is charged for the rest of the year by the next sweep; a renewal declined at
+  the anniversary is retried daily, and only when the window ends do unpaid apartments lapse. A
+  charge declined during the year shortens the cover of the apartments it was for to 7 days from
+  that decline.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -46,6 +59,8 @@ PART_DEFAULT = "9137958"  # R-MY-3: My2N Annual Apartment Subscription
 PART_US_APAC = "02683-001"  # R-MY-3: the same, for US & APAC sites only
 US_APAC: frozenset[Region] = frozenset({"US", "APAC"})
 LAPSE_WARNING = timedelta(days=30)  # R-MY-6: shown on the dashboard this long before it happens
+RENEWAL_RETRY_WINDOW = timedelta(days=7)  # R-MY-5: a declined renewal is retried this long
+DAY = timedelta(days=1)
 VOUCHER_VALIDITY_YEARS = 3  # R-MY-5
 
 
@@ -219,9 +234,46 @@ def working_devices(apartment: Apartment, devices: Iterable[Device], now: dateti
 
 
 @dataclass(frozen=True, slots=True)
+class Recurring:
+    """A site's automatic recurring payment, as the rules read it: on, the end of its billing
+    year, and when a charge was first declined (None: none is failing)."""
+
+    period_end: datetime
+    failed_at: datetime | None = None
+
+    @property
+    def cover(self) -> datetime:
+        """Until when it keeps every apartment needing a license working (R-MY-5): the
+        anniversary plus the retry window, or the window from a decline during the year."""
+        start = self.period_end if self.failed_at is None else min(self.period_end, self.failed_at)
+        return start + RENEWAL_RETRY_WINDOW
+
+    def renewal_due(self, now: datetime) -> bool:
+        return now >= self.period_end
+
+
+def covered_until(paid_through: datetime | None, recurring: Recurring | None) -> datetime | None:
+    """The end of an apartment's license, recurring payment's cover included: what decides
+    whether its paid devices work (R-MY-6), whether the sweep ran or not."""
+    if recurring is None:
+        return paid_through
+    return recurring.cover if paid_through is None else max(paid_through, recurring.cover)
+
+
+def lapse_warning_due(paid_through: datetime | None, recurring: Recurring | None, now: datetime,
+                      warning: timedelta = LAPSE_WARNING) -> bool:
+    """R-MY-6: shown before it happens. An apartment that recurring payment renews is not
+    warned about while no charge of it is failing."""
+    if recurring is not None and recurring.failed_at is None and not recurring.renewal_due(now):
+        return False
+    return lapses_soon(covered_until(paid_through, recurring), now, warning)
+
+
+@dataclass(frozen=True, slots=True)
 class Dashboard:
-    """The site dashboard (R-MY-3, R-MY-6): apartment counts, warnings, and what to order for
-    a year (one apartment-year of ``part`` per apartment that needs a license)."""
+    """The site dashboard (R-MY-3, R-MY-6): apartment counts, warnings, and what to order to keep
+    every apartment needing a license working for the coming year (``to_order`` apartment-years
+    of ``part``, see ``to_order``)."""
 
     apartments: int
     needing_license: int
@@ -231,17 +283,41 @@ class Dashboard:
     to_order: int
 
 
+def to_order(apartments: Sequence[Apartment], devices: Sequence[Device], now: datetime, *,
+             pool: Credit | None = None, recurring: Recurring | None = None) -> int:
+    """R-MY-3, R-MY-5: the apartment-years a site lacks to keep every apartment needing a license
+    working for the next twelve months: those not paid through ``now`` + 1 year, less what the
+    credit pool pays (an apartment-year each, else one device-year per billable device, the
+    apartments with fewest devices first), and none while recurring payment is on (it pays them)."""
+    if recurring is not None:
+        return 0
+    grouped = group_by_apartment(devices)
+    horizon = add_years(now, 1)
+    short = sorted(len(billable_devices(grouped.get(a.apartment_id, []))) for a in apartments
+                   if needs_license(grouped.get(a.apartment_id, []))
+                   and (a.paid_through is None or a.paid_through < horizon))
+    pool = pool or Credit()
+    short = short[min(len(short), max(0, pool.apartment_years)):]
+    device_years = pool.device_years
+    while short and device_years >= short[0]:
+        device_years -= short.pop(0)
+    return len(short)
+
+
 def dashboard(site: Site, apartments: Sequence[Apartment], devices: Sequence[Device], now: datetime,
-              warning: timedelta = LAPSE_WARNING) -> Dashboard:
+              warning: timedelta = LAPSE_WARNING, *, pool: Credit | None = None,
+              recurring: Recurring | None = None) -> Dashboard:
     grouped = group_by_apartment(devices)
     needing = [a for a in apartments if needs_license(grouped.get(a.apartment_id, []))]
     return Dashboard(
         apartments=len(apartments),
         needing_license=len(needing),
-        lapsed=tuple(a.apartment_id for a in needing if is_lapsed(a.paid_through, now)),
-        lapsing_soon=tuple(a.apartment_id for a in needing if lapses_soon(a.paid_through, now, warning)),
+        lapsed=tuple(a.apartment_id for a in needing
+                     if is_lapsed(covered_until(a.paid_through, recurring), now)),
+        lapsing_soon=tuple(a.apartment_id for a in needing
+                           if lapse_warning_due(a.paid_through, recurring, now, warning)),
         part=part_number(site.region),
-        to_order=len(needing),
+        to_order=to_order(apartments, devices, now, pool=pool, recurring=recurring),
     )
 
 
@@ -377,3 +453,56 @@ def apartments_to_pay(apartments: Sequence[Apartment], devices: Sequence[Device]
     needing.sort(key=lambda a: (a.paid_through is not None, a.paid_through.timestamp() if a.paid_through else 0.0,
                                 a.apartment_id))
     return [a.apartment_id for a in needing[:max(0, count)]]
+
+
+# --- the billing year of recurring payment (R-MY-5) ----------------------------------------------
+
+def billing_period_end(current: datetime | None, now: datetime) -> datetime:
+    """The end of the billing year recurring payment turned on at ``now`` runs in: the site's
+    anniversary while it is ahead (turning it on again continues that year), else a year on."""
+    return current if current is not None and current > now else add_years(now, 1)
+
+
+def year_days(period_end: datetime) -> int:
+    """The days of the billing year ending at ``period_end`` (365 or 366)."""
+    return (period_end - add_years(period_end, -1)).days
+
+
+def unpaid_days(paid_through: datetime | None, start: datetime, period_end: datetime) -> int:
+    """The days from ``start`` (or the end of what is paid, if later) to ``period_end``, a
+    started day counting whole; 0 when it is paid through ``period_end``."""
+    begin = start if paid_through is None else max(start, paid_through)
+    if begin >= period_end:
+        return 0
+    return min(math.ceil((period_end - begin) / DAY), year_days(period_end))
+
+
+def pro_rata_minor(price_minor: int, days: int, period_end: datetime) -> int:
+    """``days`` of the billing year at ``price_minor`` a year, half a minor unit rounded up."""
+    total = year_days(period_end)
+    return (2 * price_minor * days + total) // (2 * total)
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeLine:
+    """One apartment's share of a card charge: ``days`` not paid before ``period_end``."""
+
+    apartment_id: int
+    days: int
+    amount_minor: int
+
+
+def charge_lines(apartments: Sequence[Apartment], devices: Sequence[Device], *, start: datetime,
+                 period_end: datetime, price_minor: int) -> list[ChargeLine]:
+    """What paying every apartment needing a license through ``period_end`` costs, from
+    ``start`` (now, or the anniversary for a renewal): apartments already paid that far cost
+    nothing and are left out; a whole year costs ``price_minor``."""
+    grouped = group_by_apartment(devices)
+    lines = []
+    for a in apartments:
+        if not needs_license(grouped.get(a.apartment_id, [])):
+            continue
+        days = unpaid_days(a.paid_through, start, period_end)
+        if days:
+            lines.append(ChargeLine(a.apartment_id, days, pro_rata_minor(price_minor, days, period_end)))
+    return lines

@@ -25,9 +25,10 @@ from entitle.keys import services as keys
 from entitle.keys.models import KeyBatch, LicenseKey
 from entitle.ledger import services as ledger
 from entitle.ledger.models import Account
-from entitle.my2n.models import Apartment, Site, SiteDevice, VoucherBatch
+from entitle.my2n.models import Apartment, PaymentPlan, Site, SiteDevice, VoucherBatch
 from entitle.catalog.models import Sku
 from entitle.platform import events
+from entitle.platform.models import Event
 from entitle.tenancy import services as tenancy
 from entitle.tenancy.models import Membership, Organization
 
@@ -72,7 +73,7 @@ def create_site(session: Session, *, org_id: int, name: str, actor: Actor, now: 
     if session.scalar(select(Site.id).where(Site.org_id == org_id, Site.name == name)) is not None:
         raise Conflict("site_exists", f"A site named {name!r} exists already.", name=name)
     site = Site(org_id=org_id, name=name, region=org.region, model=model, custom_expires_at=custom_expires_at,
-                site_type=site_type if model == "apartment" else None, created_at=now)
+                site_type=site_type if model == "apartment" else None, auto_credit=True, created_at=now)
     session.add(site)
     session.flush()
     history.record(session, org_id=org_id, actor=actor, now=now, action="my2n.site.created",
@@ -113,6 +114,7 @@ def site_to_dict(site: Site, now: datetime) -> dict[str, Any]:
             "site_type": site.site_type,
             # R-MY-4: after the model change the admin chooses the site type.
             "site_type_required": site.model == "apartment" and site.site_type is None,
+            "auto_credit": site.auto_credit,
             "created_at": site.created_at.isoformat()}
 
 
@@ -156,34 +158,49 @@ def devices_of(session: Session, site: Site) -> list[SiteDevice]:
     return list(session.scalars(select(SiteDevice).where(SiteDevice.site_id == site.id).order_by(SiteDevice.serial)))
 
 
+def recurring_of(session: Session, site: Site) -> rules.Recurring | None:
+    """The site's automatic recurring payment as the rules read it; None while it is off."""
+    plan = session.scalars(select(PaymentPlan).where(PaymentPlan.site_id == site.id)).one_or_none()
+    if plan is None or not plan.recurring or plan.period_end is None:
+        return None
+    return rules.Recurring(plan.period_end, plan.charge_failed_at)
+
+
 def devices_with_state(session: Session, *, site: Site, now: datetime,
                        apartment_id: int | None = None) -> list[dict[str, Any]]:
     """The site's devices (or one apartment's) and whether each works at ``now``: a paid device
-    outside local mode stops when its apartment's license has lapsed; intercoms and 2N answering
-    units never stop (R-MY-6)."""
+    outside local mode stops when its apartment's license has lapsed (recurring payment's cover
+    counts as paid, R-MY-5); intercoms and 2N answering units never stop (R-MY-6)."""
     query = (select(SiteDevice, Apartment.name, Apartment.paid_through)
              .outerjoin(Apartment, Apartment.id == SiteDevice.apartment_id)
              .where(SiteDevice.site_id == site.id).order_by(SiteDevice.serial))
     if apartment_id is not None:
         query = query.where(SiteDevice.apartment_id == apartment_id)
     out = []
+    recurring = recurring_of(session, site)
     for d, apt_name, paid_through in session.execute(query):
         out.append({"serial": d.serial, "kind": d.kind, "apartment_id": d.apartment_id, "apartment": apt_name,
                     "local_mode": d.local_mode, "paid": rules.is_paid_device(rule_device(d)),
-                    "works": _works(site, d, paid_through, now)})
+                    "works": _works(site, d, paid_through, now, recurring)})
     return out
 
 
-def _works(site: Site, device: SiteDevice, paid_through: datetime | None, now: datetime) -> bool:
+def _works(site: Site, device: SiteDevice, paid_through: datetime | None, now: datetime,
+           recurring: rules.Recurring | None) -> bool:
     # A custom-model site's devices run on the site's legacy license until it expires.
-    covered_until = paid_through if site.model == "apartment" else site.custom_expires_at
-    return rules.device_works(rule_device(device), paid_through=covered_until, now=now)
+    if site.model != "apartment":
+        covered = site.custom_expires_at
+    elif device.apartment_id is None:
+        covered = paid_through
+    else:
+        covered = rules.covered_until(paid_through, recurring)
+    return rules.device_works(rule_device(device), paid_through=covered, now=now)
 
 
 def device_works(session: Session, *, site: Site, device: SiteDevice, now: datetime) -> bool:
     """Does this device work at ``now`` (R-MY-6)? See ``devices_with_state``."""
     apartment = session.get(Apartment, device.apartment_id) if device.apartment_id is not None else None
-    return _works(site, device, apartment.paid_through if apartment else None, now)
+    return _works(site, device, apartment.paid_through if apartment else None, now, recurring_of(session, site))
 
 
 def rule_device(d: SiteDevice) -> rules.Device:
@@ -435,7 +452,12 @@ def pay_from_credit(session: Session, *, site: Site, apartment_id: int, actor: A
     access.require_payer(session, actor, site)
     rules.check_prolongation(rule_site(site))  # a custom-model site migrates first (R-MY-1)
     history.lock_organization(session, site.org_id)
-    apt = get_apartment(session, site, apartment_id)
+    return _pay_from_pool(session, site=site, apt=get_apartment(session, site, apartment_id), actor=actor, now=now)
+
+
+def _pay_from_pool(session: Session, *, site: Site, apt: Apartment, actor: Actor, now: datetime,
+                   automatic: bool = False) -> dict[str, Any]:
+    """One year of ``apt`` from the pool, in the ledger and history (the caller holds the lock)."""
     devices = [rule_device(d) for d in session.scalars(select(SiteDevice).where(SiteDevice.apartment_id == apt.id))]
     if not rules.needs_license(devices):
         raise Conflict("apartment_needs_no_license",
@@ -461,5 +483,42 @@ def pay_from_credit(session: Session, *, site: Site, apartment_id: int, actor: A
     history.record(session, org_id=site.org_id, actor=actor, now=now, action="my2n.apartment.paid",
                    object_type="my2n_apartment", object_id=apt.id,
                    before={"paid_through": old.isoformat() if old else None, **before},
-                   after={"paid_through": apt.paid_through.isoformat(), **credit_pool(session, site)})
+                   after={"paid_through": apt.paid_through.isoformat(), **credit_pool(session, site),
+                          **({"automatic": True} if automatic else {})})
     return {"apartment": apt.name, "paid_through": apt.paid_through.isoformat(), "pool": credit_pool(session, site)}
+
+
+CREDIT_ACTOR = Actor(label="auto-credit")
+
+
+def pay_lapsing_from_credit(session: Session, *, site: Site, apartment_id: int, paid_through: datetime,
+                            now: datetime) -> Event | None:
+    """R-MY-5: the sweep pays the next year of an apartment about to lapse from the pool, when
+    the site uses credit automatically (``auto_credit``). None when there is nothing to do any
+    more: paid meanwhile, no license needed, the setting turned off, or not enough credit."""
+    history.lock_organization(session, site.org_id)
+    session.refresh(site)
+    apt = session.get(Apartment, apartment_id)
+    if (apt is None or apt.site_id != site.id or apt.paid_through != paid_through or not site.auto_credit
+            or site.model != "apartment" or recurring_of(session, site) is not None):
+        return None
+    try:
+        with session.begin_nested():
+            _pay_from_pool(session, site=site, apt=apt, actor=CREDIT_ACTOR, now=now, automatic=True)
+    except (rules.Refusal, Conflict):
+        return None
+    return events.emit(session, org_id=site.org_id, type="my2n.apartments.paid", now=now, site=site.id,
+                       apartments=1, credit=True)
+
+
+def set_auto_credit(session: Session, *, site: Site, on: bool, actor: Actor, now: datetime) -> Site:
+    """The site setting: on the day an apartment would lapse, pay its next year from the credit
+    pool (on by default). Changing it is a payer's decision (R-MY-5)."""
+    access.require_payer(session, actor, site)
+    history.lock_organization(session, site.org_id)
+    before, site.auto_credit = site.auto_credit, on
+    session.flush()
+    history.record(session, org_id=site.org_id, actor=actor, now=now, action="my2n.site.auto_credit",
+                   object_type="my2n_site", object_id=site.id, before={"auto_credit": before},
+                   after={"auto_credit": on})
+    return site

@@ -185,6 +185,9 @@ def _page(request: Request, viewer: Viewer, site_id: int, tab: str, *, status: i
                                                 price_minor=ctx.settings.apartment_year_price_minor,
                                                 currency=ctx.settings.apartment_year_currency)
             page["payments"] = billing.payments_of(s, site)
+            if page["plan"]["may_pay"] and not page["plan"]["recurring"]:
+                page["preview"] = billing.activation_preview(s, site=site, actor=viewer.actor, now=now,
+                                                             provider=ctx.payments)
         if tab == "people":
             page.update(_people(s, site, org.id, may["company"]))
     if tab == "dashboard":
@@ -498,7 +501,7 @@ def set_card(request: Request, viewer: PostingViewer, site_id: int,
 
 @router.post("/my2n/sites/{site_id}/payments/recurring")
 def set_recurring(request: Request, viewer: PostingViewer, site_id: int,
-                  recurring: Annotated[str, Form()] = "") -> Response:
+                  recurring: Annotated[str, Form()] = "", expected: Annotated[str, Form()] = "") -> Response:
     """Turn automatic recurring payment on (the first year of every apartment that needs a
     license is charged at once, or nothing happens) or off."""
     ctx = _ctx(request)
@@ -508,8 +511,12 @@ def set_recurring(request: Request, viewer: PostingViewer, site_id: int,
         if not on:
             billing.deactivate_recurring(s, site=site, actor=viewer.actor, now=now, provider=ctx.payments)
             return "Automatic recurring payment is off; what was paid stays paid. You can change the card now."
-        out = billing.activate_recurring(s, site=site, actor=viewer.actor, now=now, provider=ctx.payments)
-        paid = f" Paid a year now: {', '.join(out['paid'])}." if out["paid"] else ""
+        # The amount the page showed: if it changed meanwhile, nothing is charged and the page says so.
+        shown = int(expected) if expected.isdigit() else None
+        out = billing.activate_recurring(s, site=site, actor=viewer.actor, now=now, provider=ctx.payments,
+                                         expected_amount_minor=shown)
+        paid = (f" Paid now through {_day(out['renews_at'])}: {', '.join(out['paid'])}." if out["paid"]
+                else " Nothing was charged: every apartment is paid until the renewal.")
         return f"Automatic recurring payment is on for {out['apartments_covered']} apartment(s).{paid}"
 
     return _act(request, viewer, site_id, "payments", "recurring", action)

@@ -109,6 +109,16 @@ class SiteRoleIn(BaseModel):
     payments: bool = Field(default=False, description="A site admin who may pay and see prices (R-MY-5).")
 
 
+class ActivateIn(BaseModel):
+    expected_amount_minor: int | None = Field(default=None, ge=0, description=(
+        "The amount the preview showed; if turning recurring payment on would now charge another amount, it is "
+        "refused (charge_changed) and nothing is charged."))
+
+
+class AutoCreditIn(BaseModel):
+    auto_credit: bool
+
+
 class CardIn(BaseModel):
     payment_method: str = Field(min_length=1, max_length=255,
                                 description="The id of the card entered in the payment provider's own form.")
@@ -127,6 +137,8 @@ class SiteOut(BaseModel):
     custom_expires_at: str | None = Field(description="When a custom-model site expires (R-MY-1).")
     custom_expired: bool | None
     model_changed_at: str | None
+    auto_credit: bool = Field(default=True, description="On the day an apartment would lapse, its next year is paid "
+                                                        "from the site credit pool (R-MY-5).")
     created_at: str
 
 
@@ -137,7 +149,21 @@ class SitePage(BaseModel):
 
 class OrderOut(BaseModel):
     part_number: str = Field(description="9137958; 02683-001 on US & APAC sites.")
-    quantity: int = Field(description="Apartment licenses to order for a year: one per apartment needing one.")
+    quantity: int = Field(description="Apartment-years the site lacks to keep every apartment needing a license "
+                                      "working for the next twelve months: those not paid through then, less the "
+                                      "credit pool; 0 while recurring payment is on (it pays them).")
+
+
+class PoolOut(BaseModel):
+    apartment_years: int
+    device_years: int
+
+
+class RecurringStateOut(BaseModel):
+    renews_at: str = Field(description="The site's anniversary: recurring payment renews then.")
+    covered_until: str = Field(description="Apartments needing a license work at least until then (the anniversary "
+                                           "plus the 7-day retry window).")
+    charge_failing: bool = Field(description="A charge was declined or the renewal is due: being retried.")
 
 
 class DashboardRowOut(BaseModel):
@@ -155,6 +181,9 @@ class DashboardOut(BaseModel):
     lapsed: list[str] = Field(description="Apartments needing a license that is not paid now (R-MY-6).")
     lapsing_soon: list[str] = Field(description="Apartments whose license ends within 30 days (R-MY-6).")
     order: OrderOut
+    order_basis: str = Field(description="How order is counted: unpaid_less_pool, or recurring (nothing to order).")
+    pool: PoolOut = Field(description="The site credit pool's balance.")
+    recurring: RecurringStateOut | None = Field(description="Automatic recurring payment, while it is on.")
     rows: list[DashboardRowOut] = Field(description="One page of apartments, by id (limit, cursor).")
     next_cursor: int | None = Field(default=None, description="Pass as cursor for the next page of rows.")
 
@@ -246,11 +275,15 @@ class PriceOut(BaseModel):
 
 class PaymentPlanOut(BaseModel):
     site: int
-    card: str | None = Field(description="The card on file, e.g. 'visa 4242'.")
+    card: str | None = Field(description="The card on file: its brand and last four digits, e.g. 'Visa •••• 4242'.")
     recurring: bool = Field(description="Automatic recurring payment is on.")
     apartments_covered: int
     activated_at: str | None
     deactivated_at: str | None
+    renews_at: str | None = Field(default=None, description="The site's anniversary (the end of its billing year).")
+    covered_until: str | None = Field(default=None, description="While recurring payment is on: apartments needing "
+                                                                "a license work at least until then.")
+    charge_failing: bool = False
     needing_license: int
     may_pay: bool = Field(description="The caller may pay and see prices (R-MY-5).")
     price: PriceOut | None = Field(default=None, description="Only for those who may pay.")
@@ -263,7 +296,27 @@ class CardOut(BaseModel):
 class RecurringOut(BaseModel):
     recurring: bool
     apartments_covered: int | None = None
-    paid: list[str] = Field(default_factory=list, description="Apartments paid a year now, by name.")
+    paid: list[str] = Field(default_factory=list, description="Apartments paid now (through renews_at), by name.")
+    charged_minor: int | None = Field(default=None, description="What the card was charged now (0: everything "
+                                                                "was paid).")
+    currency: str | None = None
+    renews_at: str | None = None
+
+
+class ChargeLineOut(BaseModel):
+    apartment: str
+    days: int = Field(description="Days not paid before the anniversary (a started day counts).")
+    amount_minor: int
+
+
+class PreviewOut(BaseModel):
+    apartments_covered: int
+    amount_minor: int = Field(description="What turning recurring payment on now would charge.")
+    currency: str
+    renews_at: str
+    year_days: int
+    lines: list[ChargeLineOut] = Field(description="Each apartment charged: price × days ÷ days of the year.")
+    from_: str = Field(alias="from", serialization_alias="from")
 
 
 class PaymentOut(BaseModel):
@@ -272,6 +325,9 @@ class PaymentOut(BaseModel):
     apartments: int = Field(description="Apartment-years it paid.")
     amount_minor: int | None
     currency: str | None
+    purpose: str | None = Field(default=None, description="activation, added (apartments joining mid-year), "
+                                                          "renewal or provider.")
+    paid_through: str | None = Field(default=None, description="The end of the billing year it paid.")
 
 
 class WebhookOut(BaseModel):
@@ -626,20 +682,46 @@ def set_card(org_id: int, site_id: SiteId, body: CardIn, actor: CurrentActor, ct
                             provider=ctx.payments, email=user.email if user else None)
 
 
+@router.get("/orgs/{org_id}/sites/{site_id}/payment-plan/recurring/preview", response_model=PreviewOut,
+            response_model_by_alias=True)
+def preview_recurring(org_id: int, site_id: SiteId, actor: CurrentActor, ctx: Ctx, db: DB,
+                      now: Now) -> dict[str, Any]:
+    """What turning recurring payment on now would charge, before it does (R-MY-5): each
+    apartment needing a license not paid through the site's anniversary, pro rata by day;
+    0 when everything is paid (e.g. turned off to change the card). Refusals:
+    payments_permission_required."""
+    return billing.activation_preview(db, site=_site(db, actor, org_id, site_id), actor=actor, now=now,
+                                      provider=ctx.payments)
+
+
 @router.post("/orgs/{org_id}/sites/{site_id}/payment-plan/recurring/activate", response_model=RecurringOut,
              responses=PAYMENT_REFUSALS)
 def activate_recurring(org_id: int, site_id: SiteId, actor: CurrentActor, ctx: Ctx, request: Request,
-                       response: Response, idempotency_key: IdemKey = None) -> dict[str, Any]:
-    """Turn automatic recurring payment on: the card pays the first year of every apartment that
-    needs a license now, then every year; a declined card or an unreachable provider leaves
+                       response: Response, idempotency_key: IdemKey = None,
+                       body: ActivateIn | None = None) -> dict[str, Any]:
+    """Turn automatic recurring payment on: the card pays now what is not paid through the site's
+    anniversary (``…/recurring/preview`` says how much; the answer's ``charged_minor`` what was
+    taken), then every year at the anniversary; a declined card or an unreachable provider leaves
     nothing paid (R-MY-5). Refusals: card_missing, recurring_payment_active, nothing_to_pay,
-    model_retired, payment_declined (402), payment_provider_unreachable (503: retry with the same
-    Idempotency-Key), payment_provider_error (502)."""
+    charge_changed, model_retired, payment_declined (402), payment_provider_unreachable (503: retry
+    with the same Idempotency-Key), payment_provider_error (502)."""
     _payer_site(ctx, actor, org_id, site_id)
     now = ctx.clock.now()
-    return _idempotent(ctx, request, response, org_id=org_id, key=idempotency_key, body={}, work=lambda s: (
+    expected = body.expected_amount_minor if body else None
+    return _idempotent(ctx, request, response, org_id=org_id, key=idempotency_key,
+                       body={"expected_amount_minor": expected} if expected is not None else {}, work=lambda s: (
         200, billing.activate_recurring(s, site=my2n.get_site(s, org_id, site_id), actor=actor, now=now,
-                                        provider=ctx.payments)))
+                                        provider=ctx.payments, expected_amount_minor=expected)))
+
+
+@router.put("/orgs/{org_id}/sites/{site_id}/auto-credit", response_model=SiteOut, responses=REFUSALS)
+def set_auto_credit(org_id: int, site_id: SiteId, body: AutoCreditIn, actor: CurrentActor, db: DB,
+                    now: Now) -> dict[str, Any]:
+    """The site setting (on by default): on the day an apartment would lapse, pay its next year
+    from the site credit pool (R-MY-5). Refusals: payments_permission_required."""
+    site = my2n.set_auto_credit(db, site=_site(db, actor, org_id, site_id), on=body.auto_credit, actor=actor,
+                                now=now)
+    return my2n.site_to_dict(site, now)
 
 
 @router.post("/orgs/{org_id}/sites/{site_id}/payment-plan/recurring/deactivate", response_model=RecurringOut,
