@@ -3,7 +3,7 @@ by hand: every call gets an explicit ``now``. Each scenario ends by checking the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -138,6 +138,18 @@ def new_org(world: World, name: str = "Cams") -> Org:
     return Org(world, world.org(name))
 
 
+def subscribed(world: World, now: datetime, *, name: str = "Cams", uid: str | None = None, core: int = 0,
+               universal: int = 0, redeem: Sequence[tuple[str, int]] = ()) -> Org:
+    """A new organization whose product is registered with these devices, subscribed at ``now``,
+    with these keys redeemed then."""
+    org = new_org(world, name)
+    org.register(now, uid=uid, core=core, universal=universal)
+    org.start(now)
+    for part, quantity in redeem:
+        org.redeem(part, quantity, now)
+    return org
+
+
 def lot_units(st: dict[str, Any]) -> list[tuple[str, int]]:
     return [(lot["part_number"], lot["units"]) for lot in st["wallet"]["lots"]]
 
@@ -264,9 +276,7 @@ def test_starting_fixes_the_years_and_opens_thirty_days_of_grace(world: World) -
 
 def test_the_wallet_gives_the_oldest_units_first(world: World) -> None:  # R-AX-4
     s0 = utc(2026, 3, 1)
-    org = new_org(world)
-    org.register(s0, core=7)
-    org.start(s0)
+    org = subscribed(world, s0, core=7)
     org.redeem("AXIS-ACS-CORE-1Y", 5, s0 + DAY)
     org.redeem("AXIS-ACS-CORE-1Y", 5, s0 + 2 * DAY)
     st = org.status(s0 + 3 * DAY)
@@ -283,11 +293,7 @@ def test_the_wallet_gives_the_oldest_units_first(world: World) -> None:  # R-AX-
 
 def test_one_year_and_five_year_units(world: World) -> None:  # R-AX-4
     s0 = utc(2026, 3, 1)
-    org = new_org(world)
-    org.register(s0, core=3)
-    org.start(s0)
-    org.redeem("AXIS-ACS-CORE-1Y", 3, s0)
-    org.redeem("AXIS-ACS-CORE-5Y", 3, s0)
+    org = subscribed(world, s0, core=3, redeem=[("AXIS-ACS-CORE-1Y", 3), ("AXIS-ACS-CORE-5Y", 3)])
     # Five-year units license five subscription years at once.
     org.allocate(s0, ("core", 0, 3, 5))
     st = org.status(s0)
@@ -307,9 +313,7 @@ def test_one_year_and_five_year_units(world: World) -> None:  # R-AX-4
 def test_unallocated_units_expire_five_years_after_redemption(world: World) -> None:  # R-AX-4
     s0 = utc(2026, 3, 1, 12)
     t = s0 + 10 * DAY + timedelta(hours=3, microseconds=250)  # when the old key is redeemed
-    org = new_org(world)
-    org.register(s0, core=1)
-    org.start(s0)
+    org = subscribed(world, s0, core=1)
     org.redeem("AXIS-ACS-CORE-1Y", 4, t)
     org.redeem("AXIS-ACS-CORE-1Y", 6, t + 400 * DAY)
     expiry = add_years(t, 5)
@@ -348,10 +352,7 @@ def test_unallocated_units_expire_five_years_after_redemption(world: World) -> N
 
 def test_a_leap_day_lot_expires_on_28_february(world: World) -> None:  # R-AX-4
     s0 = utc(2028, 2, 29)
-    org = new_org(world)
-    org.register(s0, core=1)
-    org.start(s0)
-    org.redeem("AXIS-ACS-CORE-5Y", 2, s0)
+    org = subscribed(world, s0, core=1, redeem=[("AXIS-ACS-CORE-5Y", 2)])
     assert org.status(utc(2033, 2, 28) - US)["wallet"]["lots"][0]["expires_at"] == utc(2033, 2, 28).isoformat()
     assert org.status(utc(2033, 2, 28))["wallet"]["lots"] == []
 
@@ -360,11 +361,7 @@ def test_a_leap_day_lot_expires_on_28_february(world: World) -> None:  # R-AX-4
 
 def test_allocation_licenses_a_year_or_says_how_many_units_are_missing(world: World) -> None:  # R-AX-5
     s0 = utc(2026, 3, 1)
-    org = new_org(world)
-    org.register(s0, core=8, universal=2)
-    org.start(s0)
-    org.redeem("AXIS-ACS-CORE-1Y", 5, s0)
-    org.redeem("AXIS-ACS-UNIVERSAL-1Y", 2, s0)
+    org = subscribed(world, s0, core=8, universal=2, redeem=[("AXIS-ACS-CORE-1Y", 5), ("AXIS-ACS-UNIVERSAL-1Y", 2)])
     # Every line or none: the short core line refuses the whole confirmation.
     e = org.refused("insufficient_units", lambda s: axis.allocate(
         s, org_id=org.id, product_code=P, actor=OP, now=s0,
@@ -398,10 +395,7 @@ def test_allocation_licenses_a_year_or_says_how_many_units_are_missing(world: Wo
 
 def test_years_up_to_five_ahead_can_be_allocated(world: World) -> None:  # R-AX-5
     s0 = utc(2026, 3, 1)
-    org = new_org(world)
-    org.register(s0, core=1)
-    org.start(s0)
-    org.redeem("AXIS-ACS-CORE-1Y", 10, s0)
+    org = subscribed(world, s0, core=1, redeem=[("AXIS-ACS-CORE-1Y", 10)])
     org.allocate(s0, ("core", 5, 1))  # current year + 5
     e = org.refused("year_out_of_range", lambda s: axis.allocate(
         s, org_id=org.id, product_code=P, lines=[axis.Line("core", 6, 1)], actor=OP, now=s0))
@@ -422,10 +416,7 @@ def test_years_up_to_five_ahead_can_be_allocated(world: World) -> None:  # R-AX-
 
 def test_each_renewal_opens_a_new_grace_period(world: World) -> None:  # R-AX-6
     s0 = utc(2026, 3, 1, 8)
-    org = new_org(world)
-    org.register(s0, core=4)
-    org.start(s0)
-    org.redeem("AXIS-ACS-CORE-1Y", 4, s0)
+    org = subscribed(world, s0, core=4, redeem=[("AXIS-ACS-CORE-1Y", 4)])
     org.allocate(s0, ("core", 0, 4))
     assert org.status(utc(2027, 3, 1, 8) - US)["state"] == "fully_licensed"
     y1 = utc(2027, 3, 1, 8)
@@ -451,10 +442,7 @@ def test_each_renewal_opens_a_new_grace_period(world: World) -> None:  # R-AX-6
 
 def test_renewing_is_refused_as_a_whole_when_the_wallet_is_short(world: World) -> None:  # R-AX-6 R-AX-5
     s0 = utc(2026, 3, 1)
-    org = new_org(world)
-    org.register(s0, core=4, universal=1)
-    org.start(s0)
-    org.redeem("AXIS-ACS-CORE-1Y", 8, s0)
+    org = subscribed(world, s0, core=4, universal=1, redeem=[("AXIS-ACS-CORE-1Y", 8)])
     # Years 0 to 2: core 3 x 4 devices, 8 held; universal 3 x 1 device, none held.
     e = org.refused("insufficient_units", lambda s: axis.renew(s, org_id=org.id, product_code=P, years_ahead=2,
                                                                actor=OP, now=s0))
@@ -477,10 +465,7 @@ def _year_units(org: Org, now: datetime, license_type: str = "core") -> dict[int
 
 def test_a_renewal_in_grace_licenses_the_year_it_is_in_first(world: World) -> None:  # R-AX-6 R-AX-5
     s0 = utc(2026, 3, 1, 8)
-    org = new_org(world)
-    org.register(s0, core=10)
-    org.start(s0)
-    org.redeem("AXIS-ACS-CORE-1Y", 40, s0)
+    org = subscribed(world, s0, core=10, redeem=[("AXIS-ACS-CORE-1Y", 40)])
     org.allocate(s0, ("core", 0, 10))
     y1 = utc(2027, 3, 1, 8)  # year 1's renewal grace: year 0 allocated, 30 units in the wallet
     assert org.status(y1)["state"] == "in_grace" and _year_units(org, y1)[1] == 0
@@ -504,10 +489,7 @@ def test_a_renewal_in_grace_licenses_the_year_it_is_in_first(world: World) -> No
 
 def test_a_renewal_at_year_0_reaches_five_years_ahead(world: World) -> None:  # R-AX-6 R-AX-5
     s0 = utc(2026, 3, 1)
-    org = new_org(world)
-    org.register(s0, core=2)
-    org.start(s0)
-    org.redeem("AXIS-ACS-CORE-1Y", 12, s0)
+    org = subscribed(world, s0, core=2, redeem=[("AXIS-ACS-CORE-1Y", 12)])
     # 0 ahead: the current year alone.
     assert [a["year"] for a in _renew(org, s0, years_ahead=0)["allocations"]] == [0]
     # 5 ahead: every year of the allocation window, the current one included (covered already).
@@ -523,10 +505,7 @@ def test_a_renewal_at_year_0_reaches_five_years_ahead(world: World) -> None:  # 
 
 def test_a_renewal_is_all_or_nothing_over_the_years_it_covers(world: World) -> None:  # R-AX-6 R-AX-5
     s0 = utc(2026, 3, 1, 8)
-    org = new_org(world)
-    org.register(s0, core=10)
-    org.start(s0)
-    org.redeem("AXIS-ACS-CORE-1Y", 10, s0)
+    org = subscribed(world, s0, core=10, redeem=[("AXIS-ACS-CORE-1Y", 10)])
     org.allocate(s0, ("core", 0, 10))
     y1 = utc(2027, 3, 1, 8)
     org.redeem("AXIS-ACS-CORE-1Y", 19, y1)  # one unit short of years 1 and 2
@@ -541,11 +520,7 @@ def test_a_renewal_is_all_or_nothing_over_the_years_it_covers(world: World) -> N
 
 def test_a_renewal_with_five_year_units_licenses_each_year_once(world: World) -> None:  # R-AX-6 R-AX-4
     s0 = utc(2026, 3, 1)
-    org = new_org(world)
-    org.register(s0, core=2)
-    org.start(s0)
-    org.redeem("AXIS-ACS-CORE-5Y", 2, s0)
-    org.redeem("AXIS-ACS-CORE-1Y", 2, s0)
+    org = subscribed(world, s0, core=2, redeem=[("AXIS-ACS-CORE-5Y", 2), ("AXIS-ACS-CORE-1Y", 2)])
     # Years 0..5: the five-year units license years 0..4, one-year units year 5 -- not five
     # five-year allocations stacked on top of each other.
     out = _renew(org, s0, years_ahead=5)
@@ -553,10 +528,7 @@ def test_a_renewal_with_five_year_units_licenses_each_year_once(world: World) ->
     assert _year_units(org, s0) == {0: 2, 1: 2, 2: 2, 3: 2, 4: 2, 5: 2}
     assert org.status(s0)["wallet"]["lots"] == []
     # A term named takes units of that term only.
-    other = new_org(world, "Other")
-    other.register(s0, uid="ACS-OTHER", core=2)
-    other.start(s0)
-    other.redeem("AXIS-ACS-CORE-5Y", 2, s0)
+    other = subscribed(world, s0, name="Other", uid="ACS-OTHER", core=2, redeem=[("AXIS-ACS-CORE-5Y", 2)])
     e = other.refused("insufficient_units", lambda s: axis.renew(s, org_id=other.id, product_code=P, years_ahead=0,
                                                                  term_years=1, actor=OP, now=s0))
     assert e.detail["missing"] == 2 and "too few 1-year units to license year 0" in e.message
@@ -567,10 +539,7 @@ def test_a_renewal_with_five_year_units_licenses_each_year_once(world: World) ->
 
 def test_a_subscription_started_on_29_february(world: World) -> None:  # R-AX-3 R-AX-6
     s0 = utc(2028, 2, 29)
-    org = new_org(world)
-    org.register(s0, core=2)
-    org.start(s0)
-    org.redeem("AXIS-ACS-CORE-1Y", 10, s0)
+    org = subscribed(world, s0, core=2, redeem=[("AXIS-ACS-CORE-1Y", 10)])
     org.allocate(s0, ("core", 0, 2), ("core", 4, 2))
     # Year 0 ends on 28 February 2029 (365 days); year 1 runs to 28 February 2030.
     st = org.status(s0)
@@ -593,10 +562,7 @@ def test_a_subscription_started_on_29_february(world: World) -> None:  # R-AX-3 
 
 def test_allocating_after_the_grace_period_is_compensated_in_license_days(world: World) -> None:  # R-AX-7
     s0 = world.now  # 2026-01-15 09:00; year 0 runs to 2027-01-15 09:00: 365 days
-    org = new_org(world)
-    org.register(s0, core=11)
-    org.start(s0)
-    org.redeem("AXIS-ACS-CORE-1Y", 11, s0)
+    org = subscribed(world, s0, core=11, redeem=[("AXIS-ACS-CORE-1Y", 11)])
     day100 = s0 + 100 * DAY
     # 10 units on day 100: 10 x 100 = 1000 license-days = 2 units (730) + 270 license-days.
     [a] = org.allocate(day100, ("core", 0, 10))["allocations"]
@@ -647,10 +613,7 @@ def test_inside_the_grace_period_there_is_no_compensation(world: World) -> None:
 
 def test_compensation_in_a_leap_year_and_after_a_renewal(world: World) -> None:  # R-AX-7 R-AX-6
     s0 = utc(2027, 3, 1)  # year 0: 2027-03-01 .. 2028-03-01 holds 29 February 2028: 366 days
-    org = new_org(world)
-    org.register(s0, core=3)
-    org.start(s0)
-    org.redeem("AXIS-ACS-CORE-1Y", 9, s0)
+    org = subscribed(world, s0, core=3, redeem=[("AXIS-ACS-CORE-1Y", 9)])
     # Day 244 (2027-10-31): 3 x 244 = 732 license-days = exactly 2 units of 366, nothing left.
     [a] = org.allocate(s0 + 244 * DAY, ("core", 0, 3))["allocations"]
     assert (a["period_start"], a["period_end"]) == (s0.isoformat(), utc(2028, 3, 1).isoformat())
@@ -669,10 +632,7 @@ def test_compensation_in_a_leap_year_and_after_a_renewal(world: World) -> None: 
 
 def test_compensation_for_five_year_units_gives_back_the_overlap_only(world: World) -> None:  # R-AX-7
     s0 = utc(2026, 3, 1)  # year 0: 2026-03-01 .. 2027-03-01, 365 days
-    org = new_org(world)
-    org.register(s0, core=10)
-    org.start(s0)
-    org.redeem("AXIS-ACS-CORE-5Y", 10, s0)
+    org = subscribed(world, s0, core=10, redeem=[("AXIS-ACS-CORE-5Y", 10)])
     # 10 five-year units on day 183 (2026-08-31), after the grace: the overlap is 10 devices x
     # 183 days = 1830 license-days. A five-year unit is worth the five years it licenses,
     # 2026-03-01 .. 2031-03-01 = 1826 days (with 29 Feb 2028): 1 unit back + 4 license-days kept,
@@ -689,10 +649,7 @@ def test_a_system_registered_mid_period_does_not_move_the_period(world: World) -
     # The product's registration (its first system) comes before its subscription starts, so
     # the coverage of later allocations starts at the allocation date (after the grace end).
     s0 = utc(2026, 1, 1)  # year 0: 2026-01-01 .. 2027-01-01, 365 days
-    org = new_org(world)
-    org.register(s0, uid="ACS-FIRST", core=2)
-    org.start(s0)
-    org.redeem("AXIS-ACS-CORE-1Y", 2, s0)
+    org = subscribed(world, s0, uid="ACS-FIRST", core=2, redeem=[("AXIS-ACS-CORE-1Y", 2)])
     org.allocate(s0, ("core", 0, 2))
     day100 = s0 + 100 * DAY
     org.register(day100, uid="ACS-SECOND", core=5)
@@ -715,9 +672,7 @@ def test_a_product_registered_mid_period_joins_the_organizations_period(world: W
                  "grant_kind": "subscription", "grants": {"license_type": "core", "devices": 1}, "term_years": 1}]}]}),
             actor=OP, now=world.now)
     s0 = utc(2026, 1, 1)  # year 0: 2026-01-01 .. 2027-01-01, 365 days
-    org = new_org(world)
-    org.register(s0, core=1)
-    org.start(s0)
+    org = subscribed(world, s0, core=1)
     reg = s0 + 120 * DAY
     code = world.mint("AXIS-BW-CORE-1Y", count=1, quantity=10)[0]
     with org.tx() as s:
@@ -749,9 +704,7 @@ def test_a_product_registered_mid_period_joins_the_organizations_period(world: W
 
 def test_devices_added_after_the_grace_period_count_toward_the_next_renewal(world: World) -> None:  # R-AX-8
     s0 = utc(2026, 3, 1)
-    org = new_org(world)
-    org.register(s0, core=10)
-    org.start(s0)
+    org = subscribed(world, s0, core=10)
     org.add(s0 + 5 * DAY, core=2)  # inside the grace: the current year's need grows
     org.redeem("AXIS-ACS-CORE-1Y", 40, s0)
     org.allocate(s0 + 6 * DAY, ("core", 0, 12))
@@ -772,10 +725,7 @@ def test_devices_added_after_the_grace_period_count_toward_the_next_renewal(worl
 
 def test_growth_beyond_twice_the_allocation_is_flagged_never_blocked(world: World) -> None:  # R-AX-9
     s0 = utc(2026, 3, 1)
-    org = new_org(world)
-    org.register(s0, core=10)
-    org.start(s0)
-    org.redeem("AXIS-ACS-CORE-1Y", 30, s0)
+    org = subscribed(world, s0, core=10, redeem=[("AXIS-ACS-CORE-1Y", 30)])
     org.allocate(s0, ("core", 0, 10))
     org.add(s0 + 40 * DAY, core=10)  # need 20 = 2 x 10: within the allowance
     st = org.status(s0 + 40 * DAY)
@@ -874,10 +824,7 @@ def test_hardware_with_preloaded_licenses_and_expansions(world: World) -> None: 
 
 def test_devices_beyond_a_hardwares_licenses_are_a_need_for_expansions(world: World) -> None:  # R-AX-10 R-AX-12
     s0 = utc(2026, 3, 1)
-    org = new_org(world)
-    org.register(s0, core=2)
-    org.start(s0)
-    org.redeem("AXIS-ACS-CORE-1Y", 2, s0)
+    org = subscribed(world, s0, core=2, redeem=[("AXIS-ACS-CORE-1Y", 2)])
     org.allocate(s0, ("core", 0, 2))
     [preloaded] = world.mint("AXIS-S30-PRELOADED-CORE", quantity=8)
     with org.tx() as s:
@@ -1004,11 +951,7 @@ def test_an_offline_system_file_registers_the_need_and_gets_what_is_licensed(wor
 
 def test_buying_guidance_counts_the_wallet_for_the_earliest_years(world: World) -> None:  # R-AX-12
     s0 = utc(2026, 3, 1)
-    org = new_org(world)
-    org.register(s0, core=10, universal=2)
-    org.start(s0)
-    org.redeem("AXIS-ACS-CORE-1Y", 15, s0)
-    org.redeem("AXIS-ACS-CORE-5Y", 1, s0)
+    org = subscribed(world, s0, core=10, universal=2, redeem=[("AXIS-ACS-CORE-1Y", 15), ("AXIS-ACS-CORE-5Y", 1)])
     org.allocate(s0, ("core", 0, 10))
     # Core: need 10 in years 0..5, 10 allocated to year 0; the wallet holds 5 one-year units and
     # one five-year unit: the five-year unit licenses one device in years 1..5, the one-year
@@ -1030,10 +973,7 @@ def test_buying_guidance_counts_the_wallet_for_the_earliest_years(world: World) 
 
 def test_buying_guidance_counts_a_five_year_unit_once_in_each_of_its_years(world: World) -> None:  # R-AX-12 R-AX-4
     s0 = utc(2026, 3, 1)
-    org = new_org(world)
-    org.register(s0, core=10)
-    org.start(s0)
-    org.redeem("AXIS-ACS-CORE-5Y", 2, s0)
+    org = subscribed(world, s0, core=10, redeem=[("AXIS-ACS-CORE-5Y", 2)])
     # Need 10, two five-year units: 8 to buy for each of years 0..4, 10 for year 5.
     expected = {"0": 8, "1": 8, "2": 8, "3": 8, "4": 8, "5": 10}
     assert org.status(s0)["buying_guidance"]["core"] == expected
@@ -1072,10 +1012,7 @@ def test_a_trial_runs_ninety_days_from_registration(world: World) -> None:  # R-
 
 def test_an_upgrade_converts_allocated_units_once_through_the_ledger(world: World) -> None:  # R-AX-13
     s0 = utc(2026, 3, 1)
-    org = new_org(world)
-    org.register(s0, core=4, universal=2)
-    org.start(s0)
-    org.redeem("AXIS-ACS-CORE-1Y", 6, s0)
+    org = subscribed(world, s0, core=4, universal=2, redeem=[("AXIS-ACS-CORE-1Y", 6)])
     org.allocate(s0, ("core", 0, 6))
     assert org.status(s0)["state"] == "in_grace"  # universal: 2 needed, none allocated
     org.redeem("AXIS-ACS-UPGRADE-CORE-UNIVERSAL", 2, s0 + DAY)
@@ -1108,10 +1045,7 @@ def test_an_upgrade_converts_allocated_units_once_through_the_ledger(world: Worl
 
 def test_an_upgrade_never_leaves_a_need_uncovered(world: World) -> None:  # R-AX-13
     s0 = utc(2026, 3, 1)
-    org = new_org(world)
-    org.register(s0, core=10)
-    org.start(s0)
-    org.redeem("AXIS-ACS-CORE-1Y", 22, s0)
+    org = subscribed(world, s0, core=10, redeem=[("AXIS-ACS-CORE-1Y", 22)])
     org.allocate(s0, ("core", 0, 10), ("core", 1, 12))
     org.redeem("AXIS-ACS-UPGRADE-CORE-UNIVERSAL", 3, s0)
     # Ten core devices, ten core units: converting any would leave core devices unlicensed.

@@ -45,6 +45,17 @@ class Offline:
             ring = signing.keyring(s)
         return verify(text, ring, now, self.uid)
 
+    def subscribed(self, core: int, *, redeem: int = 0, allocate: int = 0) -> None:
+        """The first upload (``core`` devices) registers the product at S0; its subscription
+        starts then, with ``redeem`` one-year Core units redeemed and ``allocate`` of them
+        allocated to year 0."""
+        self.upload(S0, {"core": core})
+        self.org.start(S0)
+        if redeem:
+            self.org.redeem("AXIS-ACS-CORE-1Y", redeem, S0)
+        if allocate:
+            self.org.allocate(S0, ("core", 0, allocate))
+
     def refused_at(self, now: datetime) -> None:
         with pytest.raises(Expired) as exc:
             self.verify(self.file, now)
@@ -68,8 +79,7 @@ def test_a_trial_file_carries_the_trial_end_and_expires_then(offline: Offline) -
 
 
 def test_a_file_uploaded_in_grace_carries_the_grace_end_and_expires_then(offline: Offline) -> None:  # R-AX-3, R-AX-11
-    offline.upload(S0, {"core": 4})
-    offline.org.start(S0)
+    offline.subscribed(4)
     now = S0 + 10 * DAY
     lic = offline.upload(now, {"core": 4})
     licensed = lic.payload["licensed"]
@@ -81,11 +91,7 @@ def test_a_file_uploaded_in_grace_carries_the_grace_end_and_expires_then(offline
 
 
 def test_a_renewal_grace_file_expires_at_that_grace_end(offline: Offline) -> None:  # R-AX-6, R-AX-11
-    org = offline.org
-    offline.upload(S0, {"core": 4})
-    org.start(S0)
-    org.redeem("AXIS-ACS-CORE-1Y", 4, S0)
-    org.allocate(S0, ("core", 0, 4))
+    offline.subscribed(4, redeem=4, allocate=4)
     year1 = add_years(S0, 1)
     lic = offline.upload(year1 + 5 * DAY, {"core": 4})  # year 1 is not allocated: its renewal grace
     assert lic.payload["licensed"]["state"] == "in_grace"
@@ -94,11 +100,7 @@ def test_a_renewal_grace_file_expires_at_that_grace_end(offline: Offline) -> Non
 
 
 def test_a_licensed_file_expires_at_the_end_of_its_last_licensed_year(offline: Offline) -> None:  # R-AX-5, R-AX-11
-    org = offline.org
-    offline.upload(S0, {"core": 4})
-    org.start(S0)
-    org.redeem("AXIS-ACS-CORE-1Y", 8, S0)
-    org.allocate(S0, ("core", 0, 4))
+    offline.subscribed(4, redeem=8, allocate=4)
     now = S0 + 200 * DAY
     lic = offline.upload(now, {"core": 4})
     licensed = lic.payload["licensed"]
@@ -108,18 +110,14 @@ def test_a_licensed_file_expires_at_the_end_of_its_last_licensed_year(offline: O
     offline.verify(offline.file, year1 - SECOND)
     offline.refused_at(year1)
     # Year 1 allocated too: the next change is past a year away, so the file lasts its year.
-    org.allocate(now, ("core", 1, 4))
+    offline.org.allocate(now, ("core", 1, 4))
     lic = offline.upload(now, {"core": 4})
     assert datetime.fromisoformat(lic.payload["licensed"]["licensed_until"]) == add_years(S0, 2)
     assert (lic.payload["licensed"]["valid_until_reason"], lic.expires) == ("refresh", now + OFFLINE_LICENSE_VALIDITY)
 
 
 def test_an_underlicensed_file_expires_when_the_next_year_starts(offline: Offline) -> None:  # R-AX-6, R-AX-11
-    org = offline.org
-    offline.upload(S0, {"core": 4})
-    org.start(S0)
-    org.redeem("AXIS-ACS-CORE-1Y", 2, S0)
-    org.allocate(S0, ("core", 0, 2))
+    offline.subscribed(4, redeem=2, allocate=2)
     lic = offline.upload(S0 + 40 * DAY, {"core": 4})  # past the grace: partially licensed
     assert lic.payload["licensed"]["state"] == "partially_licensed"
     assert (lic.payload["licensed"]["valid_until_reason"], lic.expires) == ("year_end", add_years(S0, 1))
@@ -127,8 +125,7 @@ def test_an_underlicensed_file_expires_when_the_next_year_starts(offline: Offlin
 
 def test_a_state_change_within_the_second_of_issue_still_gives_a_valid_file(offline: Offline) -> None:  # R-AX-11
     # Times in the file are whole seconds: a grace ending 0.4 s after the upload gives one second.
-    offline.upload(S0, {"core": 1})
-    offline.org.start(S0)
+    offline.subscribed(1)
     lic = offline.upload(S0 + 30 * DAY - timedelta(milliseconds=400), {"core": 1})
     assert lic.payload["licensed"]["state"] == "in_grace"
     assert lic.expires == S0 + 30 * DAY

@@ -22,7 +22,7 @@ from entitle.access_commander import calculator
 from entitle.access_commander import services as ac
 from entitle.access_commander.models import DEVICE_TYPES, AttendanceUser, Installation
 from entitle.cli.common import (DatabaseUrl, JsonOut, Kind, OrgRef, console_actor, context, err, handles_errors,
-                                named, org_ref, out, print_json, settings_for, staged_file)
+                                named, org_ref, out, print_json, read_text_file, settings_for, staged_file)
 from entitle.db import reading, transaction
 from entitle.errors import EntitleError
 from entitle.text import plural
@@ -619,12 +619,6 @@ def license_generate(
         _plain(f"License file written to {out_file}.")
 
 
-def _read_license_file(file: Path) -> str:
-    try:
-        return file.read_text(encoding="utf-8", errors="strict")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EntitleError("file_unreadable", f"Cannot read {file}: {exc}") from None
-
 
 @ac_license_app.command("add")
 @handles_errors
@@ -640,7 +634,7 @@ def license_add(
     It replaces the current license whole; its units come out of the wallet, the replaced license's go back.
     The current license's own file changes nothing.
     """
-    text = _read_license_file(file)
+    text = read_text_file(file)
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         inst = _installation(s, org, installation)
         lic, added = ac.add_license_file(s, installation=inst, text=text, actor=console_actor(), now=ctx.clock.now())
@@ -712,7 +706,7 @@ def license_check(
 ) -> None:
     """Check a license file for the installation (signature, subject, model) and tell which license
     it is, changing nothing; a replaced license is refused (license_replaced). `license add` adds one."""
-    text = _read_license_file(file)
+    text = read_text_file(file)
     with context(database_url) as ctx, reading(ctx.sessions) as s:
         inst = _installation(s, org, installation)
         lic = ac.check_license_file(s, installation=inst, text=text, actor=console_actor(), now=ctx.clock.now())

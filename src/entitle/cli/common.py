@@ -271,6 +271,15 @@ def org_ref(session: Session, ref: str) -> int:
     return tenancy.get_organization(session, org.id, actor=console_actor()).id
 
 
+def read_text_file(path: Path) -> str:
+    """A UTF-8 text file the user named (a license, a key ring, a system file), or a refusal
+    that names it: ``file_unreadable``."""
+    try:
+        return path.read_text(encoding="utf-8", errors="strict")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EntitleError("file_unreadable", f"Cannot read {path}: {exc}") from None
+
+
 def plain(text: str) -> None:
     console().print(text, markup=False, highlight=False)
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from entitle_device import KeyRing, License, LicenseError, make_system_file, read_unverified, verify
 
 from entitle.cli.common import (DatabaseUrl, JsonOut, OrgRef, console_actor, context, handles_errors, org_ref, plain,
-                                print_json)
+                                print_json, read_text_file)
 from entitle.errors import EntitleError
 
 signing_app = typer.Typer(help="The issuer's Ed25519 signing keys.", no_args_is_help=True)
@@ -34,12 +34,6 @@ def _write(text: str, path: Path | None) -> None:
     else:
         path.write_text(text)
 
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="strict")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EntitleError("file_unreadable", f"Cannot read {path}: {exc}") from None
 
 
 # --- signing keys ----------------------------------------------------------------------------
@@ -110,8 +104,8 @@ def license_verify(
 ) -> None:
     """Verify a license file offline, as a device would; exit 1 with the reason if it is not good."""
     try:
-        ring = KeyRing.loads(_read_text(public_keys))
-        lic = verify(_read_text(file), ring, _when(at), system)
+        ring = KeyRing.loads(read_text_file(public_keys))
+        lic = verify(read_text_file(file), ring, _when(at), system)
     except LicenseError as exc:
         raise EntitleError(f"license_{exc.code}", str(exc), **{k: str(v) for k, v in exc.detail.items()}) from None
     if as_json:
@@ -126,7 +120,7 @@ def license_verify(
 def license_show(file: Annotated[Path, typer.Argument(help="The license file.")], as_json: JsonOut = False) -> None:
     """Show what a license file says, WITHOUT verifying it (use `license verify` for that)."""
     try:
-        lic = read_unverified(_read_text(file))
+        lic = read_unverified(read_text_file(file))
     except LicenseError as exc:
         raise EntitleError(f"license_{exc.code}", str(exc)) from None
     data = _license_dict(lic)
@@ -201,7 +195,7 @@ def system_file_upload(
     from entitle.db import transaction
     from entitle.systems import services as systems
 
-    text = _read_text(file)
+    text = read_text_file(file)
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         done = systems.upload_system_file(s, org_id=org_ref(s, org), text=text, actor=console_actor(),
                                           now=ctx.clock.now(), secret=ctx.secret)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -25,6 +25,7 @@ from entitle.tenancy.models import ApiToken, Membership, Organization, Role, Use
 
 REGIONS = ("EU", "US", "APAC", "LATAM", "MEA")
 TOKEN_PREFIX = "ent_"
+R = TypeVar("R", ApiToken, WebSession)  # what a user revokes of their own
 # One rule for every password a person chooses (creating a user, changing, a console reset).
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 1000  # argon2 takes any length; this only bounds the work a request can ask for
@@ -352,9 +353,15 @@ def user_for_token(session: Session, token: str) -> User | None:
 
 def revoke_token(session: Session, *, user: User, token_id: int, now: datetime) -> ApiToken:
     """Revoke one of the user's tokens; again: no change (it keeps the first revocation time)."""
-    row = session.get(ApiToken, token_id)
+    return _revoke_own(session, ApiToken, token_id, user=user, now=now, what="token")
+
+
+def _revoke_own(session: Session, model: type[R], row_id: int, *, user: User, now: datetime, what: str) -> R:
+    """Revoke one of the user's own tokens or web sessions (someone else's is not found); a
+    second revocation keeps the first time."""
+    row = session.get(model, row_id)
     if row is None or row.user_id != user.id:
-        raise NotFound("token", token_id=token_id)
+        raise NotFound(what, **{f"{what}_id": row_id})
     if row.revoked_at is None:
         row.revoked_at = now
     session.flush()
@@ -372,7 +379,7 @@ class NewSession:
 def start_session(session: Session, *, user: User, now: datetime) -> NewSession:
     cookie = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(32)
-    first_org = user.memberships[0].org_id if user.memberships else None
+    first_org = min((m.org_id for m in user.memberships), default=None)  # the oldest organization
     session.add(WebSession(user_id=user.id, session_hash=sha256(cookie), csrf_token=csrf,
                            current_org_id=first_org, created_at=now,
                            expires_at=now + timedelta(seconds=get_settings().session_max_age_seconds)))
@@ -402,13 +409,7 @@ def active_sessions(session: Session, *, user_id: int, now: datetime) -> list[We
 
 def revoke_session(session: Session, *, user: User, session_id: int, now: datetime) -> WebSession:
     """End one of the user's web sessions (signed out there); again: no change."""
-    row = session.get(WebSession, session_id)
-    if row is None or row.user_id != user.id:
-        raise NotFound("session", session_id=session_id)
-    if row.revoked_at is None:
-        row.revoked_at = now
-    session.flush()
-    return row
+    return _revoke_own(session, WebSession, session_id, user=user, now=now, what="session")
 
 
 def end_web_sessions(session: Session, *, user_id: int, now: datetime, except_id: int | None = None) -> int:
