@@ -14,7 +14,7 @@ TEST_WORKERS ?= auto
 # or each worker compiles it all again (~15 s per worker on 2 cores).
 TEST_ENV ?= PYTHONDONTWRITEBYTECODE=
 
-.PHONY: run test smoke install install-dev bench bench-heartbeat bench-axis bench-my2n bench-events bench-verify bench-cli clean
+.PHONY: run test smoke install install-dev bench bench-api bench-heartbeat bench-axis bench-my2n bench-events bench-verify bench-cli bench-history bench-sign-in bench-portal clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ smoke:
 bench: install-dev
 	$(BIN)/python -m bench.run
 
+bench-api: install-dev
+	$(BIN)/python -m bench.run api
+
 bench-heartbeat: install-dev
 	$(BIN)/python -m bench.run heartbeat
 
@@ -66,6 +69,15 @@ bench-verify: install-dev
 
 bench-cli: install-dev
 	$(BIN)/python -m bench.run cli
+
+bench-history: install-dev
+	$(BIN)/python -m bench.run history
+
+bench-sign-in: install-dev
+	$(BIN)/python -m bench.run sign-in
+
+bench-portal: install-dev
+	$(BIN)/python -m bench.run portal
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -292,8 +292,8 @@ def check(server: Server, base: str) -> None:
             continue
         break
     expect(f"GET {target}", status == 200, f"HTTP {status}, Location {location(headers)!r}\n{page[:2000]}")
-    for text in ("<title>Dashboard · Entitle</title>", "<h1>My organization</h1>", "Recent history",
-                 f'<span class="who">{email}</span>'):
+    for text in ("<title>Home · Entitle</title>", "<h1>My organization</h1>", "Recent history",
+                 f'<p class="who">{email}</p>'):
         expect(f"GET {target}", text in page, f"the dashboard does not show {text!r}:\n{page[:3000]}")
     step(f"dashboard: GET {target} answered 200 with 'My organization' for {email}"
          f"{' after the password change' if changed else ' (no password change was asked for)'}")

@@ -3,10 +3,14 @@
     python -m bench.run [--quick] [--only mint|redeem] [--databases sqlite,postgresql]
                         [--keys N] [--duration S] [--connections C] [--workers 1,2]
     python -m bench.run heartbeat [--quick] …   # Access Commander heartbeats (bench/heartbeat.py)
+    python -m bench.run api [--quick] …         # the API layer's reads and writes vs ping (bench/api.py)
     python -m bench.run verify [--seconds S]     # license-file verifies vs raw Ed25519 (bench/verify.py)
+    python -m bench.run portal [--sites N] …    # the home page of a large organization vs ping (bench/portal.py)
     python -m bench.run my2n [--old-full] …      # the My2N site dashboard at 50,000 apartments (bench/my2n.py)
     python -m bench.run events [--events N] …    # webhook deliveries per second (bench/events.py)
     python -m bench.run cli [--runs N]           # the console's cold starts vs `import typer` (bench/cli.py)
+    python -m bench.run history [--appends N] …  # one history append vs a one-row write (bench/history.py)
+    python -m bench.run sign-in [--connections C] … # 40 wrong sign-ins at once: memory, /healthz (bench/signin.py)
 
 Prints the figures as tables and writes them, with the machine and the options, to
 ``bench/results/bench-<UTC time>.json``. docs/benchmarks.md says what each figure means.
@@ -323,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import verify
 
         return verify.main(argv[1:])
+    if argv[:1] == ["portal"]:  # the home page of a large organization vs ping (bench/portal.py)
+        from bench import portal
+
+        return portal.main(argv[1:])
     if argv[:1] == ["my2n"]:  # the My2N site dashboard of 50,000 apartments (bench/my2n.py)
         from bench import my2n
 
@@ -331,6 +339,14 @@ def main(argv: list[str] | None = None) -> int:
         from bench import cli
 
         return cli.main(argv[1:])
+    if argv[:1] == ["sign-in"]:  # parallel wrong sign-ins: the server's memory and /healthz (bench/signin.py)
+        from bench import signin
+
+        return signin.main(argv[1:])
+    if argv[:1] == ["history"]:  # what a history append costs a business write (bench/history.py)
+        from bench import history
+
+        return history.main(argv[1:])
     if argv[:1] == ["events"]:  # webhook deliveries per second to a local receiver (bench/events.py)
         from bench import events
 
@@ -339,6 +355,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import axis
 
         return axis.main(argv[1:])
+    if argv[:1] == ["api"]:  # the API layer's reads and writes vs the bare endpoint (bench/api.py)
+        from bench import api
+
+        return api.main(argv[1:])
     if argv[:1] == ["heartbeat"]:  # Access Commander heartbeats vs a bare endpoint (bench/heartbeat.py)
         from bench import heartbeat
 

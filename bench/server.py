@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -31,9 +32,45 @@ def _healthy(port: int) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Server:
+    port: int
+    pid: int  # the uvicorn process; its workers are in its process group
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of every process of the server (its process group) so far."""
+        return group_cpu_seconds(self.pid)
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        # after the command: state, ppid, pgrp, …; utime and stime are fields 14 and 15 of stat
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 @contextmanager
 def serving(database_url: str, *, workers: int, workdir: Path) -> Iterator[int]:
     """Start the server, wait until every worker can answer, yield its port, stop it."""
+    with server_process(database_url, workers=workers, workdir=workdir) as server:
+        yield server.port
+
+
+@contextmanager
+def server_process(database_url: str, *, workers: int, workdir: Path,
+                   env: dict[str, str] | None = None) -> Iterator[Server]:
+    """``serving``, yielding the port and the process (for its CPU time); ``env`` is added to the
+    server's environment (e.g. ``PYTHONPATH`` to serve another source tree)."""
     port = free_port()
     env = {
         **os.environ,
@@ -42,6 +79,7 @@ def serving(database_url: str, *, workers: int, workdir: Path) -> Iterator[int]:
         "ENTITLE_RATE_LIMITS_ENABLED": "false",
         "ENTITLE_LOG_LEVEL": "WARNING",
         "ENTITLE_SECRET_KEY_FILE": str(workdir / "secret.key"),
+        **(env or {}),
     }
     cmd = [sys.executable, "-m", "uvicorn", "entitle.api.app:app_from_env", "--factory",
            "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port),
@@ -59,7 +97,7 @@ def serving(database_url: str, *, workers: int, workdir: Path) -> Iterator[int]:
         # Every worker imports the app on its own; give the later ones time to be ready too.
         for _ in range(workers * 20):
             _healthy(port)
-        yield port
+        yield Server(port, proc.pid)
     finally:
         _stop(proc)
 

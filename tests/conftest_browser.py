@@ -52,6 +52,22 @@ def sign_in(page: Any, url: str, email: str, password: str) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
+def follow(page: Any, menu: str, link: str) -> None:
+    """Open one of the navigation's menus ("licenses", "organization", "vendor", "account") and
+    follow a link in it: the menus are <details>, closed until their button is pressed."""
+    details = page.locator(f'header details[data-menu="{menu}"]')
+    details.locator("> summary").click()
+    details.get_by_role("link", name=link, exact=True).click()
+
+
+def switch_organization(page: Any, name: str) -> None:
+    """Choose another organization in the switcher at the top right."""
+    details = page.locator('header details[data-menu="organization-switcher"]')
+    details.locator("> summary").click()
+    details.get_by_label("Organization").select_option(label=name)
+    details.get_by_role("button", name="Switch").click()
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     skipped = terminalreporter.stats.get("skipped", [])
     if any(MISSING in str(getattr(report, "longrepr", "")) for report in skipped):

@@ -26,6 +26,26 @@ from entitle.tenancy.models import Role, User
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Wallet keys sold in some regions only. The default catalog's regional parts are My2N vouchers
+# (9137958, 02683-001), which the wallet never takes (issue 14 point 10): tests of a wallet's
+# region rules use these.
+REGIONAL_SKUS = {"products": [{"code": "access-commander", "name": "2N Access Commander", "model": "access_commander",
+                               "skus": [{"part_number": "AC-EU-ONLY", "name": "Devices, EU only",
+                                         "grant_kind": "capacity", "grants": {"devices": 5},
+                                         "regions": ["EU", "LATAM", "MEA"]},
+                                        {"part_number": "AC-US-ONLY", "name": "Devices, US & APAC only",
+                                         "grant_kind": "capacity", "grants": {"devices": 5},
+                                         "regions": ["US", "APAC"]}]}]}
+
+
+def load_regional_skus(world: World) -> None:
+    from entitle.actors import operator
+    from entitle.catalog import services as catalog
+    from entitle.db import transaction
+
+    with transaction(world.ctx.sessions) as s:
+        catalog.load(s, catalog.parse_obj(REGIONAL_SKUS), actor=operator(), now=world.now)
+
 
 @dataclass
 class Member:

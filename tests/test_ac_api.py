@@ -155,7 +155,7 @@ def test_adding_a_license_replaces_the_current_one_whole(world: Any, inst: Inst)
     assert r.status_code == 201
     assert inst.view()["capacity"]["devices"] == 5  # not 15: the new license replaced the old
     assert inst.wallet() == {"91379040": 2}  # the old license's 2 units came back
-    lics = inst.client.get(inst.base + "/licenses", headers=inst.h()).json()
+    lics = inst.client.get(inst.base + "/licenses", headers=inst.h()).json()["items"]
     assert [lic["replaced_at"] is None for lic in lics] == [True, False]
     with world.ctx.sessions() as s:
         old_acct = s.scalars(select(Account).where(Account.kind == "ac_license", Account.ref == str(first["id"]))).one()
@@ -528,7 +528,7 @@ def test_system_users_are_unlimited_but_a_tier_limits_administrators(inst: Inst)
     assert r.status_code == 409 and error_code(r) == "admin_limit_reached"
     assert r.json()["error"]["detail"] == {"owned": 1, "admins": 5}
     assert inst.post("/system-users", {"name": "sixth", "admin": False}).status_code == 201  # users: unlimited
-    users = inst.client.get(inst.base + "/system-users", headers=inst.h()).json()
+    users = inst.client.get(inst.base + "/system-users", headers=inst.h()).json()["items"]
     assert len(users) == 6 and sum(u["admin"] for u in users) == 5  # nothing already there was lost
 
 

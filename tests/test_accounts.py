@@ -207,7 +207,7 @@ def test_api_lists_and_revokes_your_web_sessions_only(world, client):
     first, second = start_sessions(world, ann.user, 2)
     [bobs] = start_sessions(world, bob.user, 1)
 
-    listed = client.get("/api/v1/auth/sessions", headers=auth(ann.token)).json()
+    listed = client.get("/api/v1/auth/sessions", headers=auth(ann.token)).json()["items"]
     assert [s["id"] for s in listed] == [second, first]  # newest first
     assert listed[0]["revoked_at"] is None and listed[0]["expires_at"] > listed[0]["created_at"]
 
@@ -227,7 +227,7 @@ def test_api_lists_and_revokes_your_tokens_only(world, client):
     ann, bob = person(world, "ann@example.com"), person(world, "bob@example.com")
     with transaction(world.ctx.sessions) as s:
         deploy, row = tenancy.create_token(s, user=s.get(User, ann.user.id), name="deploy", now=world.now)
-    listed = client.get("/api/v1/auth/tokens", headers=auth(ann.token)).json()
+    listed = client.get("/api/v1/auth/tokens", headers=auth(ann.token)).json()["items"]
     assert [t["name"] for t in listed] == ["deploy", "test"] and listed[0]["id"] == row.id  # newest first
     assert all(t["prefix"] and t["revoked_at"] is None for t in listed)
     assert deploy not in json.dumps(listed)  # a token is shown once, at its creation
@@ -235,7 +235,7 @@ def test_api_lists_and_revokes_your_tokens_only(world, client):
     r = client.post(f"/api/v1/auth/tokens/{row.id}/revoke", headers=auth(ann.token))
     assert r.status_code == 200 and r.json()["revoked_at"] == world.now.isoformat()
     assert client.get("/api/v1/me", headers=auth(deploy)).status_code == 401
-    assert [t["name"] for t in client.get("/api/v1/auth/tokens", headers=auth(ann.token)).json()] == ["test"]
+    assert [t["name"] for t in client.get("/api/v1/auth/tokens", headers=auth(ann.token)).json()["items"]] == ["test"]
 
     with world.ctx.sessions() as s:
         bobs_id = tenancy.active_tokens(s, user_id=bob.user.id)[0].id

@@ -14,7 +14,7 @@ from entitle.history.models import HistoryEntry
 from entitle.keys.models import LicenseKey
 from entitle.tenancy import services as tenancy
 from entitle.tenancy.models import ApiToken, Role
-from helpers import error_code, join, org_with_owner, person, redeem
+from helpers import error_code, join, load_regional_skus, org_with_owner, person, redeem
 
 
 # --- R-CORE-2 roles -----------------------------------------------------------------------------
@@ -50,7 +50,7 @@ def test_only_an_owner_manages_members(world, client):
     r = client.post(f"/api/v1/orgs/{org}/members", json={"email": "new@example.com", "role": "admin"},
                     headers=auth(owner.token))
     assert r.status_code == 201 and r.json() == {"email": "new@example.com", "role": "admin"}
-    members = client.get(f"/api/v1/orgs/{org}/members", headers=auth(newcomer.token)).json()
+    members = client.get(f"/api/v1/orgs/{org}/members", headers=auth(newcomer.token)).json()["items"]
     assert {m["email"]: m["role"] for m in members} == {
         "ann@example.com": "owner", "adm@example.com": "admin", "val@example.com": "viewer",
         "new@example.com": "admin"}
@@ -85,11 +85,12 @@ def test_a_reseller_in_two_organizations_sees_and_works_in_both(world, client):
         [("Customer One", "admin"), ("Customer Two", "admin")]
     orgs = client.get("/api/v1/orgs", headers=auth(reseller.token)).json()["items"]
     assert sorted(o["id"] for o in orgs) == sorted([one, two])
-    [eu_key] = world.mint("9137958")
-    [us_key] = world.mint("02683-001")
+    load_regional_skus(world)
+    [eu_key] = world.mint("AC-EU-ONLY")
+    [us_key] = world.mint("AC-US-ONLY")
     assert redeem(client, reseller.token, one, eu_key).status_code == 200
     assert redeem(client, reseller.token, two, us_key).status_code == 200
-    for org, part in ((one, "9137958"), (two, "02683-001")):
+    for org, part in ((one, "AC-EU-ONLY"), (two, "AC-US-ONLY")):
         lines = client.get(f"/api/v1/orgs/{org}/wallet", headers=auth(reseller.token)).json()["lines"]
         assert [(l["part_number"], l["units"]) for l in lines] == [(part, 1)]
     assert client.get(f"/api/v1/orgs/{three}/wallet", headers=auth(reseller.token)).status_code == 404

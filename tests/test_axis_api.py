@@ -86,17 +86,17 @@ def test_register_add_devices_start_redeem_allocate_fully_licensed(world, client
     system_id = o.system("ACS-1")
     out = o.add(system_id, [f"CAM-{i}" for i in range(8)])
     assert out["added"] == 8 and out["system"]["devices"] == {"core": 8}
-    devices = o.get(f"/systems/{system_id}/devices").json()
+    devices = o.get(f"/systems/{system_id}/devices").json()["items"]
     assert [d["serial"] for d in devices] == sorted(f"CAM-{i}" for i in range(8))
     assert {d["license_type"] for d in devices} == {"core"} and devices[0]["hardware_serial"] is None
-    assert [s["uid"] for s in o.get("/systems").json()] == ["ACS-1"]
+    assert [s["uid"] for s in o.get("/systems").json()["items"]] == ["ACS-1"]
     assert o.get(f"/systems/{system_id}").json()["devices"] == {"core": 8}
 
     # R-AX-13: registered, not started: the product's trial.
     st = o.status()
     assert st["state"] == "trial" and st["registered"] and st["current_year"] is None
     assert st["license_types"]["core"]["need_now"] == 8
-    [row] = o.get("/products").json()
+    [row] = o.get("/products").json()["items"]
     assert row["product"] == P and row["state"] == "trial" and row["systems"] == 1
 
     # R-AX-3: starting fixes the years and opens a 30-day grace period.
@@ -123,9 +123,9 @@ def test_register_add_devices_start_redeem_allocate_fully_licensed(world, client
     assert st["state"] == "fully_licensed" and st["years"][0]["fully_licensed"]
     assert st["license_types"]["core"] == {"need_now": 8, "need": 8, "allocated": 8, "state": "fully_licensed"}
     assert st["wallet"]["lots"][0]["units"] == 2
-    [row] = o.get(f"/products/{P}/allocations").json()
+    [row] = o.get(f"/products/{P}/allocations").json()["items"]
     assert (row["kind"], row["license_type"], row["year"], row["units"]) == ("allocation", "core", 0, 8)
-    assert o.get("/products").json()[0]["state"] == "fully_licensed"
+    assert o.get("/products").json()["items"][0]["state"] == "fully_licensed"
     with world.ctx.sessions() as s:
         assert ledger.unbalanced_transactions(s) == [] and ledger.negative_accounts(s) == []
 
@@ -143,7 +143,7 @@ def test_allocation_posts_are_idempotent(world, client):
     again = client.post(f"{o.base}/products/{P}/allocations", json=body, headers=headers)
     assert first.status_code == again.status_code == 201
     assert again.headers.get("Idempotent-Replayed") == "true" and again.json() == first.json()
-    assert len(o.get(f"/products/{P}/allocations").json()) == 1
+    assert len(o.get(f"/products/{P}/allocations").json()["items"]) == 1
     assert o.status()["wallet"]["lots"][0]["units"] == 6
     other = {"lines": [{"license_type": "core", "year": 1, "units": 4}]}
     refused(client.post(f"{o.base}/products/{P}/allocations", json=other, headers=headers), 422,
@@ -161,7 +161,7 @@ def test_a_short_wallet_refuses_the_whole_allocation_with_what_is_missing(world,
     assert detail["missing"] == 3
     assert detail["lines"] == [{"license_type": "core", "term_years": 1, "needed": 8, "available": 5, "missing": 3}]
     # every line or none: the universal line did not go through either
-    assert o.get(f"/products/{P}/allocations").json() == []
+    assert o.get(f"/products/{P}/allocations").json()["items"] == []
     assert sum(lot["units"] for lot in o.status()["wallet"]["lots"]) == 6
     # five-year units are another pool
     refused(o.allocate(("core", 0, 1, 5)), 409, "insufficient_units")
@@ -187,7 +187,7 @@ def test_refusals_before_a_subscription_and_for_unknown_things(world, client):
     refused(o.get("/hardware/NOPE"), 404, "hardware_not_found")
     r = o.post(f"/systems/{system_id}/devices/remove", {"serials": ["ACS-1-CAM-0"]})
     assert r.status_code == 200 and r.json()["removed"] == 1 and r.json()["system"]["devices"] == {}
-    assert o.get(f"/systems/{system_id}/devices").json() == []
+    assert o.get(f"/systems/{system_id}/devices").json()["items"] == []
 
 
 def test_a_viewer_reads_but_may_not_license(world, client):
@@ -282,7 +282,7 @@ def test_without_any_allocation_the_product_is_not_licensed_after_the_grace_end(
     clock.set(grace_end + timedelta(days=1))
     st = o.status()
     assert st["state"] == "not_licensed" and st["license_types"]["core"]["state"] == "not_licensed"
-    assert o.get("/products").json()[0]["state"] == "not_licensed"
+    assert o.get("/products").json()["items"][0]["state"] == "not_licensed"
 
 
 def test_renew_ahead_covers_the_coming_years_and_the_renewal_opens_a_new_grace(world, client):
@@ -336,7 +336,7 @@ def test_renew_with_a_short_wallet_is_refused(world, client):
     detail = refused(o.post(f"/products/{P}/renew", {"years_ahead": 2}, idem=True), 409, "insufficient_units")
     assert detail["missing"] == 6 and detail["years"] == [0, 1, 2]
     assert detail["lines"] == [{"license_type": "core", "missing": 6, "missing_by_year": {"1": 2, "2": 4}}]
-    assert o.get(f"/products/{P}/allocations").json() == []
+    assert o.get(f"/products/{P}/allocations").json()["items"] == []
 
 
 def test_upgrade_converts_allocated_core_units_to_universal_once(world, client):
@@ -357,7 +357,7 @@ def test_upgrade_converts_allocated_core_units_to_universal_once(world, client):
                         "state": "fully_licensed"}
     st = o.status()
     assert st["license_types"]["core"]["allocated"] == 2 and st["license_types"]["universal"]["allocated"] == 2
-    kinds = sorted((a["kind"], a["license_type"], a["units"]) for a in o.get(f"/products/{P}/allocations").json())
+    kinds = sorted((a["kind"], a["license_type"], a["units"]) for a in o.get(f"/products/{P}/allocations").json()["items"])
     assert kinds == [("allocation", "core", 4), ("upgrade", "universal", 2), ("upgraded", "core", -2)]
     # each upgrade unit is used once
     refused(o.post(f"/products/{P}/upgrades", {"year": 0, "units": 1}, idem=True), 409, "insufficient_units")
@@ -383,12 +383,12 @@ def test_hardware_with_its_preloaded_key_and_an_expansion(world, client):
     refused(o.post("/hardware", {**body, "serial": "S30-0003", "preloaded_key": sub_key}, idem=True), 409,
             "key_not_preloaded")
     refused(o.post("/hardware", {"serial": "S30-0004", "product": P}), 400, "license_type_required")
-    assert [h["serial"] for h in o.get("/hardware").json()] == ["S30-0001"]
+    assert [h["serial"] for h in o.get("/hardware").json()["items"]] == ["S30-0001"]
 
     # devices recorded on the hardware are licensed by it, not counted in the subscription need
     system_id = o.system("ACS-1")
     o.add(system_id, [f"REC-CAM-{i}" for i in range(10)], hardware="S30-0001")
-    devices = o.get(f"/systems/{system_id}/devices").json()
+    devices = o.get(f"/systems/{system_id}/devices").json()["items"]
     assert {d["hardware_serial"] for d in devices} == {"S30-0001"}
     assert o.status()["license_types"]["core"]["need_now"] == 0
     hw = o.get("/hardware/S30-0001").json()
@@ -405,7 +405,7 @@ def test_hardware_with_its_preloaded_key_and_an_expansion(world, client):
     # hardware registered without a key, by license type
     r = o.post("/hardware", {"serial": "S30-0005", "product": P, "license_type": "core"})
     assert r.status_code == 201 and r.json()["licenses"] == 0
-    assert [h["serial"] for h in o.get("/hardware").json()] == ["S30-0001", "S30-0005"]
+    assert [h["serial"] for h in o.get("/hardware").json()["items"]] == ["S30-0001", "S30-0005"]
 
 
 def test_growth_past_twice_the_allocation_is_flagged_not_blocked(world, client):

@@ -6,7 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from conftest import PASSWORD
-from conftest_browser import open_page
+from conftest_browser import open_page, switch_organization
 from entitle.db import transaction
 from entitle.keys import services as keys
 from entitle.tenancy.models import Role
@@ -37,9 +37,9 @@ def test_sign_in_redeem_and_switch_organization(world, live_server, chromium):
     page.get_by_role("button", name="Sign in").click()
     expect(page).to_have_url(live_server.url + "/wallet")
 
-    page.get_by_role("link", name="Dashboard").click()
+    page.get_by_role("link", name="Home", exact=True).click()
     expect(page.get_by_role("heading", name="Alpha GmbH", level=1)).to_be_visible()
-    tile = page.get_by_role("region", name="License")
+    tile = page.get_by_role("region", name="Wallet")
     expect(tile).to_be_visible()
     expect(tile.get_by_role("row", name="91379040")).to_contain_text("2")
 
@@ -63,14 +63,12 @@ def test_sign_in_redeem_and_switch_organization(world, live_server, chromium):
     expect(units).to_have_text("7")
     assert page.evaluate("window.__stillTheSamePage") is True
 
-    switcher = page.get_by_label("Organization")
-    expect(switcher.locator("option")).to_have_text(["Alpha GmbH", "Beta Ltd"])
-    switcher.select_option(label="Beta Ltd")
-    page.get_by_role("button", name="Switch").click()
+    expect(page.get_by_label("Organization").locator("option")).to_have_text(["Alpha GmbH", "Beta Ltd"])
+    switch_organization(page, "Beta Ltd")
     expect(page.get_by_text("Units redeemed into Beta Ltd")).to_be_visible()
     expect(page.get_by_text("The wallet is empty.")).to_be_visible()
-    page.get_by_role("link", name="Dashboard").click()
+    page.get_by_role("link", name="Home", exact=True).click()
     expect(page.get_by_role("heading", name="Beta Ltd", level=1)).to_be_visible()
-    expect(page.get_by_role("region", name="Organization")).to_contain_text("APAC")
+    expect(page.locator(".org-line")).to_contain_text("Region APAC")
     # Everything the pages use is allowed by their Content-Security-Policy.
     assert not [m for m in console if "Content Security Policy" in m], console

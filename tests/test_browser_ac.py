@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from conftest import PASSWORD
-from conftest_browser import open_page, sign_in
+from conftest_browser import follow, open_page, sign_in
 
 pytest_plugins = ["conftest_browser"]
 
@@ -45,7 +45,7 @@ def test_register_license_and_activate_in_order(world, live_server, chromium):
         expect(page.locator(f'tr[data-serial="{serial}"] td.connected')).to_have_text("connected")
 
     # Redeem a key into the wallet.
-    page.get_by_role("link", name="Wallet", exact=True).click()
+    follow(page, "organization", "Wallet")
     page.get_by_label("Redeem a license key").fill(code)
     page.get_by_role("button", name="Redeem").click()
     expect(page.get_by_role("status")).to_have_text("Redeemed 1 × 91379040")

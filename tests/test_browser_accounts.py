@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 from typer.testing import CliRunner
 
 from conftest import PASSWORD
-from conftest_browser import open_page, sign_in
+from conftest_browser import follow, open_page, sign_in
 from entitle.cli.main import app as cli_app
 from entitle.db import transaction
 from entitle.tenancy import services as tenancy
@@ -61,7 +61,7 @@ def test_first_run_admin_is_asked_for_a_new_password_then_lands_on_the_dashboard
     fill_password_form(page, first["password"], NEW, NEW)
     expect(page).to_have_url(live_server.url + "/")
     expect(page.get_by_role("heading", name="My organization", level=1)).to_be_visible()
-    page.get_by_role("link", name="Wallet", exact=True).click()
+    follow(page, "organization", "Wallet")
     expect(page.get_by_role("heading", name="Wallet", level=1)).to_be_visible()
     assert not [m for m in console if "Content Security Policy" in m], console
 
@@ -75,7 +75,7 @@ def test_revoking_another_session_signs_that_browser_out(world, live_server, chr
     sign_in(there, live_server.url, "ann@example.com", PASSWORD)
     expect(there.get_by_role("heading", name="Acme", level=1)).to_be_visible()
 
-    here.get_by_role("link", name="Account").click()
+    follow(here, "account", "Password and sessions")
     expect(here.get_by_role("heading", name="Your account", level=1)).to_be_visible()
     sessions = here.get_by_role("table").locator("tbody tr")
     expect(sessions).to_have_count(2)

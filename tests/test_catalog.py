@@ -18,7 +18,7 @@ from helpers import count_rows, error_code, org_with_owner, person
 def shipped(world, client):  # noqa: ANN001, ANN201
     """The shipped catalog as the API lists it: part number -> SKU."""
     token = person(world, "reader@example.com").token
-    products = client.get("/api/v1/catalog/products", headers=auth(token)).json()
+    products = client.get("/api/v1/catalog/products?limit=500", headers=auth(token)).json()["items"]
     return {s["part_number"]: s for p in products for s in p["skus"]}, {p["code"]: p for p in products}
 
 

@@ -29,6 +29,7 @@ from entitle.ledger import services as ledger
 from entitle.ledger.models import Account, Entry
 from entitle.tenancy import services as tenancy
 from entitle.tenancy.models import Membership, Organization, Role, User
+from helpers import load_regional_skus
 
 Cli = Callable[..., Result]
 runner = CliRunner()
@@ -302,7 +303,8 @@ def test_redeem_refusals_each_have_their_code_and_exit_1(ctx: Context, world: Wo
     # R-CORE-4
     org = str(world.org("Acme", region="EU"))
     good, to_cancel = world.mint("91379040", count=2, quantity=5)
-    (us_only,) = world.mint("02683-001")
+    load_regional_skus(world)
+    (us_only,) = world.mint("AC-US-ONLY")
     mistyped = ("A" if good[0] != "A" else "B") + good[1:]
     never_issued = codes.generate()
 

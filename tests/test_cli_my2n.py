@@ -184,15 +184,16 @@ def test_export_and_import_round_trip_with_a_progress_bar(world: World, cli: Cli
     assert result.exit_code == 0 and result.stdout == "" and "Exported 4 row(s)" in result.stderr
     assert target.read_bytes() == exported.encode()
 
-    b = cli.json("site", "create", "--org", co.org, "--name", "Block B")["id"]
-    done = cli("site", "import", "--org", co.org, "--site", str(b), "--file", str(target))
+    # Into another company's site: within one company a serial is on one site at a time (issue 14).
+    other = Company(world, cli, name="Elsewhere", site="Block B")
+    done = cli("site", "import", *other.at, "--file", str(target))
     assert done.exit_code == 0, done.output
     assert "Imported 4 row(s)" in done.stdout and "3 apartment(s) created, 3 device(s) added" in done.stdout
     assert "importing" in done.stderr and "4/4" in done.stderr  # the progress bar, on stderr
-    assert cli.ok("site", "export", "--org", co.org, "--site", "Block B") == printed
+    assert cli.ok("site", "export", *other.at) == printed
 
     # --json: only the JSON on stdout, no bar on stderr.
-    again = cli("site", "import", "--org", co.org, "--site", str(b), "--file", str(target), "--json")
+    again = cli("site", "import", *other.at, "--file", str(target), "--json")
     assert again.exit_code == 0 and again.stderr == ""
     assert json.loads(again.stdout)["devices_added"] == 0  # the same file again changes nothing
 

@@ -127,20 +127,20 @@ def test_two_processes_share_one_key_and_one_rate_limit(world, two_servers):
     # R-CORE-4 / R-CORE-5: two server processes on one database behave as one.
     urls = two_servers
     org, owner = org_with_owner(world, "Acme", "ann@example.com")
-    [code] = world.mint("9137958", quantity=2)
+    [code] = world.mint("91379041", quantity=2)
     results = at_once(CLIENTS, lambda c, i: c.post(f"{urls[i % 2]}/api/v1/orgs/{org}/wallet/redeem",
                                                    json={"key": code}, headers=auth(owner.token, f"k{i}")))
     assert Counter(outcome(r) for r in results) == {(200, ""): 1, (409, "key_already_redeemed"): CLIENTS - 1}
-    assert wallet_of(world.ctx.engine, org) == {"9137958": 2}
+    assert wallet_of(world.ctx.engine, org) == {"91379041": 2}
     assert_ledger_sound(world)
 
     # Rate limit: 60 per organization per minute across both processes (50 used above).
-    keys = world.mint("9137958", count=20)
+    keys = world.mint("91379041", count=20)
     results = at_once(20, lambda c, i: c.post(f"{urls[i % 2]}/api/v1/orgs/{org}/wallet/redeem",
                                               json={"key": keys[i]}, headers=auth(owner.token, f"r{i}")))
     got = Counter(outcome(r) for r in results)
     assert got == {(200, ""): 10, (429, "rate_limited"): 10}
     assert all(r.headers.get("Retry-After") for r in results if r.status_code == 429)
-    assert wallet_of(world.ctx.engine, org) == {"9137958": 2 + 10}
+    assert wallet_of(world.ctx.engine, org) == {"91379041": 2 + 10}
     assert count_rows(world.ctx.engine, LedgerTransaction) == 2 + 11  # 2 mints, 11 redeems
     assert_ledger_sound(world)

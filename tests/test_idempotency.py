@@ -99,7 +99,7 @@ def test_a_mint_replay_returns_no_codes_and_mints_nothing(world, client):
 def test_cancel_requires_and_honours_an_idempotency_key(world, client):
     # R-CORE-5: cancelling moves units too.
     issuer = person(world, "vendor@example.com", issuer=True)
-    [code] = world.mint("9137958")
+    [code] = world.mint("91379040")
     url = "/api/v1/issuer/keys/cancel"
     r = client.post(url, json={"key": code}, headers=auth(issuer.token))
     assert error_code(r) == "idempotency_key_required"

@@ -79,7 +79,7 @@ def test_no_route_lets_one_organization_see_or_change_anothers_data(world, clien
     org_a, alice = org_with_owner(world, "Alpha", "alice@example.com")
     org_b, bob = org_with_owner(world, SECRET_NAME, "bravo-owner@example.com")
     join(world, org_b, "bravo-viewer@example.com", Role.viewer)
-    redeemed, spare_a = world.mint("9137958", count=2, quantity=3)
+    redeemed, spare_a = world.mint("91379041", count=2, quantity=3)
     [spare_b] = world.mint("91379040")
     assert redeem(client, bob.token, org_b, redeemed).status_code == 200
     # B has an Access Commander installation with a device (their ids are among B's row ids).
@@ -106,7 +106,7 @@ def test_no_route_lets_one_organization_see_or_change_anothers_data(world, clien
     b_wallet, b_history = wallet_of(engine, org_b), history_of(engine, org_b)
     with world.ctx.sessions() as s:
         b_members = sorted((m.user_id, m.role) for m in s.scalars(select(Membership).where(Membership.org_id == org_b)))
-    assert b_wallet == {"9137958": 3} and len(b_history) == 20
+    assert b_wallet == {"91379041": 3} and len(b_history) == 20
 
     markers = [SECRET_NAME, "bravo-owner@example.com", "bravo-viewer@example.com", redeemed,
                redeemed.replace("-", ""), "BRAVO-AC-UID", "BRAVO-SERIAL-1", b_device_token,

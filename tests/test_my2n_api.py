@@ -169,8 +169,10 @@ def test_the_seed_dashboard_five_apartments_one_empty_four_to_order(world, clien
     assert board["site"]["id"] == site and board["site"]["model"] == "apartment"
     assert [(r["name"], r["needs_license"], r["paid_devices"]) for r in board["rows"]] == [
         ("A1", True, 1), ("A2", True, 1), ("A3", True, 1), ("A4", True, 1), ("A5", False, 0)]
-    # R-MY-6: never paid, so the four lapsed (their phones stop); the empty one does not.
-    assert board["lapsed"] == ["A1", "A2", "A3", "A4"] and board["lapsing_soon"] == []
+    # R-MY-6: never paid, so the four are "not paid" (their phones stop), not "lapsed": nothing
+    # ended (issue 14 point 10); the empty one needs nothing.
+    assert (board["not_paid"], board["lapsed"], board["lapsing_soon"]) == (["A1", "A2", "A3", "A4"], [], [])
+    assert [r["state"] for r in board["rows"]] == ["not_paid"] * 4 + ["no_license_needed"]
     # The fifth apartment using a device in local mode needs no license either (the seed's "or").
     c.ok(c.device(site, "TAB-5", "tablet", apts[4], local_mode=True), 201)
     assert c.ok(c.get(f"/sites/{site}/dashboard"))["needing_license"] == 4
@@ -196,7 +198,8 @@ def test_local_mode_turns_the_need_for_a_license_off_and_on(world, client):
     assert out["local_mode"] is False and out["paid"] is True
     assert c.ok(c.get(f"/sites/{site}/dashboard"))["needing_license"] == 1
     row = c.ok(c.get(f"/sites/{site}/apartments/{apt}"))
-    assert (row["needs_license"], row["paid_devices"], row["devices"], row["lapsed"]) == (True, 1, 2, True)
+    assert (row["needs_license"], row["paid_devices"], row["devices"], row["lapsed"], row["state"]) == (
+        True, 1, 2, False, "not_paid")  # never paid: not lapsed (issue 14 point 10)
     refused(c.put(f"/sites/{site}/devices/NOPE/local-mode", {"local_mode": True}), 404, "device_not_found")
 
 
@@ -378,8 +381,8 @@ def test_voucher_redeem_is_idempotent_and_pays_apartment_years_from_credit(world
     pay = f"/sites/{site}/apartments/{apt}/pay-from-credit"
     paid = c.post(pay, idem="pay-1")
     year_on = world.now.replace(year=world.now.year + 1).isoformat()
-    assert c.ok(paid) == {"apartment": "1A", "paid_through": year_on,
-                          "pool": {"apartment_years": 0, "device_years": 0}}
+    assert c.ok(paid) == {"apartment": "1A", "paid_through": year_on, "devices_paid_for": None, "top_up": False,
+                          "pool": {"apartment_years": 0, "device_years": 0}}  # an apartment-year: every device
     replay = c.post(pay, idem="pay-1")
     assert c.ok(replay) == paid.json() and replay.headers["Idempotent-Replayed"] == "true"
     assert c.ok(c.get(f"/sites/{site}/apartments/{apt}"))["paid_through"] == year_on  # paid once
@@ -447,7 +450,7 @@ def test_site_and_apartment_admins_meet_the_same_four_device_limit(world, client
         "user_id": site_admin.user.id, "email": "site-admin@example.com", "role": "site_admin",
         "apartment_id": None, "payments": False}
     c.ok(c.post(roles, {"email": "apt-admin@example.com", "role": "apartment_admin", "apartment_id": apt}))
-    assert [(r["email"], r["role"], r["apartment_id"]) for r in c.ok(c.get(roles))] == [
+    assert [(r["email"], r["role"], r["apartment_id"]) for r in c.ok(c.get(roles))["items"]] == [
         ("site-admin@example.com", "site_admin", None), ("apt-admin@example.com", "apartment_admin", apt)]
 
     c.ok(c.post(f"/sites/{site}/apartments", {"name": "1C"}, token=site_admin.token), 201)
@@ -467,7 +470,7 @@ def test_site_and_apartment_admins_meet_the_same_four_device_limit(world, client
     assert r.status_code == 204 and r.content == b""
     refused(c.post(f"/sites/{site}/apartments", {"name": "1E"}, token=site_admin.token), 403, "site_admin_required")
     refused(client.delete(f"{c.base}{roles}/{site_admin.user.id}", headers=c.h()), 409, "site_role_missing")
-    assert [r["email"] for r in c.ok(c.get(roles))] == ["apt-admin@example.com"]
+    assert [r["email"] for r in c.ok(c.get(roles))["items"]] == ["apt-admin@example.com"]
 
     # Refusals of the grant itself.
     person(world, "stranger@example.com")  # a user, not a member of this company
@@ -509,7 +512,7 @@ def test_only_payers_see_prices_and_pay(world, client):
     paid = c.ok(c.post(f"/sites/{site}/apartments/{apt}/pay-from-credit", token=admin.token, idem=True))
     assert paid["pool"] == {"apartment_years": 0, "device_years": 0}
     assert c.ok(c.put(f"/sites/{site}/payment-plan/card", {"payment_method": "pm_card_visa"}, token=admin.token))
-    assert c.ok(c.get(f"/sites/{site}/payments", token=admin.token)) == []
+    assert c.ok(c.get(f"/sites/{site}/payments", token=admin.token))["items"] == []
 
 
 def test_a_site_admin_with_the_payments_permission_activates_a_voucher(world, client):
@@ -567,7 +570,7 @@ def test_card_and_recurring_payment_pay_every_apartment_once(world, client):
     [first_year] = local.outbox
     assert c.ok(_webhook(client, first_year))["outcome"] == "paid"
     assert c.ok(_webhook(client, first_year))["outcome"] == "duplicate"
-    [payment] = c.ok(c.get(f"/sites/{site}/payments"))
+    [payment] = c.ok(c.get(f"/sites/{site}/payments"))["items"]
     assert (payment["apartments"], payment["amount_minor"]) == (4, 4800)
     assert c.ok(c.get(f"/sites/{site}/apartments/{board['rows'][0]['id']}"))["paid_through"] == year
 
@@ -590,13 +593,13 @@ def test_a_declined_or_unreachable_payment_leaves_nothing_paid_and_the_retry_pay
     local.declining, local.timing_out = False, True
     refused(c.post(f"{plan}/recurring/activate", idem="start"), 503, "payment_provider_unreachable")
     board = c.ok(c.get(f"/sites/{site}/dashboard"))
-    assert board["lapsed"] == ["A1", "A2", "A3", "A4"] and c.ok(c.get(f"/sites/{site}/payments")) == []
+    assert board["not_paid"] == ["A1", "A2", "A3", "A4"] and c.ok(c.get(f"/sites/{site}/payments"))["items"] == []
     assert c.ok(c.get(plan))["recurring"] is False
     assert c.ok(c.get(f"/sites/{site}/credit")) == {"apartment_years": 0, "device_years": 0}
     # The retry with the same key (nothing was kept for the failed attempts) pays once.
     local.timing_out = False
     assert c.ok(c.post(f"{plan}/recurring/activate", idem="start"))["paid"] == ["A1", "A2", "A3", "A4"]
-    assert len(local.subscriptions) == 1 and len(c.ok(c.get(f"/sites/{site}/payments"))) == 1
+    assert len(local.subscriptions) == 1 and len(c.ok(c.get(f"/sites/{site}/payments"))["items"]) == 1
 
 
 def test_the_renewal_webhook_pays_a_year_once_and_a_forged_one_nothing(world, client):
@@ -616,7 +619,7 @@ def test_the_renewal_webhook_pays_a_year_once_and_a_forged_one_nothing(world, cl
     assert outcomes == ["paid", "duplicate", "duplicate"]
     rows = c.ok(c.get(f"/sites/{site}/dashboard"))["rows"]
     assert {r["paid_through"] for r in rows[:4]} == {add_years(year, 1).isoformat()}
-    assert len(c.ok(c.get(f"/sites/{site}/payments"))) == 2
+    assert len(c.ok(c.get(f"/sites/{site}/payments"))["items"]) == 2
 
     # A forged or unsigned delivery is refused and changes nothing.
     payload, header = local.make_webhook("payment_succeeded", site_reference=f"site-{site}",
@@ -624,7 +627,7 @@ def test_the_renewal_webhook_pays_a_year_once_and_a_forged_one_nothing(world, cl
                                          currency="eur", apartments=4)
     refused(_webhook(client, (payload.replace(b"in_forged", b"in_other"), header)), 400, "webhook_signature_invalid")
     refused(client.post(f"{API}/my2n/payments/webhook", content=payload), 400, "webhook_signature_invalid")
-    assert len(c.ok(c.get(f"/sites/{site}/payments"))) == 2
+    assert len(c.ok(c.get(f"/sites/{site}/payments"))["items"]) == 2
 
 
 def test_devices_show_whether_they_work_across_the_paid_through_moment(world, client):
@@ -677,6 +680,6 @@ def test_the_issuer_lists_voucher_batches_with_their_code_states(world, client):
     c.ok(c.post(f"/sites/{site}/vouchers/redeem", {"code": used}, idem=True))
     r = client.post(f"{API}/issuer/keys/cancel", json={"key": cancelled}, headers=auth(support.token, "cancel-1"))
     assert r.status_code == 200, r.text
-    [batch] = c.ok(client.get(f"{API}/issuer/voucher-batches", headers=auth(support.token)))
+    [batch] = c.ok(client.get(f"{API}/issuer/voucher-batches", headers=auth(support.token)))["items"]
     assert batch["codes"] == {"active": 1, "used": 1, "cancelled": 1}
     refused(client.get(f"{API}/issuer/voucher-batches", headers=auth(c.token)), 403, "issuer_only")

@@ -75,7 +75,7 @@ def sites(draw: st.DrawFn) -> tuple[list[str], list[timedelta | None], list[GenD
 
 
 def fill(world: World, site_id: int, site: tuple[list[str], list[timedelta | None], list[GenDevice]],
-         now: datetime) -> None:
+         now: datetime, paid_for: list[int | None] | None = None) -> None:
     """Replace the site's apartments and devices with the generated ones (rows written directly:
     what is compared is two readers of the same rows)."""
     names, paid_through, devices = site
@@ -85,11 +85,14 @@ def fill(world: World, site_id: int, site: tuple[list[str], list[timedelta | Non
         s.execute(delete(SiteDevice).where(SiteDevice.site_id == site_id))
         s.execute(delete(Apartment).where(Apartment.site_id == site_id))
         apartments = [Apartment(org_id=row.org_id, site_id=site_id, name=name,
-                                paid_through=None if off is None else now + off, created_at=now)
-                      for name, off in zip(names, paid_through, strict=True)]
+                                paid_through=None if off is None else now + off, created_at=now,
+                                devices_paid_for=paid_for[i] if paid_for else None)
+                      for i, (name, off) in enumerate(zip(names, paid_through, strict=True))]
         s.add_all(apartments)
         s.flush()
-        s.add_all(SiteDevice(org_id=row.org_id, site_id=site_id, serial=f"S-{i}", kind=d.kind, local_mode=d.local_mode,
+        # A serial is on one site of an organization (issue 14): each site's own.
+        s.add_all(SiteDevice(org_id=row.org_id, site_id=site_id, serial=f"S{site_id}-{i}", kind=d.kind,
+                             local_mode=d.local_mode,
                              apartment_id=None if d.apartment is None else apartments[d.apartment].id, created_at=now)
                   for i, d in enumerate(devices))
 
@@ -118,7 +121,11 @@ def test_the_board_answers_exactly_what_the_rules_answer_row_by_row(world: World
         now = START + timedelta(seconds=data.draw(st.integers(0, 3 * 365 * 86_400), "now"),
                                 microseconds=data.draw(st.integers(0, 999_999), "µs"))
         for site_id in (main, sibling, foreign):
-            fill(world, site_id, data.draw(sites(), f"site {site_id}"), now)
+            site = data.draw(sites(), f"site {site_id}")
+            # Some apartments paid per device (R-MY-5, issue 14 point 6): for 0 to 4 devices.
+            paid_for = data.draw(st.lists(st.one_of(st.none(), st.integers(0, 4)), min_size=len(site[0]),
+                                          max_size=len(site[0])), f"devices paid for {site_id}")
+            fill(world, site_id, site, now, paid_for)
         for site_id in (main, sibling, foreign):
             old, new = both(world, site_id, now)
             assert new == old
@@ -140,7 +147,9 @@ def test_the_seed_site_five_apartments_one_empty_four_need_a_license(world: Worl
             my2n.add_device(s, site=site, serial=f"PHONE-{i}", kind="phone", apartment_id=apt.id, actor=CLI, now=now)
     old, new = both(world, site_id, now)
     assert (new["apartments"], new["needing_license"], new["order"]) == (5, 4, {"part_number": "9137958", "quantity": 4})
-    assert new["lapsed"] == ["A1", "A2", "A3", "A4"]  # never paid
+    # Never paid: "not paid", not "lapsed" (issue 14 point 10).
+    assert (new["lapsed"], new["not_paid"]) == ([], ["A1", "A2", "A3", "A4"])
+    assert {r["state"] for r in new["rows"]} == {"not_paid", "no_license_needed"}
     assert [r["paid_devices"] for r in new["rows"]] == [1, 1, 1, 1, 0]
     assert new == old
 
@@ -179,7 +188,7 @@ def test_lapsed_from_the_paid_through_moment_and_warned_up_to_30_days_before(wor
         quiet = my2n.create_apartment(s, site=site, name="ended, nothing billable", actor=CLI, now=now)
         quiet.paid_through = now - WARNING
     old, new = both(world, site_id, now)
-    assert new["lapsed"] == ["ends now", "ended", "never paid"]
+    assert (new["lapsed"], new["not_paid"]) == (["ends now", "ended"], ["never paid"])  # point 10
     assert new["lapsing_soon"] == ["in 30 days", "in a µs"]
     assert new == old
 

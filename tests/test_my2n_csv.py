@@ -122,7 +122,9 @@ def test_an_empty_site_exports_the_header_only(world: World) -> None:
 
 def test_export_then_import_into_an_empty_site_gives_the_same_data(world: World) -> None:
     co = Company(world)
-    a, b = co.site("Block A"), co.site("Block B")
+    # Into another company's site: within one company a serial is on one site at a time (issue 14).
+    other = Company(world, "Elsewhere", "other@example.com")
+    a, b = co.site("Block A"), other.site("Block B")
     co.build(a, ["1A", "1B", "Penthouse, north", '2 "C"', "=SUM(A1)", "-1", "'quoted", "empty"],
              [("IC-1", "intercom", None, False), ("IC-2", "intercom", None, False),
               ("PH-1", "phone", "1A", False), ("PH-2", "phone", "1A", True), ("TAB-1", "tablet", "1A", False),
@@ -136,11 +138,11 @@ def test_export_then_import_into_an_empty_site_gives_the_same_data(world: World)
     assert "'=SUM(A1),'@ph,phone" in text and "'-1,PH-4" in text and "''quoted,PH-5" in text
     assert "'+420 TAB" in text
 
-    result = co.load(b, text)
+    result = other.load(b, text)
     assert result == {"site": b, "rows": 15, "apartments_created": 8, "devices_added": 14, "devices_assigned": 0,
                       "local_mode_changed": 0}
-    assert co.state(b) == co.state(a)
-    assert co.export(b) == text
+    assert other.state(b) == co.state(a)
+    assert other.export(b) == text
 
 
 def test_importing_a_sites_own_export_again_changes_nothing(world: World) -> None:
@@ -266,7 +268,7 @@ def test_every_bad_row_is_reported_with_its_row_column_and_code(world: World) ->
         (6, "serial", "device_exists"), (7, "serial", "device_exists"), (8, "serial", "device_exists"),
         (9, "kind", "intercom_not_in_apartment"), (10, "kind", "intercom_not_in_apartment"),
         (11, "local_mode", "local_mode_invalid"), (12, "serial", "serial_required"), (13, None, "row_invalid"),
-        (14, "apartment", "name_invalid"), (15, "serial", "value_invalid"), (16, "kind", "device_kind_invalid")]
+        (14, "apartment", "name_invalid"), (15, "serial", "text_control_characters"), (16, "kind", "device_kind_invalid")]
 
 
 def test_the_refusal_names_the_first_occurrence_of_a_duplicate(world: World) -> None:
@@ -360,7 +362,8 @@ def test_a_refused_row_among_hundreds_writes_nothing(world: World) -> None:  # R
 
 def test_api_export_and_import(world: World, client: Any) -> None:
     co = Company(world)
-    a, b = co.site("Block A"), co.site("Block B")
+    other = Company(world, "Elsewhere", "other@example.com")  # one serial, one site of a company (issue 14)
+    a, b = co.site("Block A"), other.site("Block B")
     co.build(a, ["1A", "1B"], [("IC-1", "intercom", None, False), ("PH-1", "phone", "1A", True)])
     base = f"/api/v1/orgs/{co.org}/sites"
     r = client.get(f"{base}/{a}/export.csv", headers=auth(co.owner.token))
@@ -368,12 +371,12 @@ def test_api_export_and_import(world: World, client: Any) -> None:
     assert f'filename="site-{a}.csv"' in r.headers["content-disposition"]
     assert r.text == co.export(a)
 
-    r = client.post(f"{base}/{b}/import", content=r.content,
-                    headers={**auth(co.owner.token), "Content-Type": "text/csv"})
+    r = client.post(f"/api/v1/orgs/{other.org}/sites/{b}/import", content=r.content,
+                    headers={**auth(other.owner.token), "Content-Type": "text/csv"})
     assert r.status_code == 200, r.text
     assert r.json() == {"site": b, "rows": 3, "apartments_created": 2, "devices_added": 2, "devices_assigned": 0,
                         "local_mode_changed": 0}
-    assert co.state(b) == co.state(a)
+    assert other.state(b) == co.state(a)
 
 
 def test_api_import_refusals_have_the_error_shape(world: World, client: Any) -> None:

@@ -203,11 +203,12 @@ def test_a_lapsed_apartment_stops_its_paid_devices_only() -> None:
 
 def test_dashboard_warns_before_a_license_lapses() -> None:
     # R-MY-6: on 2026-03-10 12:00 apartment 1 lapsed, 2 lapses on 2026-04-01 (within 30 days),
-    # 3 is paid to 2027, 4 was never paid; 5 needs no license, so its past date warns nothing.
+    # 3 is paid to 2027, 4 was never paid (not paid, not lapsed: issue 14 point 10); 5 needs no
+    # license, so its past date warns nothing.
     apartments = [Apartment(1, t(2026, 3, 1)), Apartment(2, t(2026, 4, 1)), Apartment(3, t(2027, 1, 1)),
                   Apartment(4), Apartment(5, t(2026, 3, 20))]
     board = rules.dashboard(Site(1, "apartment", "APAC"), apartments, SEED_DEVICES, NOW)
-    assert (board.lapsed, board.lapsing_soon) == ((1, 4), (2,))
+    assert (board.lapsed, board.not_paid, board.lapsing_soon) == ((1,), (4,), (2,))
 
 
 # --- R-MY-4 -------------------------------------------------------------------------------------

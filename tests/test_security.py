@@ -100,9 +100,21 @@ def test_the_bound_follows_the_argon2_memory_cost(monkeypatch):
     settings = tenancy.get_settings().model_copy(update={"argon2_memory_cost": 65536,
                                                          "password_check_memory_mib": 256})
     monkeypatch.setattr(tenancy, "get_settings", lambda: settings)
+    monkeypatch.setattr(tenancy.os, "cpu_count", lambda: 64)
     assert tenancy.password_checks_at_once() == 4  # 4 x 64 MiB
     monkeypatch.setattr(tenancy, "get_settings", lambda: settings.model_copy(update={"argon2_memory_cost": 1 << 20}))
     assert tenancy.password_checks_at_once() == 1  # never none
+
+
+def test_the_bound_follows_the_cores(monkeypatch):
+    # Each check runs argon2's 4 lanes in threads: no more checks at once than the cores run, so
+    # that /healthz keeps a core during a flood; never none.
+    settings = tenancy.get_settings().model_copy(update={"argon2_memory_cost": 65536,
+                                                         "password_check_memory_mib": 1024})
+    monkeypatch.setattr(tenancy, "get_settings", lambda: settings)
+    for cores, checks in ((2, 1), (4, 1), (8, 2), (16, 4), (64, 16), (None, 1)):
+        monkeypatch.setattr(tenancy.os, "cpu_count", lambda cores=cores: cores)
+        assert tenancy.password_checks_at_once() == checks, cores
 
 
 @pytest.mark.parametrize("route", ["token", "password"])

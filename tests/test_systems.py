@@ -50,7 +50,7 @@ def test_upload_registers_the_system_and_returns_its_license_file(ctx, client, a
     assert lic.payload["organization"] == org
     assert lic.payload["need"] == {"core": 12, "universal": 2}
     assert lic.payload["devices"] == ["ACCC8E000001", "ACCC8E000002"]
-    listed = client.get(f"/api/v1/orgs/{org}/systems", headers=auth(token)).json()
+    listed = client.get(f"/api/v1/orgs/{org}/systems", headers=auth(token)).json()["items"]
     assert [s["uid"] for s in listed] == ["SYS-0001"]
     # A newer file from the same system updates it.
     text2 = make_system_file(key, "SYS-0001", "axis-camera-station", {"core": 15}, ["ACCC8E000001"],
@@ -73,7 +73,7 @@ def test_a_replayed_system_file_is_refused_and_changes_nothing(ctx, client, acme
     assert r.status_code == 409 and r.json()["error"]["code"] == "system_file_replayed"
     assert _counts(ctx) == before
     # The replay did not roll the need back to the old file's.
-    assert client.get(f"/api/v1/orgs/{org}/systems", headers=auth(token)).json()[0]["need"] == {"core": 9}
+    assert client.get(f"/api/v1/orgs/{org}/systems", headers=auth(token)).json()["items"][0]["need"] == {"core": 9}
 
 
 def test_a_retried_upload_with_the_same_idempotency_key_gets_its_license_file_back(ctx, client, acme):
@@ -139,7 +139,7 @@ def test_another_organizations_system_is_refused(ctx, client, world, acme):
                                                      {"core": 1}, [], ctx.clock.now()))
     assert r.status_code == 409 and r.json()["error"]["code"] == "system_key_mismatch"
     # The other organization cannot read it either.
-    sid = client.get(f"/api/v1/orgs/{org}/systems", headers=auth(token)).json()[0]["id"]
+    sid = client.get(f"/api/v1/orgs/{org}/systems", headers=auth(token)).json()["items"][0]["id"]
     assert client.get(f"/api/v1/orgs/{other}/systems/{sid}",
                       headers=auth(world.token(other_owner))).status_code == 404
 

@@ -80,9 +80,9 @@ def test_sign_in_then_sign_out(world, client):
 
     home = client.get("/")
     assert home.status_code == 200
-    # The dashboard: organization name, region and the user's role, and the License tile.
+    # The home page: organization name, region and the user's role, and the Attention list.
     assert "Acme" in home.text and "US" in home.text and "owner" in home.text
-    assert 'id="tile-license"' in home.text
+    assert 'id="attention-heading"' in home.text
 
     csrf = re.search(r'<meta name="csrf-token" content="([^"]+)"', home.text).group(1)
     out = client.post("/logout", data={"csrf_token": csrf}, follow_redirects=False)
@@ -182,7 +182,10 @@ def test_refused_keys_show_their_error_code(world, client):
 
     mistyped = client.post("/wallet/redeem", data={"key": mistype(code), "csrf_token": csrf}, headers=HTMX)
     assert mistyped.status_code == 400 and "key_mistyped" in mistyped.text
-    assert "mistyped" in mistyped.text.split("key_mistyped", 1)[1]
+    # The sentence first, then the stable code in small print (issue 16 point 6).
+    shown = re.search(r'<p class="message error" role="alert"><span class="error-message">([^<]+)</span> '
+                      r'<small class="error-code">Code: <code>([^<]+)</code></small></p>', mistyped.text)
+    assert shown and "mistyped" in shown.group(1) and shown.group(2) == "key_mistyped"
     # The typed key stays in the field so the user can correct it.
     assert f'value="{mistype(code)}"' in mistyped.text
 
@@ -327,6 +330,15 @@ def test_issuer_mints_and_sees_the_codes_once(world, client):
     assert r.status_code == 200 and "shown once" in r.text
     minted = re.search(r'<textarea id="minted-codes"[^>]*>([^<]*)</textarea>', r.text).group(1).split()
     assert len(minted) == 4 and len(set(minted)) == 4
+    # The form keeps the part number for the next batch, and the codes download as CSV (issue 16).
+    assert re.search(r'<option value="91379041" selected>', r.text)
+    batch = re.search(r'action="/issuer/keys/(\d+)/codes.csv"', r.text).group(1)
+    shown = re.search(r'<input type="hidden" name="codes" value="([^"]+)">', r.text).group(1)
+    download = client.post(f"/issuer/keys/{batch}/codes.csv", data={"codes": shown, "csrf_token": csrf})
+    assert download.status_code == 200 and download.headers["content-type"].startswith("text/csv")
+    assert download.headers["content-disposition"] == f'attachment; filename="license-keys-batch-{batch}.csv"'
+    assert download.text.splitlines() == ["key,part_number,quantity"] + [f"{c},91379041,3" for c in minted]
+    assert client.post(f"/issuer/keys/{batch}/codes.csv", data={"codes": shown}).status_code == 403  # no CSRF
     later = client.get("/issuer/keys").text
     assert "Spring" in later and not any(code in later for code in minted)
 

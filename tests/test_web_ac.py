@@ -28,7 +28,7 @@ def text_of(page: str) -> str:
 
 def content_of(page: str) -> str:
     """The <main> content (or the whole htmx fragment): no layout forms (switcher, sign-out)."""
-    m = re.search(r'<main id="content">(.*)</main>', page, re.S)
+    m = re.search(r'<main id="content"[^>]*>(.*)</main>', page, re.S)
     return m.group(1) if m else page
 
 
@@ -39,7 +39,7 @@ def row(page: str, serial: str) -> str:
 
 
 def device_state(page: str, serial: str) -> str:
-    return text_of(re.search(r'<td class="state">(.*?)</td>', row(page, serial), re.S).group(1))
+    return text_of(re.search(r'<td class="state"[^>]*>(.*?)</td>', row(page, serial), re.S).group(1))
 
 
 def nonce_of(page: str) -> str:
@@ -49,9 +49,15 @@ def nonce_of(page: str) -> str:
 
 
 def error_text(page: str) -> str:
+    """The refusal on the page as "code sentence" (the page shows the sentence, then the code in
+    small print: ``test_web.test_a_refusal_reads_sentence_first``)."""
     m = re.search(r'<p class="message error" role="alert">(.*?)</p>', page, re.S)
     assert m, "no error message on the page"
-    return text_of(m.group(1))
+    shown = re.fullmatch(r'<span class="error-message">(.*?)</span> <small class="error-code">Code: <code>([^<]+)</code>'
+                         r'</small>', m.group(1).strip(), re.S)
+    if shown is None:  # a message written by its page itself
+        return text_of(m.group(1))
+    return f"{shown.group(2)} {text_of(shown.group(1))}"
 
 
 class AcPage:
@@ -585,3 +591,25 @@ def test_the_calculator_shows_the_axis_part_numbers(world, client):
     assert text_of(row_of_part(r.text, "91379042")).startswith("91379042 01374-001")
     assert "For 6 devices, 1 Attendance user and integration" in text_of(r.text)
     assert "These packages give 10 devices, 1 Attendance user and the integration feature" in text_of(r.text)
+
+
+def test_after_a_license_the_page_and_the_device_list_agree_on_the_license_device(world, client):
+    # Issue 16 point 6: generating the license is the license device's evidence of connection, for
+    # the license and the device list alike, so that neither says "connected" while the other says
+    # "disconnected" (before, the license said connected for up to five minutes after the device list
+    # had turned to disconnected).
+    org, page = owner_page(world, client)
+    page.add_device("LD-1")
+    give(world, org, "ann@example.com", "91379040")
+    world.ctx.clock.advance(timedelta(minutes=4))  # LD-1 was heard 4 min ago: still connected
+    r = page.generate("LD-1", {"91379040": "1"})
+    assert r.status_code == 200, text_of(content_of(r.text))
+    world.ctx.clock.advance(timedelta(minutes=3))  # 7 min after the device's last heartbeat
+    body = page.get()
+    connected = text_of(re.search(r'<td class="connected"[^>]*>(.*?)</td>', row(body, "LD-1"), re.S).group(1))
+    assert 'data-state="active"' in body and "the license device LD-1 is connected" in text_of(body)
+    assert connected == "connected"
+    world.ctx.clock.advance(timedelta(minutes=3))  # 6 min after the license: nothing heard since
+    body = page.get()
+    connected = text_of(re.search(r'<td class="connected"[^>]*>(.*?)</td>', row(body, "LD-1"), re.S).group(1))
+    assert 'data-state="protective"' in body and connected == "disconnected"

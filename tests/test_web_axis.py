@@ -131,7 +131,7 @@ def started_with_devices(world: World, client: TestClient, n: int = 8) -> AxisPa
 def test_product_list_registers_an_online_system(world, client):  # R-AX-1 R-AX-13
     pages = owner_pages(world, client)
     home = client.get("/").text
-    assert 'href="/axis"' in home and "Licenses (AXIS)" in home
+    assert 'href="/axis"' in home and ">AXIS</a>" in home
     listing = client.get("/axis").text
     assert "No AXIS product is registered" in text_of(content_of(listing))
     assert 'href="/systems">Upload system file</a>' in listing  # offline systems upload their file there
@@ -221,7 +221,7 @@ def test_allocate_review_then_confirm_becomes_fully_licensed(world, client):  # 
     assert unit_input(page, "core:0") == "8" and unit_input(page, "core:1") == ""
     assert "Confirm allocation</button>" in page and 'data-field="short"' not in page
     # Buying guidance: the wallet's 10 cover this year's 8; 6 to buy for the next year.
-    guidance = re.search(r'<table class="axis-guidance".*?</table>', page, re.S).group(0)
+    guidance = re.search(r'<table class="axis-guidance[ "].*?</table>', page, re.S).group(0)
     assert re.search(r'<tr data-year="0">.*?data-type="core">0<', guidance, re.S)
     assert re.search(r'<tr data-year="1">.*?data-type="core">6<', guidance, re.S)
 
@@ -234,7 +234,7 @@ def test_allocate_review_then_confirm_becomes_fully_licensed(world, client):  # 
     assert lot_units(pages.get("wallet")) == [10]  # the review changed nothing
     r = pages.confirm(review)
     assert r.status_code == 200
-    assert status_text(r.text) == "8 license(s) allocated. The product is fully licensed."
+    assert status_text(r.text) == "8 licenses allocated. The product is fully licensed."
     assert license_status(pages.get()) == "Fully licensed"
     assert lot_units(pages.get("wallet")) == [2]
     # The same Confirm posted again replays the first answer: nothing is allocated twice.
@@ -343,7 +343,7 @@ def test_late_allocation_shows_and_credits_compensation(world, client):  # R-AX-
     assert r.status_code == 200
     assert "1,000 license-days" in text_of(r.text)  # 10 units × 100 overlapping days
     r = pages.confirm(r.text)
-    assert status_text(r.text) == ("10 license(s) allocated. The product is fully licensed. 2 license(s) of "
+    assert status_text(r.text) == ("10 licenses allocated. The product is fully licensed. 2 licenses of "
                                    "compensation for overlapping time went back to the wallet.")
     wallet = pages.get("wallet")
     assert lot_units(wallet) == [2]
@@ -372,7 +372,7 @@ def test_system_setup_devices_hardware_and_expansion(world, client):  # R-AX-2 R
     pages.register()
     r = pages.add_devices(["CAM-1", "CAM-2", "CAM-3"])
     assert r.status_code == 200
-    assert status_text(r.text).startswith("3 Core device(s) added to HQ.")
+    assert status_text(r.text).startswith("3 Core devices added to HQ.")
     assert all(f'<tr data-serial="CAM-{i}">' in r.text for i in (1, 2, 3))
     r = pages.add_devices(["CAM-2"])
     assert r.status_code == 409 and error_text(r.text) == "device_exists Device CAM-2 is already in this system."
@@ -383,14 +383,14 @@ def test_system_setup_devices_hardware_and_expansion(world, client):  # R-AX-2 R
     [pre] = world.mint("AXIS-S30-PRELOADED-CORE", quantity=4)
     r = pages.post("hardware", {"serial": "S30-1", "name": "Recorder", "preloaded_key": pre})
     assert r.status_code == 200
-    assert status_text(r.text) == "Hardware S30-1 is registered to Cams with 4 preloaded Core license(s)."
+    assert status_text(r.text) == "Hardware S30-1 is registered to Cams with 4 preloaded Core licenses."
     r = pages.add_devices([f"REC-{i}" for i in range(6)], hardware="S30-1")
     assert r.status_code == 200
     hw = re.search(r'<tr data-hardware="S30-1">(.*?)</tr>', r.text, re.S).group(1)
     assert "6 / 4" in hw and "2 missing" in text_of(hw)
     assert re.search(r'aria-label="Expansion licenses for S30-1" value="2"', hw)  # prefilled with what is missing
     # The devices on the hardware are licensed by it, not counted in the subscription need.
-    assert re.search(r'<tr data-type="core">.*?<td class="n need">3</td>', pages.get(), re.S)
+    assert re.search(r'<tr data-type="core">.*?<td [^>]*class="n need">3</td>', pages.get(), re.S)
     nonce = re.search(r'name="nonce" value="([^"]+)"', r.text).group(1)
     r = pages.post("hardware/allocate", {"serial": "S30-1", "units": "2", "nonce": nonce})
     assert r.status_code == 409 and error_text(r.text).startswith(
@@ -400,8 +400,8 @@ def test_system_setup_devices_hardware_and_expansion(world, client):  # R-AX-2 R
     nonce = re.search(r'name="nonce" value="([^"]+)"', pages.get("setup")).group(1)
     r = pages.post("hardware/allocate", {"serial": "S30-1", "units": "2", "nonce": nonce})
     assert r.status_code == 200
-    assert status_text(r.text) == ("2 expansion license(s) allocated to S30-1 for its lifetime: it holds 6 license(s) "
-                                   "for 6 device(s).")
+    assert status_text(r.text) == ("2 expansion licenses allocated to S30-1 for its lifetime: it holds 6 licenses "
+                                   "for 6 devices.")
     hw = re.search(r'<tr data-hardware="S30-1">(.*?)</tr>', r.text, re.S).group(1)
     assert "6 / 6" in hw and text_of(re.search(r'<td class="licensed">(.*?)</td>', hw).group(1)) == "licensed"
     r = pages.post("hardware/allocate", {"serial": "S30-1", "units": "2", "nonce": nonce})
@@ -423,7 +423,7 @@ def test_history_tab_lists_the_products_actions(world, client):
     [ac_code] = world.mint("91379040")
     client.post("/wallet/redeem", data={"csrf_token": pages.csrf, "key": ac_code}, headers=HTMX)
     page = pages.get("history")
-    actions = re.findall(r"<td><code>([a-z_.]+)</code></td>", page)
+    actions = re.findall(r'<tr data-action="([a-z_.]+)"', page)
     assert actions[:4] == ["axis.allocated", "key.redeemed", "axis.subscription.started", "axis.devices.added"]
     assert "system.registered" in actions and "axis.product.registered" in actions
     assert actions.count("key.redeemed") == 1  # the Access Commander key is left out

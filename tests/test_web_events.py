@@ -83,7 +83,7 @@ def test_notifications_show_the_unread_count_and_are_marked_read(world, client):
     assert nav_count(unread) == "1 unread"
 
     r = client.post("/notifications/read-all", data={"csrf_token": csrf})
-    assert "1 notification(s) marked read." in text_of(r.text)
+    assert "1 notification marked read." in text_of(r.text)
     assert nav_count(client.get("/").text) == ""
     assert "No unread notifications." in text_of(client.get("/notifications?show=unread").text)
 

@@ -66,6 +66,12 @@ class SitePages:
         return self.post("roles/revoke", {"user_id": str(user_id)})
 
 
+def row_of(page: str, serial: str) -> str:
+    m = re.search(rf'<tr data-serial="{re.escape(serial)}">(.*?)</tr>', page, re.S)
+    assert m, f"no row for {serial}"
+    return m.group(1)
+
+
 def create_site(client: TestClient, csrf: str, name: str) -> Any:
     return client.post("/my2n/sites", data={"csrf_token": csrf, "name": name}, headers=HTMX)
 
@@ -76,7 +82,7 @@ def owner_site(world: World, client: TestClient, *, email: str = "ann@example.co
     csrf = sign_in(client, email)
     r = create_site(client, csrf, site)
     assert r.status_code == 200, r.text
-    m = re.search(r'<tr data-site="[^"]+">\s*<td><a href="/my2n/sites/(\d+)">', r.text)
+    m = re.search(r'<tr data-site="[^"]+">\s*<td[^>]*><a href="/my2n/sites/(\d+)">', r.text)
     assert m, "no site row"
     return org, SitePages(client, csrf, int(m.group(1)))
 
@@ -126,7 +132,7 @@ def test_sites_list_creates_an_apartment_model_site(world, client):  # R-MY-1
     world.org("Residence", owner=world.user("ann@example.com"))
     csrf = sign_in(client, "ann@example.com")
     home = client.get("/").text
-    assert re.search(r'<a href="/my2n"[^>]*>Sites \(My2N\)</a>', home)
+    assert re.search(r'<a href="/my2n"[^>]*>My2N</a>', home)
     listing = client.get("/my2n")
     assert listing.status_code == 200
     assert "Residence has no site yet" in text_of(content_of(listing.text))
@@ -182,10 +188,11 @@ def test_dashboard_the_seed_example_five_apartments_one_empty_four_to_order(worl
     assert field(page, "apartments") == "5"
     assert field(page, "needing-license") == "4"
     assert field(page, "order") == "4 × 9137958"
-    # Never paid: the four that need a license are not paid, with the warning.
-    assert field(page, "lapsed").startswith("4 apartment(s) not paid: A1, A2, A3, A4.")
+    # Never paid: the four that need a license are "Not paid" (not "Lapsed", issue 14 point 10).
+    assert field(page, "not-paid").startswith("4 apartments not paid: A1, A2, A3, A4.")
+    assert not has_field(page, "lapsed")
     assert re.search(r'<tr data-apartment="A5">.*?data-state="no_license_needed"', page, re.S)
-    assert re.search(r'<tr data-apartment="A1">.*?data-state="lapsed"', page, re.S)
+    assert re.search(r'<tr data-apartment="A1">.*?data-state="not_paid">Not paid<', page, re.S)
 
 
 def test_us_sites_order_02683_and_local_mode_needs_no_license(world, client):  # R-MY-3
@@ -199,6 +206,22 @@ def test_us_sites_order_02683_and_local_mode_needs_no_license(world, client):  #
     r = pages.post("devices/local-mode", {"serial": "TAB-1", "local_mode": "off"})
     assert r.status_code == 200 and status_text(r.text) == "Device TAB-1: local mode is off."
     assert field(pages.get(), "order") == "1 × 02683-001"
+
+
+def test_the_device_form_picks_the_apartment_and_local_mode_buttons_say_what_they_do(world, client):
+    # Issue 16 point 6: the apartment is chosen from the site's apartments; the button names the change.
+    _org, pages = owner_site(world, client, region="US", org_name="Tower")
+    pages.apartment("1A")
+    pages.apartment("2B")
+    page = pages.get("apartments")
+    select = re.search(r'<select id="device-apartment" name="apartment">(.*?)</select>', page, re.S)
+    assert select, "the apartment is not a list"
+    assert re.findall(r'<option value="([^"]*)"', select.group(1)) == ["", "1A", "2B"]
+    assert pages.device("TAB-1", "tablet", apartment="2B").status_code == 200
+    page = pages.get("apartments")
+    assert ">Turn local mode on</button>" in row_of(page, "TAB-1")
+    pages.post("devices/local-mode", {"serial": "TAB-1", "local_mode": "on"})
+    assert ">Turn local mode off</button>" in row_of(pages.get("apartments"), "TAB-1")
 
 
 def test_dashboard_warns_before_a_license_lapses_then_shows_it_lapsed(world, client):  # R-MY-6
@@ -216,12 +239,13 @@ def test_dashboard_warns_before_a_license_lapses_then_shows_it_lapsed(world, cli
     world.ctx.clock.advance(timedelta(days=365 - 20))  # 2026-12-26: 20 days left
     pages.csrf = sign_in(client, "ann@example.com")
     page = pages.get()
-    assert field(page, "lapsing-soon").startswith("1 apartment license(s) lapse within 30 days: A1.")
+    assert field(page, "lapsing-soon").startswith("1 apartment license lapses within 30 days: A1.")
     assert re.search(r'<tr data-apartment="A1">.*?data-state="lapsing_soon"', page, re.S)
     world.ctx.clock.advance(timedelta(days=20))
     pages.csrf = sign_in(client, "ann@example.com")
     page = pages.get()
-    assert field(page, "lapsed").startswith("1 apartment(s) not paid: A1.") and not has_field(page, "lapsing-soon")
+    assert field(page, "lapsed").startswith("1 apartment license lapsed: A1.") and not has_field(page, "lapsing-soon")
+    assert re.search(r'<tr data-apartment="A1">.*?data-state="lapsed">Lapsed<', page, re.S)
 
 
 # --- apartments and devices (R-MY-2) -------------------------------------------------------------
@@ -300,7 +324,7 @@ def test_migration_checklist_then_the_vendor_changes_the_model(world, client):  
     ann.device("PH", "phone")
     ann.device("AU", "answering_unit")
     page = ann.get("migration")
-    assert field(page, "unassigned-count") == "2 device(s) are not in an apartment yet."
+    assert field(page, "unassigned-count") == "2 devices are not in an apartment yet."
     checklist = re.search(r'<table class="my2n-devices my2n-checklist">.*?</table>', page, re.S).group(0)
     assert serials_in(checklist) == ["AU", "PH"]  # not the intercom
     assert "Change model</button>" not in page  # the company's admin does not change the model
@@ -308,7 +332,7 @@ def test_migration_checklist_then_the_vendor_changes_the_model(world, client):  
     # The vendor sees the site, and the change is refused while devices are unassigned.
     support = sign_in(client, "support@2n.example")
     page = client.get("/issuer/my2n").text
-    assert "Old" in page and "(Legacy)" in page and "2 device(s) not in an apartment" in field(page, "unassigned")
+    assert "Old" in page and "(Legacy)" in page and "2 devices not in an apartment" in field(page, "unassigned")
     r = client.post(f"/issuer/my2n/sites/{site_id}/model", data={"csrf_token": support, "model": "apartment"},
                     headers=HTMX)
     assert r.status_code == 409 and error_text(r.text).startswith("migration_devices_unassigned 2 device(s)")
@@ -325,7 +349,7 @@ def test_migration_checklist_then_the_vendor_changes_the_model(world, client):  
     r = client.post(f"/issuer/my2n/sites/{site_id}/model", data={"csrf_token": support, "model": "apartment"},
                     headers=HTMX)
     assert r.status_code == 200
-    assert status_text(r.text).startswith("Site Old has the apartment model now. 1 user(s) of the company were "
+    assert status_text(r.text).startswith("Site Old has the apartment model now. 1 user of the company was "
                                           "logged out")
     assert "No site is on the custom model." in r.text
 
@@ -464,9 +488,9 @@ def test_card_and_recurring_payment_prices_only_for_payers(world, client):  # R-
     assert r.status_code == 409 and "24" in error_text(r.text)
     r = pages.post("payments/recurring", {"recurring": "on", "expected": "2400"})
     assert r.status_code == 200, r.text
-    assert status_text(r.text) == ("Automatic recurring payment is on for 2 apartment(s). "
+    assert status_text(r.text) == ("Automatic recurring payment is on for 2 apartments. "
                                    "Paid now through 2027-01-15: A1, A2.")
-    assert field(r.text, "recurring").startswith("on (since 2026-01-15, 2 apartment(s) a year)")
+    assert field(r.text, "recurring").startswith("on (since 2026-01-15, 2 apartments a year)")
     rows = re.findall(r'<tr data-payment="[^"]+">(.*?)</tr>', r.text, re.S)
     assert len(rows) == 1 and text_of(rows[0]).endswith("2 24.00 EUR")
     # The card cannot change while recurring payment is on.
@@ -502,7 +526,7 @@ def test_a_declined_card_pays_nothing(world, client):  # R-MY-5
     assert r.status_code == 402 and error_text(r.text).startswith("payment_declined")
     page = pages.get("payments")
     assert field(page, "recurring") == "off" and "No card payment yet." in page
-    assert re.search(r'<tr data-apartment="A1">.*?data-state="lapsed"', pages.get(), re.S)
+    assert re.search(r'<tr data-apartment="A1">.*?data-state="not_paid"', pages.get(), re.S)  # never paid
 
 
 # --- CSV export and import (the Apartments tab) ----------------------------------------------------
@@ -540,13 +564,13 @@ def test_a_csv_with_bad_rows_lists_each_problem_and_imports_nothing(world, clien
                    "2A,AU,answering_unit,maybe")  # row 12: local_mode
     r = pages.import_csv(bad)
     assert r.status_code == 422
-    assert error_text(r.text).startswith("csv_invalid The file has 5 problem(s); nothing was imported. First, row 4, "
+    assert error_text(r.text).startswith("csv_invalid The file has 5 problems; nothing was imported. First, row 4, "
                                          "serial: Serial P1 is already on row 3.")
     assert csv_problems(r.text) == [("4", "serial", "serial_duplicate"), ("5", "kind", "device_kind_invalid"),
                                     ("6", "kind", "intercom_not_in_apartment"),
                                     ("11", "apartment", "apartment_paid_device_limit"),
                                     ("12", "local_mode", "local_mode_invalid")]
-    assert "5 problem(s); nothing was imported." in text_of(re.search(r"<caption>(.*?)</caption>", r.text, re.S)
+    assert "5 problems; nothing was imported." in text_of(re.search(r"<caption>(.*?)</caption>", r.text, re.S)
                                                              .group(1))
     # All or nothing: not even the good rows were written.
     assert site_contents(world, org, pages.site_id) == ([], [])
@@ -570,15 +594,15 @@ def test_a_good_csv_imports_and_exports_back_the_same(world, client):  # R-MY-2 
                     "1B,,,")
     r = pages.import_csv(good)
     assert r.status_code == 200, r.text
-    assert status_text(r.text) == ("The file is imported (6 row(s)): 2 apartment(s) created, 3 device(s) added, 1 "
-                                   "device(s) assigned to an apartment, local mode changed on 0 device(s).")
+    assert status_text(r.text) == ("The file is imported (6 rows): 2 apartments created, 3 devices added, 1 "
+                                   "device assigned to an apartment, local mode changed on 0 devices.")
     assert serials_in(apartment_section(r.text, "1A")) == ["AU-1", "PH-1", "PH-LOOSE"]
     assert "No device in this apartment." in apartment_section(r.text, "1B")
     assert "my2n-csv-problems" not in r.text
     # The same file again changes nothing.
     r = pages.import_csv(good)
     assert r.status_code == 200 and status_text(r.text).startswith(
-        "The file is imported (6 row(s)): 0 apartment(s) created, 0 device(s) added, 0 device(s) assigned")
+        "The file is imported (6 rows): 0 apartments created, 0 devices added, 0 devices assigned")
     assert site_contents(world, org, pages.site_id)[0] == ["0", "1A", "1B"]
 
     # The export downloads the site as CSV: the same file the import read.
@@ -735,12 +759,22 @@ def test_the_issuer_mints_a_voucher_batch_and_a_double_post_mints_one(world, cli
     codes = re.search(r'<textarea id="minted-codes"[^>]*>(.*?)</textarea>', r.text, re.S).group(1).split()
     assert len(codes) == 3 and len(set(codes)) == 3
     assert "These codes are shown once." in r.text
-    assert field(r.text, "minted-batch") == ("Distributor 7: 2 apartment-year(s) per code, valid until 2029-01-15.")
+    # The cut-off is the moment of purchase three years on, not midnight: date, time and zone.
+    assert field(r.text, "minted-batch") == ("Distributor 7: 2 apartment-years per code, valid until "
+                                             "2029-01-15 09:00 UTC.")
+    # The codes download as CSV, with the batch's part number, years, scope and cut-off (issue 16).
+    batch = re.search(r'action="/issuer/my2n/vouchers/(\d+)/codes.csv"', r.text).group(1)
+    shown = re.search(r'<input type="hidden" name="codes" value="([^"]+)">', r.text).group(1)
+    download = client.post(f"/issuer/my2n/vouchers/{batch}/codes.csv", data={"codes": shown, "csrf_token": csrf})
+    assert download.status_code == 200 and download.headers["content-type"].startswith("text/csv")
+    rows = download.text.splitlines()
+    assert rows[0] == "code,part_number,years,scope,valid_until" and [r.split(",")[0] for r in rows[1:]] == codes
+    assert rows[1].split(",")[1:4] == ["9137958", "2", "apartment"]
     assert batch_count(world) == (before[0] + 1, before[1] + 1)
     # The same form posted again (a double click, a reload) mints nothing and shows no codes.
     r = mint(client, csrf, nonce)
     assert r.status_code == 200
-    assert re.fullmatch(r"This form was already submitted: batch \d+ \(3 code\(s\) of 9137958\) was minted then, and "
+    assert re.fullmatch(r"This form was already submitted: batch \d+ \(3 codes of 9137958\) was minted then, and "
                         r"its codes were shown once\. Nothing was minted twice\.", status_text(r.text))
     assert "minted-codes" not in r.text and codes[0] not in r.text
     assert batch_count(world) == (before[0] + 1, before[1] + 1)
@@ -750,8 +784,8 @@ def test_the_issuer_mints_a_voucher_batch_and_a_double_post_mints_one(world, cli
     assert batch_count(world) == (before[0] + 1, before[1] + 1)
     rows = re.findall(r'<tr data-batch="\d+">(.*?)</tr>', r.text, re.S)
     # R-MY-5: the batch's codes by state (all three Active).
-    assert len(rows) == 1 and "Distributor 7 2 3 Apartment support@2n.example 2026-01-15 2029-01-15 3 0 0" in text_of(
-        rows[0])
+    assert len(rows) == 1 and ("Distributor 7 2 3 Apartment support@2n.example 2026-01-15 2029-01-15 09:00 UTC 3 0 0"
+                               in text_of(rows[0]))
 
     # The codes are real: one activated on a site adds its 2 apartment-years to the pool.
     org = world.org("Residence", owner=world.user("ann@example.com"))
@@ -778,7 +812,7 @@ def test_voucher_batch_refusals_keep_the_form_and_mint_nothing(world, client):  
     # A US & APAC part, per device.
     csrf, nonce = voucher_form(client)
     r = mint(client, csrf, nonce, part_number="02683-001", scope="device", years="1", subscriptions="1")
-    assert r.status_code == 200 and field(r.text, "minted-batch").startswith("Distributor 7: 1 device-year(s) per code")
+    assert r.status_code == 200 and field(r.text, "minted-batch").startswith("Distributor 7: 1 device-year per code")
 
 
 def test_only_the_issuer_mints_voucher_batches(world, client):  # R-MY-5

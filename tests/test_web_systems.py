@@ -66,3 +66,25 @@ def test_upload_needs_csrf_and_a_licensing_role(ctx, client, world):
     assert r.status_code == 403 and "csrf_invalid" in r.text
     with ctx.sessions() as s:
         assert s.scalars(select(System)).all() == []
+
+
+def test_systems_page_agrees_with_the_models_own_pages(world, client):
+    # Issue 16 point 4: an AXIS system's devices as System setup counts them (not the offline system
+    # file's list, empty for a system registered online), and the Access Commander installations too,
+    # each linked to its model's page.
+    import re
+
+    from test_portal_home import AXIS_PRODUCT, build_scenario
+    from test_web_ac import text_of
+
+    sc = build_scenario(world)
+    sign_in(client, "ann@example.com")
+    page = client.get("/systems").text
+    axis_row = re.search(r'<tr data-system="ACS-1" data-model="AXIS">(.*?)</tr>', page, re.S)
+    assert axis_row, "the AXIS system is not listed"
+    assert text_of(re.search(r'data-field="devices">(.*?)</td>', axis_row.group(1), re.S).group(1)) == "3 (3 Core)"
+    assert f'href="/axis/products/{AXIS_PRODUCT}?tab=setup"' in axis_row.group(1)
+    ac_row = re.search(r'<tr data-system="[^"]+" data-model="Access Commander">(.*?)</tr>', page, re.S)
+    assert ac_row, "the Access Commander installation is not listed"
+    assert ">Plant</a>" in ac_row.group(1) and f'href="/ac/installations/{sc.installation}"' in ac_row.group(1)
+    assert text_of(re.search(r'data-field="devices">(.*?)</td>', ac_row.group(1), re.S).group(1)) == "2"

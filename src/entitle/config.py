@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,7 +26,8 @@ class Settings(BaseSettings):
     sign_in_limit_per_account: str = "10/minute"
     sign_in_limit_per_client: str = "30/minute"
     # Memory the password checks of one process may use at once: argon2 takes
-    # `argon2_memory_cost` KiB per check, so 256 MiB runs 4 checks at once at the default cost.
+    # `argon2_memory_cost` KiB per check, so 256 MiB runs 4 checks at once at the default cost
+    # (fewer on a machine of fewer than 16 cores: each check runs 4 threads; tenancy.services).
     # A check beyond that is answered 503 with Retry-After at once rather than queued.
     password_check_memory_mib: int = Field(default=256, ge=1)
     # The largest request body, in bytes (413 beyond). Addresses that take a file have their own
@@ -55,7 +56,9 @@ class Settings(BaseSettings):
     # loses at most the heartbeats of one interval (plus the flush that was running).
     heartbeat_flush_interval_seconds: float = Field(default=1.0, gt=0, le=60)
     # How long a process trusts an installation token it has looked up: a token revoked (or an
-    # installation removed) keeps working for up to this long in a process that used it.
+    # installation removed) keeps working for up to this long in a process that used it. The same
+    # bound holds for an API token's actor (user, roles) changed by another process
+    # (tenancy.services.TokenActors, docs/architecture.md).
     heartbeat_token_ttl_seconds: float = Field(default=30.0, ge=0, le=3600)
     # A serial a process does not know is looked up again at most this often per installation
     # (a device added since is accepted after at most this long).
@@ -75,6 +78,12 @@ class Settings(BaseSettings):
     local_payment_outcome: Literal["succeed", "decline", "timeout"] = "succeed"
     apartment_year_price_minor: int = Field(default=1200, ge=1)
     apartment_year_currency: str = Field(default="eur", min_length=3, max_length=3)
+    # A site pays in its own region's price and currency (issue 14 point 8), e.g.
+    # ENTITLE_APARTMENT_YEAR_PRICES='{"US": [1500, "usd"], "APAC": [1500, "usd"]}'; a region not
+    # listed pays the two settings above. With Stripe, each listed region needs its own annual
+    # Price (of that amount and currency) in ENTITLE_STRIPE_PRICE_IDS='{"US": "price_…"}'.
+    apartment_year_prices: dict[str, tuple[int, str]] = Field(default_factory=dict)
+    stripe_price_ids: dict[str, str] = Field(default_factory=dict)
 
     # Notifications by e-mail (R-CORE-8, docs/events.md "Notifications"). "local" keeps the
     # messages in the process and logs them (development, tests); "smtp" sends them through the
@@ -94,6 +103,32 @@ class Settings(BaseSettings):
         if value is not None and value.tzinfo is None:
             raise ValueError("ENTITLE_NOW needs a time zone, e.g. 2027-03-01T12:00:00Z")
         return value
+
+    @field_validator("apartment_year_prices", "stripe_price_ids")
+    @classmethod
+    def _by_region(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:  # the default: no import (a command that needs no My2N never loads it)
+            return value
+        from entitle.my2n.rules import Region  # a plain module: no import cycle
+
+        regions = get_args(Region)
+        out: dict[str, Any] = {}
+        for region, price in value.items():
+            if region.strip().upper() not in regions:
+                raise ValueError(f"unknown region {region!r}; use {', '.join(regions)}")
+            if isinstance(price, tuple):
+                minor, currency = price
+                if minor < 1 or len(currency) != 3 or not currency.isalpha():
+                    raise ValueError(f"the price of {region} is [minor units ≥ 1, a 3-letter currency], "
+                                     f"not {list(price)}")
+                price = (minor, currency.lower())
+            out[region.strip().upper()] = price
+        return out
+
+    def apartment_year_price(self, region: str) -> tuple[int, str]:
+        """An apartment-year in ``region``: its price in minor units and its currency (lower case)."""
+        return self.apartment_year_prices.get(region.upper(),
+                                              (self.apartment_year_price_minor, self.apartment_year_currency.lower()))
 
 
 @lru_cache

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from limits.storage import Storage
 
     from entitle.platform.ratelimit import RedeemLimiter, SignInLimiter
+    from entitle.tenancy.services import TokenActors
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Context:
     _sign_in_limiter: SignInLimiter | None = None
     _payments: PaymentProvider | None = None
     _secret: bytes | None = None
+    _token_actors: TokenActors | None = None
     _making: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def now(self) -> datetime:
@@ -96,6 +98,20 @@ class Context:
                 self._secret = load_secret_key(self.settings)
             return self._secret
 
+    @property
+    def token_actors(self) -> TokenActors:
+        """API token -> actor, remembered for ``heartbeat_token_ttl_seconds``: the same bound as
+        installation tokens' (docs/architecture.md, "Authentication")."""
+        made = self._token_actors
+        if made is None:
+            with self._making:
+                if self._token_actors is None:
+                    from entitle.tenancy.services import TokenActors
+
+                    self._token_actors = TokenActors(float(self.settings.heartbeat_token_ttl_seconds))
+                made = self._token_actors
+        return made
+
     def prepare(self) -> None:
         """Make now what is otherwise made on first use: a server with Redis or Stripe misconfigured
         then refuses to start, rather than its first redeem or payment."""
@@ -111,7 +127,13 @@ def build(settings: Settings | None = None, clock: Clock | None = None,
     if clock is None:
         clock = FrozenClock(settings.now) if settings.now is not None else SystemClock()
     engine = engine or make_engine(settings.database_url)
-    return Context(settings, engine, make_session_factory(engine), clock)
+    ctx = Context(settings, engine, make_session_factory(engine), clock)
+    # History appends and checks need the secret key (the chain key is derived from it): every
+    # session of this context loads it, from these settings, when first needed.
+    from entitle.history.services import use_secret
+
+    use_secret(ctx.sessions, lambda: ctx.secret)
+    return ctx
 
 
 def payment_provider(settings: Settings, clock: Clock) -> PaymentProvider:
@@ -121,6 +143,9 @@ def payment_provider(settings: Settings, clock: Clock) -> PaymentProvider:
     if settings.payment_provider == "stripe":
         missing = [name for name in ("stripe_api_key", "stripe_webhook_secret", "stripe_price_id")
                    if not getattr(settings, name)]
+        # A region with a price of its own needs the Stripe Price of that price (issue 14 point 8).
+        missing += [f"stripe_price_ids[{region}]" for region in settings.apartment_year_prices
+                    if region not in settings.stripe_price_ids]
         if missing:
             raise EntitleError("payment_provider_misconfigured",
                                f"ENTITLE_PAYMENT_PROVIDER=stripe needs {', '.join('ENTITLE_' + m.upper() for m in missing)}.",
@@ -128,9 +153,11 @@ def payment_provider(settings: Settings, clock: Clock) -> PaymentProvider:
         return StripeProvider(api_key=settings.stripe_api_key or "", webhook_secret=settings.stripe_webhook_secret or "",
                               price_id=settings.stripe_price_id or "", api_base=settings.stripe_api_base, clock=clock,
                               annual_price_minor=settings.apartment_year_price_minor,
-                              currency=settings.apartment_year_currency)
+                              currency=settings.apartment_year_currency, prices=settings.apartment_year_prices,
+                              price_ids=settings.stripe_price_ids)
     return LocalProvider(webhook_secret=settings.local_webhook_secret, instance=f"{secrets.token_hex(4)}_",
                          annual_price_minor=settings.apartment_year_price_minor,
-                         currency=settings.apartment_year_currency, clock=clock,
+                         currency=settings.apartment_year_currency, prices=dict(settings.apartment_year_prices),
+                         clock=clock,
                          declining=settings.local_payment_outcome == "decline",
                          timing_out=settings.local_payment_outcome == "timeout")

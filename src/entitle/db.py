@@ -7,11 +7,12 @@ that two writers queue instead of failing half-way); PostgreSQL is the productio
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, BigInteger, DateTime, Engine, Integer, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
@@ -19,6 +20,14 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 READ_ONLY = "entitle_read_only"
+
+# A statement built from a caller's list binds one parameter per value (``serial IN (…)``): the
+# PostgreSQL protocol counts a statement's parameters in 16 bits (65,535 at most) and SQLite allows
+# 32,766 by default. Such a statement binds at most this many values from the list, which leaves
+# room for the statement's own parameters (see ``chunks``).
+BIND_VALUES = 10_000
+
+_T = TypeVar("_T")
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -28,8 +37,25 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-# SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger would break that.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
+class _BigId(TypeDecorator[int]):
+    """An id: BIGINT, INTEGER on SQLite (it only auto-increments INTEGER PRIMARY KEY). An integer
+    beyond 64 bits (an id typed in a path, say) can name no row: it binds as NULL, which equals
+    nothing, so a lookup finds nothing (404 from the caller) where the drivers would refuse the
+    value (OverflowError on SQLite, DataError on PostgreSQL)."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        return dialect.type_descriptor(Integer() if dialect.name == "sqlite" else BigInteger())
+
+    def process_bind_param(self, value: int | None, dialect: Any) -> int | None:
+        if value is not None and not -(2**63) <= value < 2**63:
+            return None
+        return value
+
+
+BigId = _BigId()
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -59,11 +85,22 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[str]: JSON, list[Any]: JSON}
 
 
+# The worker threads that run a server's sync routes and dependencies at once (anyio's default,
+# which FastAPI uses): each holds at most one connection while it runs.
+THREADPOOL = 40
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if "poolclass" not in kwargs and parsed.database not in (None, "", ":memory:"):
+            # As many kept connections as threads that may use one (and the server's own: the
+            # heartbeat flusher, a sweep): a connection given back to a full pool is closed, and
+            # a new one costs its PRAGMAs (docs/benchmarks.md, "The API layer").
+            kwargs.setdefault("pool_size", THREADPOOL + 8)
+            kwargs.setdefault("max_overflow", THREADPOOL)
         engine = create_engine(
             url,
             connect_args={"timeout": 60, "check_same_thread": False},
@@ -73,9 +110,16 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         _sqlite_pragmas(engine)
         return engine
     if "poolclass" not in kwargs:
+        # 10 kept and at most 50 at once per process. Each kept connection is one of
+        # PostgreSQL's max_connections (100 by default) for every process of every machine
+        # (server processes, sweeps, the CLI): 20 kept ran two servers and a test run out of
+        # them ("too many clients already", a 500) under load. A busier deployment raises
+        # max_connections or puts PgBouncer in front (docs/architecture.md).
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 40)
-    return create_engine(url, pool_pre_ping=True, json_serializer=_dumps, **kwargs)
+    # No ping per checkout (a round trip per request): a connection the server dropped fails the
+    # one statement that finds it, and SQLAlchemy then renews every connection of the pool.
+    return create_engine(url, json_serializer=_dumps, **kwargs)
 
 
 def _dumps(value: Any) -> str:
@@ -121,6 +165,109 @@ def reading(factory: sessionmaker[Session]) -> Iterator[Session]:
     bind = factory.kw["bind"]
     with factory(bind=bind.execution_options(**{READ_ONLY: True})) as session, session.begin():
         yield session
+
+
+def request_reads(engine: Engine) -> Engine:
+    """The bind of an API request that only reads (``GET``): on SQLite a deferred ``BEGIN`` (no
+    write lock, one snapshot for all its statements); on PostgreSQL autocommit, which saves the
+    BEGIN and ROLLBACK round trips and changes nothing a read sees: at READ COMMITTED every
+    statement takes its own snapshot inside a transaction too. Made once per engine."""
+    made = engine.__dict__.get("_entitle_request_reads")
+    if made is None:
+        options: dict[str, Any] = {READ_ONLY: True}
+        if engine.dialect.name == "postgresql":
+            options["isolation_level"] = "AUTOCOMMIT"
+        made = engine.__dict__["_entitle_request_reads"] = engine.execution_options(**options)
+    return made  # type: ignore[no-any-return]
+
+
+class HealthCheck:
+    """``SELECT 1`` for ``/healthz`` on the event loop, off the pool and the thread pool, so that
+    it answers whatever the load on the pool. SQLite: a connection of its own (no I/O: the
+    statement reads no page). PostgreSQL: an asynchronous psycopg connection of its own
+    (autocommit; made again after a failure), and checks in batches: every request that arrives
+    while a check runs waits for the next one, which starts when that one ends and answers them
+    all. So each answer comes from a round trip begun after the request arrived, and a flood of
+    health checks costs one round trip at a time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sqlite: Any = None
+        self._loop: Any = None  # asyncio objects belong to the loop that made them
+        self._pg: Any = None
+        self._next: Any = None  # the future of the check the requests now arriving wait for
+        self._running = False
+
+    async def __call__(self) -> None:
+        if self.engine.dialect.name == "sqlite":
+            if self._sqlite is None:
+                conn = self.engine.raw_connection()
+                conn.detach()  # its own, not the pool's: an app never closed keeps no pool slot
+                self._sqlite = conn
+            self._sqlite.dbapi_connection.execute("SELECT 1").fetchall()
+            return
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a test client's loop, then another's
+            self._loop, self._pg, self._next, self._running = loop, None, None, False
+        if self._next is None:
+            self._next = loop.create_future()
+        waiting = self._next
+        if not self._running:
+            self._running = True
+            loop.create_task(self._checks())
+        await asyncio.shield(waiting)
+
+    async def _checks(self) -> None:
+        import psycopg
+
+        try:
+            while self._next is not None:
+                answering, self._next = self._next, None
+                try:
+                    if self._pg is None or self._pg.closed:
+                        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+                        self._pg = await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10)
+                    await (await self._pg.execute("SELECT 1")).fetchall()
+                except Exception as exc:
+                    if self._pg is not None:
+                        await self._pg.close()
+                    self._pg = None
+                    answering.set_exception(exc)
+                    answering.exception()  # retrieved: a request that went away asks nothing
+                except BaseException:  # cancelled: the server stops
+                    answering.cancel()
+                    raise
+                else:
+                    answering.set_result(None)
+        finally:
+            self._running = False
+
+    async def aclose(self) -> None:
+        if self._sqlite is not None:
+            self._sqlite.close()
+            self._sqlite = None
+        if self._pg is not None:
+            conn, self._pg = self._pg, None
+            await conn.close()
+        self._loop = None
+
+
+def chunks(items: Iterable[_T], size: int | None = None, *, columns: int = 1) -> Iterator[list[_T]]:
+    """``items`` in lists of at most ``size``, in order; by default as many as bind at most
+    ``BIND_VALUES`` parameters at ``columns`` per item (a row of a multi-row INSERT, or a tuple
+    in ``tuple_(a, b).in_(…)``, binds one per column). For every statement built from a caller's
+    list, however long: ``for part in chunks(serials): session.execute(… .in_(part))``."""
+    if size is None:
+        if columns < 1:
+            raise ValueError("columns must be at least 1")
+        size = max(1, BIND_VALUES // columns)
+    if size < 1:
+        raise ValueError("size must be at least 1")
+    it = iter(items)
+    while part := list(islice(it, size)):
+        yield part
 
 
 def is_postgres(session: Session) -> bool:

@@ -42,7 +42,7 @@ from entitle.access_commander import services as ac
 from entitle.access_commander.models import Device, Installation
 from entitle.config import Settings
 from entitle.context import Context
-from entitle.db import reading, transaction
+from entitle.db import chunks, reading, transaction
 
 log = logging.getLogger("entitle.heartbeat")
 
@@ -218,7 +218,8 @@ class Heartbeats:
         written = 0
         with transaction(self.ctx.sessions) as s:
             ids = sorted(pending)  # every writer locks installations in the same order
-            installations = {i.id: i for i in s.scalars(select(Installation).where(Installation.id.in_(ids)))}
+            installations = {i.id: i for part in chunks(ids)
+                             for i in s.scalars(select(Installation).where(Installation.id.in_(part)))}
             for inst_id in ids:
                 inst = installations.get(inst_id)
                 if inst is None:

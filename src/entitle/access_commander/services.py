@@ -36,7 +36,7 @@ from entitle.history import services as history
 from entitle.ledger import services as ledger
 from entitle.platform import events
 from entitle.signing import services as signing
-from entitle.text import plural
+from entitle.text import plural, single_line
 
 MODEL = "access_commander"
 TOKEN_PREFIX = "eac_"
@@ -53,14 +53,14 @@ def create_installation(session: Session, *, org_id: int, name: str, actor: Acto
                         uid: str | None = None, heartbeat_timeout_seconds: int = 300) -> tuple[Installation, str]:
     """Register an installation; returns it and its device-report token (shown once)."""
     actor.require_licensing(org_id)
-    name = name.strip()
+    name = single_line(name, "installation name").strip()
     if not 1 <= len(name) <= 200:
         raise EntitleError("name_invalid", "Give the installation a name of 1 to 200 characters.")
     if not 30 <= heartbeat_timeout_seconds <= 86400:
         raise EntitleError("heartbeat_timeout_invalid",
                            "The heartbeat timeout is between 30 seconds and 1 day.",
                            heartbeat_timeout_seconds=heartbeat_timeout_seconds)
-    uid = (uid or f"AC-{secrets.token_hex(6).upper()}").strip()
+    uid = single_line(uid or f"AC-{secrets.token_hex(6).upper()}", "installation id", field="uid").strip()
     if not 1 <= len(uid) <= 128:
         raise EntitleError("uid_invalid", "An installation id is 1 to 128 characters.")
     if session.scalar(select(Installation.id).where(Installation.uid == uid)) is not None:
@@ -75,8 +75,12 @@ def create_installation(session: Session, *, org_id: int, name: str, actor: Acto
     return inst, token
 
 
-def installations_of(session: Session, org_id: int) -> list[Installation]:
-    return list(session.scalars(select(Installation).where(Installation.org_id == org_id).order_by(Installation.id)))
+def installations_of(session: Session, org_id: int, *, after_id: int | None = None,
+                     limit: int | None = None) -> list[Installation]:
+    stmt = select(Installation).where(Installation.org_id == org_id)
+    if after_id is not None:
+        stmt = stmt.where(Installation.id > after_id)
+    return list(session.scalars(stmt.order_by(Installation.id).limit(limit)))
 
 
 def get_installation(session: Session, org_id: int, installation_id: int) -> Installation:
@@ -99,7 +103,8 @@ def timeout_of(inst: Installation) -> timedelta:
 def add_device(session: Session, *, installation: Installation, serial: str, type: str, actor: Actor,
                now: datetime, name: str = "") -> Device:
     actor.require_licensing(installation.org_id)
-    serial = serial.strip()
+    serial = single_line(serial, "device serial number", field="serial").strip()
+    single_line(name, "device name")
     if not 1 <= len(serial) <= 64:
         raise EntitleError("serial_invalid", "A serial number is 1 to 64 characters.")
     if type not in DEVICE_TYPES:
@@ -285,15 +290,25 @@ def _expire_devices(session: Session, installation_id: int, serials: Mapping[str
 # --- licenses -----------------------------------------------------------------------------------
 
 def current_license(session: Session, installation: Installation, *, lock: bool = False) -> AcLicense | None:
+    """The installation's current license; ``lock``: for a change, locking the organization
+    first and then the license row. Every writer takes the organization before the rows it
+    changes (a redeem: organization, then wallet account), so that a license generated beside a
+    redeem of the same organization cannot deadlock on PostgreSQL (license, account, organization
+    against organization, account)."""
     stmt = select(AcLicense).where(AcLicense.installation_id == installation.id, AcLicense.replaced_at.is_(None))
     if lock and is_postgres(session):
+        history.lock_organization(session, installation.org_id)
         stmt = stmt.with_for_update()
     return session.scalars(stmt).one_or_none()
 
 
-def licenses_of(session: Session, installation: Installation) -> list[AcLicense]:
-    return list(session.scalars(select(AcLicense).where(AcLicense.installation_id == installation.id)
-                                .order_by(AcLicense.id.desc())))
+def licenses_of(session: Session, installation: Installation, *, before_id: int | None = None,
+                limit: int | None = None) -> list[AcLicense]:
+    """Every license the installation had, newest first; a page of them with ``before_id`` and ``limit``."""
+    stmt = select(AcLicense).where(AcLicense.installation_id == installation.id)
+    if before_id is not None:
+        stmt = stmt.where(AcLicense.id < before_id)
+    return list(session.scalars(stmt.order_by(AcLicense.id.desc()).limit(limit)))
 
 
 def license_by_id(session: Session, installation: Installation, license_id: int) -> AcLicense:
@@ -464,9 +479,12 @@ def generate_license(session: Session, *, installation: Installation, license_de
     text, kid = signing.sign(session, secret=secret, now=now, subject=[installation.uid, license_device],
                              payload=payload, expires=None)
     lic.file, lic.kid, lic.file_sha256 = text, kid, hashlib.sha256(text.encode()).hexdigest()
-    # The device is connected now (checked above): that is the record's first evidence.
+    # The device is connected now (checked above): that is the record's first evidence, and the
+    # device's too -- one piece of evidence in both places, so that the license and the device
+    # list never disagree about whether the license device is connected (issue 16 point 6).
     _store(lic, rules.on_seen(rules.ConnectionRecord(license_added_at=now), now, timeout_of(installation)))
     session.flush()
+    seen(session, installation, {license_device: (now, now)})
     _license_added(session, installation=installation, lic=lic, old=old, inactive=plan["devices_made_inactive"],
                    actor=actor, now=now, how="generated")
     return lic, text
@@ -608,10 +626,13 @@ def add_license_file(session: Session, *, installation: Installation, text: str,
                        packages=wanted, capacity=terms.capacity.as_dict(), actor=actor, now=now)
     lic.file, lic.kid, lic.file_sha256 = text, license.kid, digest
     record = rules.ConnectionRecord(license_added_at=now)
-    if device_connected(dev, now, timeout_of(installation)):
+    connected = device_connected(dev, now, timeout_of(installation))
+    if connected:
         record = rules.on_seen(record, now, timeout_of(installation))
     _store(lic, record)
     session.flush()
+    if connected:  # the same evidence for the device as for the license (see generate_license)
+        seen(session, installation, {terms.license_device: (now, now)})
     _license_added(session, installation=installation, lic=lic, old=old, inactive=plan["devices_made_inactive"],
                    actor=actor, now=now, how="file")
     return lic, True
@@ -679,7 +700,7 @@ def deactivate(session: Session, *, installation: Installation, serial: str, act
 def _new_name(session: Session, model: type[AttendanceUser] | type[SystemUser], installation: Installation,
               name: str, kind: str, a_kind: str) -> str:
     """A user's name, stripped, 1 to 200 characters and not taken in the installation."""
-    name = name.strip()
+    name = single_line(name, f"name of {a_kind}").strip()
     if not 1 <= len(name) <= 200:
         raise EntitleError("name_invalid", f"The name of {a_kind} is 1 to 200 characters.")
     if session.scalar(select(model.id).where(model.installation_id == installation.id,
@@ -701,9 +722,12 @@ def add_attendance_user(session: Session, *, installation: Installation, name: s
     return user
 
 
-def attendance_users_of(session: Session, installation: Installation) -> list[AttendanceUser]:
-    return list(session.scalars(select(AttendanceUser).where(AttendanceUser.installation_id == installation.id)
-                                .order_by(AttendanceUser.id)))
+def attendance_users_of(session: Session, installation: Installation, *, after_id: int | None = None,
+                        limit: int | None = None) -> list[AttendanceUser]:
+    stmt = select(AttendanceUser).where(AttendanceUser.installation_id == installation.id)
+    if after_id is not None:
+        stmt = stmt.where(AttendanceUser.id > after_id)
+    return list(session.scalars(stmt.order_by(AttendanceUser.id).limit(limit)))
 
 
 def monitored_count(session: Session, installation: Installation) -> int:
@@ -769,9 +793,12 @@ def set_admin(session: Session, *, installation: Installation, user_id: int, adm
     return user
 
 
-def system_users_of(session: Session, installation: Installation) -> list[SystemUser]:
-    return list(session.scalars(select(SystemUser).where(SystemUser.installation_id == installation.id)
-                                .order_by(SystemUser.id)))
+def system_users_of(session: Session, installation: Installation, *, after_id: int | None = None,
+                    limit: int | None = None) -> list[SystemUser]:
+    stmt = select(SystemUser).where(SystemUser.installation_id == installation.id)
+    if after_id is not None:
+        stmt = stmt.where(SystemUser.id > after_id)
+    return list(session.scalars(stmt.order_by(SystemUser.id).limit(limit)))
 
 
 def _check_admin(session: Session, installation: Installation, now: datetime) -> None:

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from entitle.access_commander import services
 from entitle.access_commander.models import AcLicense, Device, Installation
+from entitle.db import chunks
 from entitle.delivery.sweep import Transition
 
 LOOK_BACK = timedelta(days=90)  # older transitions are not announced any more (a sweep off for months)
@@ -86,10 +87,10 @@ def _active_devices(session: Session, installation_ids: list[int]) -> dict[int, 
     """The devices the admin activated, per installation: while the license is suspended they
     are all inactive (R-AC-6), and they come back as they were after the recovery."""
     out: dict[int, list[str]] = defaultdict(list)
-    for start in range(0, len(installation_ids), 500):
+    for part in chunks(installation_ids, 500):
         for installation_id, serial in session.execute(
                 select(Device.installation_id, Device.serial)
-                .where(Device.installation_id.in_(installation_ids[start:start + 500]), Device.active.is_(True))
+                .where(Device.installation_id.in_(part), Device.active.is_(True))
                 .order_by(Device.installation_id, Device.serial)):
             out[installation_id].append(serial)
     return out

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 
 from entitle.api.guard import BodyTooLarge
 from entitle.errors import EntitleError, retry_after
+from entitle.text import CONTROL_CHARACTERS
 
 _HTTP_CODES = {
     400: ("bad_request", "The request is not valid."),
@@ -41,12 +42,17 @@ async def _entitle_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [{"at": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
-              for e in exc.errors()]
+    raw = exc.errors()
+    errors = [{"at": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")} for e in raw]
     first = errors[0] if errors else {"at": "", "problem": ""}
-    return JSONResponse(error_body("invalid_request",
-                                   f"The request is not valid: {first['at']}: {first['problem']}.",
-                                   {"errors": errors}), status_code=422)
+    detail: dict[str, Any] = {"errors": errors}
+    code = "invalid_request"
+    if raw and raw[0].get("type") == CONTROL_CHARACTERS:
+        # The services' code for the same refusal (entitle.text.single_line), with its numbers.
+        code, ctx = CONTROL_CHARACTERS, raw[0].get("ctx") or {}
+        detail.update(field=first["at"], character=ctx.get("character"), position=ctx.get("position"))
+    return JSONResponse(error_body(code, f"The request is not valid: {first['at']}: {first['problem']}.", detail),
+                        status_code=422)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -1,12 +1,18 @@
-"""Request and response bodies of the REST API."""
+"""Request and response bodies of the REST API.
+
+Every name and serial number a body carries is ``SingleLine`` (``entitle.text``): one line of
+visible text, shown in the OpenAPI document as its ``pattern``; a refusal is
+``text_control_characters`` (422), as the services answer.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field
 
 from entitle.tenancy.services import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
+from entitle.text import SingleLine
 
 
 class ErrorDetail(BaseModel):
@@ -19,10 +25,21 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+Item = TypeVar("Item")
+
+
+class Paged(BaseModel, Generic[Item]):
+    """One page of a list (``Page`` in api/deps.py): a page model names its items, e.g.
+    ``class SessionPage(Paged[WebSessionOut])``."""
+
+    items: list[Item]
+    next_cursor: int | None = Field(default=None, description="Pass as cursor for the next page; null on the last page.")
+
+
 class TokenRequest(BaseModel):
     email: str = Field(max_length=320)
     password: str = Field(max_length=1000)
-    name: str = Field(default="api", max_length=200)
+    name: SingleLine = Field(default="api", max_length=200)
 
 
 class TokenOut(BaseModel):
@@ -49,6 +66,10 @@ class WebSessionOut(BaseModel):
     revoked_at: str | None = Field(description="When it was signed out; null while it is signed in.")
 
 
+class SessionPage(Paged[WebSessionOut]):
+    pass
+
+
 class ApiTokenOut(BaseModel):
     id: int
     name: str
@@ -58,8 +79,12 @@ class ApiTokenOut(BaseModel):
     revoked_at: str | None = Field(description="When it was revoked; null while it works.")
 
 
+class TokenPage(Paged[ApiTokenOut]):
+    pass
+
+
 class OrgIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: SingleLine = Field(min_length=1, max_length=200)
     region: str = Field(default="EU", description="EU, US, APAC, LATAM or MEA")
 
 
@@ -84,6 +109,10 @@ class MemberIn(BaseModel):
 class MemberOut(BaseModel):
     email: str
     role: str
+
+
+class MemberPage(Paged[MemberOut]):
+    pass
 
 
 class MeOut(BaseModel):
@@ -169,7 +198,7 @@ class MintIn(BaseModel):
     part_number: str
     quantity_per_key: int = Field(default=1, ge=1, le=1_000_000)
     count: int = Field(ge=1, le=10_000, description="Larger batches: use `entitle keys mint`.")
-    name: str = Field(default="", max_length=200)
+    name: SingleLine = Field(default="", max_length=200)
 
 
 class BatchOut(BaseModel):
@@ -206,3 +235,25 @@ class CatalogLoadOut(BaseModel):
     products_updated: int
     skus_created: int
     skus_updated: int
+
+
+class CatalogSkuOut(BaseModel):
+    part_number: str
+    name: str
+    product: str
+    grant_kind: str = Field(description="capacity, feature, tier, subscription, apartment_year or expansion")
+    grants: dict[str, Any] = Field(description='What one unit grants, e.g. {"devices": 5}.')
+    term_years: int | None
+    regions: list[str] = Field(description="Where the part is sold; empty: everywhere.")
+    alt_part_numbers: list[str]
+
+
+class CatalogProductOut(BaseModel):
+    code: str
+    name: str
+    model: str = Field(description="access_commander, axis or my2n")
+    skus: list[CatalogSkuOut]
+
+
+class CatalogProductPage(Paged[CatalogProductOut]):
+    pass

@@ -15,12 +15,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import String, and_, cast, func, insert, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from entitle.actors import Actor, operator
 from entitle.axis import rules
 from entitle.axis.models import Allocation, AxisDevice, CompensationRemainder, Hardware, OrgProduct
 from entitle.catalog.models import Product, Sku
+from entitle.db import chunks
 from entitle.delivery.sweep import Transition, record_once
 from entitle.errors import Conflict, EntitleError, NotFound
 from entitle.history import services as history
@@ -32,12 +33,15 @@ from entitle.platform import events
 from entitle.platform.models import Event
 from entitle.systems.models import System
 from entitle.tenancy.models import Organization
+from entitle.text import single_line
 
 MODEL = "axis"
 TRIAL = timedelta(days=90)  # R-AX-13: a product's trial from its registration
 MAX_UNITS = 1_000_000
 TERMS = (1, 5)  # R-AX-4: Axis sells one-year and five-year units
 MAX_DEVICES_PER_CALL = 100_000
+MAX_LISTED = 1_000  # serials named in a refusal's detail (``count`` has them all)
+_DEVICE_COLUMNS = 7  # values bound per device row inserted
 # Who records what time alone did (a lot's units expiring) in history.
 SWEEP_ACTOR = operator("sweep")
 
@@ -97,6 +101,8 @@ def register_system(session: Session, *, org_id: int, uid: str, name: str, produ
     """Register an online system of an AXIS product; a registration never moves (R-AX-1)."""
     actor.require_licensing(org_id)
     product = product_by_code(session, product_code)
+    single_line(uid, "system id", field="uid")
+    single_line(name, "system name")
     uid, name = uid.strip(), (name.strip() or uid.strip())
     if not 1 <= len(uid) <= 128:
         raise EntitleError("uid_invalid", "A system id is 1 to 128 characters.")
@@ -143,20 +149,24 @@ def add_devices(session: Session, *, org_id: int, system_id: int, devices: Seque
     _require_online(system)
     if not 1 <= len(devices) <= MAX_DEVICES_PER_CALL:
         raise EntitleError("devices_invalid", f"Add 1 to {MAX_DEVICES_PER_CALL:,} devices at a time.")
+    for i, d in enumerate(devices):
+        single_line(d.serial, "device serial number", field=f"devices.{i}.serial")
     serials = [d.serial.strip() for d in devices]
     if any(not 1 <= len(s) <= 128 for s in serials):
         raise EntitleError("serial_invalid", "A device serial number is 1 to 128 characters.")
     if len(set(serials)) != len(serials):
         raise EntitleError("serial_duplicate", "The same serial number is listed twice.")
-    for d in devices:
-        _require_type(product, d.license_type)
+    for license_type in dict.fromkeys(d.license_type for d in devices):  # each type once, in the list's order
+        _require_type(product, license_type)
     history.lock_organization(session, org_id)
-    taken = set(session.scalars(select(AxisDevice.serial).where(AxisDevice.system_id == system.id,
-                                                                AxisDevice.serial.in_(serials),
-                                                                AxisDevice.removed_at.is_(None))))
+    # Every statement built from the caller's list binds a bounded part of it (db.chunks).
+    taken = sorted(serial for part in chunks(serials) for serial in session.scalars(
+        select(AxisDevice.serial).where(AxisDevice.system_id == system.id, AxisDevice.serial.in_(part),
+                                        AxisDevice.removed_at.is_(None))))
     if taken:
-        first = sorted(taken)[0]
-        raise Conflict("device_exists", f"Device {first} is already in this system.", serials=sorted(taken))
+        said = (f"Device {taken[0]} is already in this system." if len(taken) == 1 else
+                f"{len(taken):,} of these devices are already in this system, {taken[0]} first.")
+        raise Conflict("device_exists", said, serials=taken[:MAX_LISTED], count=len(taken))
     hardware_ids: dict[str, int] = {}
     for hs in {d.hardware_serial for d in devices if d.hardware_serial}:
         hw = session.scalars(select(Hardware).where(Hardware.serial == hs, Hardware.org_id == org_id)).one_or_none()
@@ -170,13 +180,13 @@ def add_devices(session: Session, *, org_id: int, system_id: int, devices: Seque
                            hardware=hs, license_type=hw.license_type, serials=wrong)
         hardware_ids[hs] = hw.id
     # A serial removed earlier comes back as a new row (its old row keeps the past need right).
-    session.execute(update(AxisDevice).where(AxisDevice.system_id == system.id, AxisDevice.serial.in_(serials))
-                    .values(serial=AxisDevice.serial + "#" + cast(AxisDevice.id, String))
-                    .execution_options(synchronize_session=False))
-    session.execute(insert(AxisDevice), [
-        {"org_id": org_id, "product_id": product.id, "system_id": system.id, "serial": s, "license_type": d.license_type,
-         "hardware_id": hardware_ids.get(d.hardware_serial) if d.hardware_serial else None, "added_at": now}
-        for s, d in zip(serials, devices, strict=True)])
+    _retire_serials(session, system.id, serials)
+    rows = ({"org_id": org_id, "product_id": product.id, "system_id": system.id, "serial": s,
+             "license_type": d.license_type, "added_at": now,
+             "hardware_id": hardware_ids.get(d.hardware_serial) if d.hardware_serial else None}
+            for s, d in zip(serials, devices, strict=True))
+    for part in chunks(rows, columns=_DEVICE_COLUMNS):
+        session.execute(insert(AxisDevice), part)
     system.updated_at = now
     counts: dict[str, int] = defaultdict(int)
     for d in devices:
@@ -195,10 +205,7 @@ def remove_devices(session: Session, *, org_id: int, system_id: int, serials: Se
     if not 1 <= len(serials) <= MAX_DEVICES_PER_CALL:
         raise EntitleError("devices_invalid", f"Remove 1 to {MAX_DEVICES_PER_CALL:,} devices at a time.")
     history.lock_organization(session, org_id)
-    removed = session.execute(update(AxisDevice).where(AxisDevice.system_id == system.id,
-                                                       AxisDevice.serial.in_(list(serials)),
-                                                       AxisDevice.removed_at.is_(None))
-                              .values(removed_at=now).execution_options(synchronize_session=False)).rowcount
+    removed = _remove_serials(session, system.id, sorted(set(serials)), now)
     if removed != len(set(serials)):
         raise NotFound("device", system=system.uid)
     history.record(session, org_id=org_id, actor=actor, now=now, action="axis.devices.removed",
@@ -206,19 +213,22 @@ def remove_devices(session: Session, *, org_id: int, system_id: int, serials: Se
     return int(removed)
 
 
-def systems_summary(session: Session, org_id: int, system_id: int | None = None) -> list[dict[str, Any]]:
-    """The organization's AXIS systems (online and offline) with their devices per license type."""
+def systems_summary(session: Session, org_id: int, system_id: int | None = None, *, after_id: int | None = None,
+                    limit: int | None = None) -> list[dict[str, Any]]:
+    """The organization's AXIS systems (online and offline) with their devices per license type;
+    a page of them with ``after_id`` and ``limit``."""
     q = (select(System).join(Product, Product.code == System.product)
          .where(System.org_id == org_id, Product.model == MODEL).order_by(System.id))
     if system_id is not None:
         q = q.where(System.id == system_id)
-    rows = list(session.scalars(q))
+    if after_id is not None:
+        q = q.where(System.id > after_id)
+    rows = list(session.scalars(q.limit(limit)))
     counts: dict[int, dict[str, int]] = defaultdict(dict)
-    if rows:
+    for part in chunks([x.id for x in rows]):
         for sid, license_type, n in session.execute(
                 select(AxisDevice.system_id, AxisDevice.license_type, func.count())
-                .where(AxisDevice.org_id == org_id, AxisDevice.removed_at.is_(None),
-                       AxisDevice.system_id.in_([x.id for x in rows]))
+                .where(AxisDevice.org_id == org_id, AxisDevice.removed_at.is_(None), AxisDevice.system_id.in_(part))
                 .group_by(AxisDevice.system_id, AxisDevice.license_type)).all():
             counts[sid][license_type] = int(n)
     return [{"id": x.id, "uid": x.uid, "name": x.name, "product": x.product, "offline": x.offline,
@@ -226,13 +236,40 @@ def systems_summary(session: Session, org_id: int, system_id: int | None = None)
              "updated_at": x.updated_at.isoformat()} for x in rows]
 
 
-def device_rows(session: Session, system: System, *, limit: int = 1000) -> list[dict[str, Any]]:
-    """The system's devices now, by serial, with the hardware that licenses each (if any)."""
-    rows = session.execute(select(AxisDevice, Hardware.serial).outerjoin(Hardware, Hardware.id == AxisDevice.hardware_id)
-                           .where(AxisDevice.system_id == system.id, AxisDevice.removed_at.is_(None))
-                           .order_by(AxisDevice.serial).limit(limit)).all()
-    return [{"serial": d.serial, "license_type": d.license_type, "hardware_serial": hw,
+def device_rows(session: Session, system: System, *, limit: int = 1000, after_id: int | None = None) -> list[dict[str, Any]]:
+    """The system's devices now, by serial, with the hardware that licenses each (if any). A page
+    is a keyset on the serial (the unique index on system and serial reads it in order) whose
+    cursor is the id of the last device shown: ``after_id``; a device of another system bounds
+    nothing and gives an empty page."""
+    stmt = (select(AxisDevice, Hardware.serial).outerjoin(Hardware, Hardware.id == AxisDevice.hardware_id)
+            .where(AxisDevice.system_id == system.id, AxisDevice.removed_at.is_(None)))
+    if after_id is not None:
+        last = aliased(AxisDevice)  # not the outer query's row
+        stmt = stmt.where(AxisDevice.serial > select(last.serial).where(
+            last.id == after_id, last.system_id == system.id).scalar_subquery())
+    rows = session.execute(stmt.order_by(AxisDevice.serial).limit(limit)).all()
+    return [{"id": d.id, "serial": d.serial, "license_type": d.license_type, "hardware_serial": hw,
              "added_at": d.added_at.isoformat()} for d, hw in rows]
+
+
+def _retire_serials(session: Session, system_id: int, serials: Sequence[str]) -> None:
+    """Rename the system's rows of these serials, present or removed, out of the way
+    ("<serial>#<id>"), so that the serials can be added again as new rows."""
+    for part in chunks(serials):
+        session.execute(update(AxisDevice).where(AxisDevice.system_id == system_id, AxisDevice.serial.in_(part))
+                        .values(serial=AxisDevice.serial + "#" + cast(AxisDevice.id, String))
+                        .execution_options(synchronize_session=False))
+
+
+def _remove_serials(session: Session, system_id: int, serials: Sequence[str], now: datetime) -> int:
+    """Mark the system's present devices of these (distinct) serials removed; how many were."""
+    removed = 0
+    for part in chunks(serials):
+        removed += session.execute(update(AxisDevice).where(AxisDevice.system_id == system_id,
+                                                            AxisDevice.serial.in_(part),
+                                                            AxisDevice.removed_at.is_(None))
+                                   .values(removed_at=now).execution_options(synchronize_session=False)).rowcount
+    return removed
 
 
 def _require_online(system: System) -> None:
@@ -264,18 +301,13 @@ def sync_system_file(session: Session, *, system: System, actor: Actor, now: dat
         want, have = int(system.need.get(license_type, 0)), int(current.get(license_type, 0))
         if want > have:
             serials = [f"{license_type}-{n}" for n in range(have + 1, want + 1)]
-            session.execute(update(AxisDevice).where(AxisDevice.system_id == system.id,
-                                                     AxisDevice.serial.in_(serials))
-                            .values(serial=AxisDevice.serial + "#" + cast(AxisDevice.id, String))
-                            .execution_options(synchronize_session=False))
-            session.execute(insert(AxisDevice), [
-                {"org_id": system.org_id, "product_id": product.id, "system_id": system.id, "serial": s,
-                 "license_type": license_type, "added_at": now} for s in serials])
+            _retire_serials(session, system.id, serials)
+            for part in chunks(serials, columns=_DEVICE_COLUMNS):
+                session.execute(insert(AxisDevice), [
+                    {"org_id": system.org_id, "product_id": product.id, "system_id": system.id, "serial": s,
+                     "license_type": license_type, "added_at": now} for s in part])
         elif want < have:
-            gone = [f"{license_type}-{n}" for n in range(want + 1, have + 1)]
-            session.execute(update(AxisDevice).where(AxisDevice.system_id == system.id,
-                                                     AxisDevice.serial.in_(gone), AxisDevice.removed_at.is_(None))
-                            .values(removed_at=now).execution_options(synchronize_session=False))
+            _remove_serials(session, system.id, [f"{license_type}-{n}" for n in range(want + 1, have + 1)], now)
     _check_growth(session, system.org_id, product, now)
 
 
@@ -760,7 +792,8 @@ def register_hardware(session: Session, *, org_id: int, product_code: str, seria
     that came with it) are activated at once onto the hardware, never into the wallet."""
     actor.require_licensing(org_id)
     product = product_by_code(session, product_code)
-    serial = serial.strip()
+    serial = single_line(serial, "hardware serial number", field="serial").strip()
+    single_line(name, "hardware name")
     if not 1 <= len(serial) <= 128:
         raise EntitleError("serial_invalid", "A hardware serial number is 1 to 128 characters.")
     if license_type is not None:
@@ -803,8 +836,12 @@ def register_hardware(session: Session, *, org_id: int, product_code: str, seria
     return hw
 
 
-def hardware_of(session: Session, org_id: int) -> list[Hardware]:
-    return list(session.scalars(select(Hardware).where(Hardware.org_id == org_id).order_by(Hardware.id)))
+def hardware_of(session: Session, org_id: int, *, after_id: int | None = None,
+                limit: int | None = None) -> list[Hardware]:
+    stmt = select(Hardware).where(Hardware.org_id == org_id)
+    if after_id is not None:
+        stmt = stmt.where(Hardware.id > after_id)
+    return list(session.scalars(stmt.order_by(Hardware.id).limit(limit)))
 
 
 def get_hardware(session: Session, org_id: int, serial: str) -> Hardware:
@@ -1002,25 +1039,37 @@ def _combine(per_type: dict[str, dict[str, Any]], *, now: datetime, grace_end: d
     return "not_licensed"
 
 
-def products(session: Session, *, org_id: int, now: datetime) -> list[dict[str, Any]]:
-    """The product list: every AXIS product registered to the organization, with its state."""
-    rows = session.execute(select(OrgProduct, Product).join(Product, Product.id == OrgProduct.product_id)
-                           .where(OrgProduct.org_id == org_id).order_by(Product.name)).all()
+def products(session: Session, *, org_id: int, now: datetime, after_id: int | None = None,
+             limit: int | None = None) -> list[dict[str, Any]]:
+    """The product list: every AXIS product registered to the organization, with its state, by
+    name; with ``after_id`` or ``limit``, a page of them by product id instead (the API's keyset:
+    each line then carries the product's ``id``, its cursor)."""
+    stmt = (select(OrgProduct, Product).join(Product, Product.id == OrgProduct.product_id)
+            .where(OrgProduct.org_id == org_id))
+    paged = after_id is not None or limit is not None
+    if after_id is not None:
+        stmt = stmt.where(Product.id > after_id)
+    rows = session.execute(stmt.order_by(Product.id).limit(limit) if paged else stmt.order_by(Product.name)).all()
     out = []
     for _op, product in rows:
         st = status(session, org_id=org_id, product=product, now=now)
         systems = int(session.scalar(select(func.count()).select_from(System).where(
             System.org_id == org_id, System.product == product.code)) or 0)
-        out.append({"product": product.code, "name": product.name, "state": st["state"], "systems": systems,
+        out.append({"id": product.id, "product": product.code, "name": product.name, "state": st["state"],
+                    "systems": systems,
                     "subscription_start": st["subscription_start"], "current_year": st["current_year"],
                     "trial_ends_at": st["trial_ends_at"]})
     return out
 
 
-def allocations_of(session: Session, org_id: int, product: Product) -> list[dict[str, Any]]:
-    rows = session.execute(select(Allocation, Sku.part_number).join(Sku, Sku.id == Allocation.sku_id)
-                           .where(Allocation.org_id == org_id, Allocation.product_id == product.id)
-                           .order_by(Allocation.id)).all()
+def allocations_of(session: Session, org_id: int, product: Product, *, after_id: int | None = None,
+                   limit: int | None = None) -> list[dict[str, Any]]:
+    """The product's allocations, oldest first; a page of them with ``after_id`` and ``limit``."""
+    stmt = (select(Allocation, Sku.part_number).join(Sku, Sku.id == Allocation.sku_id)
+            .where(Allocation.org_id == org_id, Allocation.product_id == product.id))
+    if after_id is not None:
+        stmt = stmt.where(Allocation.id > after_id)
+    rows = session.execute(stmt.order_by(Allocation.id).limit(limit)).all()
     return [{"id": a.id, "kind": a.kind, "license_type": a.license_type, "part_number": part, "year": a.first_year,
              "years": a.years, "units": a.units, "compensation_license_days": a.compensation_days,
              "compensation_units": a.compensation_units, "allocated_at": a.allocated_at.isoformat(), "actor": a.actor}

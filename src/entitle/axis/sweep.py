@@ -28,7 +28,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
 
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
@@ -37,6 +36,7 @@ from entitle.axis import rules, services
 from entitle.axis.models import Allocation, OrgProduct
 from entitle.catalog.models import Product, Sku
 from entitle.clock import add_years
+from entitle.db import chunks
 from entitle.delivery.models import SweepMark
 from entitle.delivery.sweep import Transition
 from entitle.history.models import HistoryEntry
@@ -46,7 +46,6 @@ from entitle.ledger.models import Account, Entry
 LOOK_BACK = timedelta(days=90)  # older transitions are not announced any more (a sweep off for months)
 ENDING_NOTICE = timedelta(days=7)  # axis.grace.ending: "ends in 7 days"
 _DAY = timedelta(days=1)
-_T = TypeVar("_T")
 
 
 def find(session: Session, now: datetime) -> Iterator[Transition]:
@@ -105,7 +104,7 @@ def _moments(op: OrgProduct, now: datetime) -> list[_Due]:
 def _started_at(session: Session, org_ids: list[int]) -> dict[tuple[int, str], datetime]:
     """When each product's subscription was started (its history entry)."""
     out: dict[tuple[int, str], datetime] = {}
-    for chunk in _chunks(sorted(set(org_ids)), 500):
+    for chunk in chunks(sorted(set(org_ids)), 500):
         for org_id, code, at in session.execute(
                 select(HistoryEntry.org_id, HistoryEntry.object_id, func.min(HistoryEntry.at))
                 .where(HistoryEntry.org_id.in_(chunk), HistoryEntry.action == "axis.subscription.started",
@@ -212,12 +211,8 @@ def _expired_lots(session: Session, now: datetime) -> Iterator[Transition]:
 def _marked(session: Session, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
     """Which of these (kind, subject) are recorded already."""
     seen: set[tuple[str, str]] = set()
-    for chunk in _chunks(sorted(set(keys)), 500):
+    for chunk in chunks(sorted(set(keys)), 500):
         seen.update((k, s) for k, s in session.execute(
             select(SweepMark.kind, SweepMark.subject).where(tuple_(SweepMark.kind, SweepMark.subject).in_(chunk))))
     return seen
 
-
-def _chunks(items: list[_T], size: int) -> Iterator[list[_T]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]

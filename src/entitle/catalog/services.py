@@ -17,6 +17,7 @@ from entitle.catalog.models import Product, Sku
 from entitle.errors import EntitleError, NotFound
 from entitle.history import services as history
 from entitle.tenancy import services as tenancy
+from entitle.text import SingleLine
 
 DEFAULT_CATALOG = Path(__file__).with_name("default_catalog.yaml")
 GRANT_KINDS = ("capacity", "feature", "tier", "subscription", "apartment_year", "expansion", "preloaded",
@@ -25,13 +26,13 @@ MODELS = ("access_commander", "axis", "my2n")
 
 
 class SkuDoc(BaseModel):
-    part_number: str = Field(min_length=1, max_length=64)
-    name: str = Field(min_length=1, max_length=200)
+    part_number: SingleLine = Field(min_length=1, max_length=64)
+    name: SingleLine = Field(min_length=1, max_length=200)
     grant_kind: str
     grants: dict[str, Any] = Field(default_factory=dict)
     term_years: int | None = None
-    regions: list[str] = Field(default_factory=list)
-    alt_part_numbers: list[str] = Field(default_factory=list)
+    regions: list[SingleLine] = Field(default_factory=list)
+    alt_part_numbers: list[SingleLine] = Field(default_factory=list)
 
     @field_validator("grant_kind")
     @classmethod
@@ -49,8 +50,8 @@ class SkuDoc(BaseModel):
 
 
 class ProductDoc(BaseModel):
-    code: str = Field(min_length=1, max_length=64)
-    name: str = Field(min_length=1, max_length=200)
+    code: SingleLine = Field(min_length=1, max_length=64)
+    name: SingleLine = Field(min_length=1, max_length=200)
     model: str
     skus: list[SkuDoc] = Field(default_factory=list)
 
@@ -138,6 +139,15 @@ def sku_by_part(session: Session, part_number: str) -> Sku:
 
 def products(session: Session) -> list[Product]:
     return list(session.scalars(select(Product).order_by(Product.code)))
+
+
+def products_page(session: Session, *, after_id: int | None, limit: int) -> list[Product]:
+    """A page of the catalog in the order it was loaded (by id: a keyset, where the code order
+    of ``products`` would need a text cursor)."""
+    stmt = select(Product)
+    if after_id is not None:
+        stmt = stmt.where(Product.id > after_id)
+    return list(session.scalars(stmt.order_by(Product.id).limit(limit)))
 
 
 def sku_to_dict(s: Sku) -> dict[str, Any]:

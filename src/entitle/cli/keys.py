@@ -75,6 +75,7 @@ def keys_mint(
 def _mint(database_url: str | None, sku: str, quantity_per_key: int, count: int, name: str, *,
           sink: Callable[[list[str]], None], before_commit: IO[str] | None = None) -> dict[str, object]:
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
+        keys.sku_to_mint(s, sku)  # a part that cannot be minted here is refused before the bar shows
         # The bar stops before the commit: nothing that can fail runs between commit and rename.
         with _progress(count) as advance:
             minted = keys.mint(s, sku_part=sku, quantity_per_key=quantity_per_key, count=count,

@@ -19,7 +19,8 @@ COMMANDS = (
          'Set up an empty installation once: an issuer admin, "My organization", the default catalog.'),
     Lazy("redeem", "entitle.cli.keys:redeem",
          "Redeem a license key into an organization's wallet (no rate limit at the console)."),
-    Lazy("history", "entitle.cli.history:show_history", "Show an organization's history, or verify its hash chain."),
+    Lazy("history", "entitle.cli.history:show_history",
+         "Show an organization's history, verify its chain, export it for an auditor, or verify an export offline."),
     Lazy("allocate", "entitle.cli.axis:allocate",
          "Allocate units from the wallet to subscription years, every line or none, in one confirmation. "
          "A short wallet is refused with how many units are missing. Allocating after the grace period "

@@ -139,23 +139,47 @@ def site_create(
     custom_expires: Annotated[datetime | None, typer.Option(
         "--custom-expires", formats=["%Y-%m-%d"],
         help="Record a legacy site of the retired custom model, expiring that day (vendor only).")] = None,
+    region: Annotated[str | None, typer.Option(
+        "--region", help=f"The site's sales region: {', '.join(my2n.REGIONS)}; left out: the organization's.")] = None,
     database_url: DatabaseUrl = None,
     as_json: JsonOut = False,
 ) -> None:
-    """Create a site of the apartment model; it takes the organization's region (which decides
-    the part number of its licenses)."""
+    """Create a site of the apartment model in a region (the organization's unless --region
+    says another), which decides the voucher part it accepts, the part number to order and the
+    price of its card payments."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         org_id, now = org_ref(s, org), ctx.clock.now()
         if custom_expires is not None:
             site = my2n.create_site(s, org_id=org_id, name=name, model="custom", actor=console_actor(), now=now,
-                                    custom_expires_at=custom_expires.replace(tzinfo=UTC))
+                                    custom_expires_at=custom_expires.replace(tzinfo=UTC), region=region)
         else:
-            site = my2n.create_site(s, org_id=org_id, name=name, site_type=site_type, actor=console_actor(), now=now)
+            site = my2n.create_site(s, org_id=org_id, name=name, site_type=site_type, actor=console_actor(), now=now,
+                                    region=region)
         result = my2n.site_to_dict(site, now)
     if as_json:
         print_json(result)
     else:
         plain(f"Created in organization {org_id}. " + _site_line(result))
+
+
+@site_app.command("region")
+@handles_errors
+def site_region(
+    org: OrgRef, site: SiteRef,
+    region: Annotated[str, typer.Option("--region", help=f"The new region: {', '.join(my2n.REGIONS)}.")],
+    database_url: DatabaseUrl = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Change a site's region (company admins): possible until a voucher code has been
+    activated into its credit pool, and not while recurring payment is on."""
+    with context(database_url) as ctx, transaction(ctx.sessions) as s:
+        found, now = _site(s, org, site), ctx.clock.now()
+        my2n.change_region(s, site=found, region=region, actor=console_actor(), now=now)
+        result = my2n.site_to_dict(found, now)
+    if as_json:
+        print_json(result)
+    else:
+        plain(_site_line(result))
 
 
 @site_app.command("list")
@@ -216,20 +240,35 @@ def site_dashboard(org: OrgRef, site: SiteRef, database_url: DatabaseUrl = None,
     plain(_site_line(result["site"]))
     order = result["order"]
     _summary(("apartments", f"{result['apartments']:,}"), ("need a license", f"{result['needing_license']:,}"),
-             ("lapsed", f"{len(result['lapsed']):,}"), ("lapse within 30 days", f"{len(result['lapsing_soon']):,}"),
+             ("not paid", f"{len(result['not_paid']):,}"), ("lapsed", f"{len(result['lapsed']):,}"),
+             ("partly paid", f"{len(result['partly_paid']):,}"),
+             ("lapse within 30 days", f"{len(result['lapsing_soon']):,}"),
              ("credit pool", _pool(result["pool"])),
              ("to order", f"{order['quantity']:,} × part {order['part_number']} "
                           + ("(recurring payment pays every apartment)" if result["order_basis"] == "recurring" else
-                             "(apartments not paid through the next 12 months, less the credit pool)")))
+                             "(apartments not paid through the next 12 months or partly paid, less the credit pool)")))
     if not result["rows"]:
         plain("The site has no apartments; create them with `entitle apartment create` or `entitle site import`.")
         return
-    soon = set(result["lapsing_soon"])
-    table = make_table("Apartments (dates in UTC)", "id=", "name", "paid devices>", "needs license=", "paid through=")
+    table = make_table("Apartments (dates in UTC)", "id=", "name", "paid devices>", "needs license=", "paid through=",
+                       "state")
     for r in _cut(result["rows"], "apartments"):
-        through = day(r["paid_through"]) + (" (lapses soon)" if r["name"] in soon else "")
-        table.add_row(str(r["id"]), escape(r["name"]), str(r["paid_devices"]), _yes(r["needs_license"]), through)
+        table.add_row(str(r["id"]), escape(r["name"]), str(r["paid_devices"]), _yes(r["needs_license"]),
+                      day(r["paid_through"]), escape(_state(r)))
     out.print(table)
+
+
+STATE_WORDS = {"no_license_needed": "No license needed", "not_paid": "Not paid", "paid": "Paid",
+               "lapsing_soon": "Lapses soon", "partly_paid": "Partly paid", "lapsed": "Lapsed"}
+
+
+def _state(row: dict[str, Any]) -> str:
+    """An apartment's state in words (point 10: never paid is "Not paid", not "Lapsed"); partly
+    paid names the devices that stop."""
+    words = STATE_WORDS[row["state"]]
+    if row["state"] == "partly_paid":
+        words += f" for {row['devices_paid_for']} device(s); stopped: {', '.join(row['devices_not_paid'])}"
+    return words
 
 
 @site_app.command("migration-check")
@@ -521,10 +560,10 @@ def apartment_list(org: OrgRef, site: SiteRef, database_url: DatabaseUrl = None,
         plain(f"Site {found.id} has no apartments; create them with `entitle apartment create`.")
         return
     table = make_table(f"Apartments of site {found.id} ({escape(found.name)}), dates in UTC", "id=", "name",
-                   "paid devices>", "needs license=", "paid through=")
+                   "paid devices>", "needs license=", "paid through=", "state")
     for r in _cut(rows, "apartments"):
         table.add_row(str(r["id"]), escape(r["name"]), str(r["paid_devices"]), _yes(r["needs_license"]),
-                      day(r["paid_through"]))
+                      day(r["paid_through"]), escape(_state(r)))
     out.print(table)
 
 
@@ -533,7 +572,9 @@ def apartment_list(org: OrgRef, site: SiteRef, database_url: DatabaseUrl = None,
 def apartment_pay(org: OrgRef, site: SiteRef, apartment: ApartmentRef, database_url: DatabaseUrl = None,
                   as_json: JsonOut = False) -> None:
     """Pay one year of an apartment's license from the site credit pool: one apartment-year, or
-    one device-year per paid device outside local mode."""
+    one device-year per paid device outside local mode. An apartment paid per device for fewer
+    devices than it has is topped up instead (a device-year per device not paid for and paid
+    year left, through the same date)."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         found = _site(s, org, site)
         apt = _apartment(s, found, apartment)
@@ -541,8 +582,10 @@ def apartment_pay(org: OrgRef, site: SiteRef, apartment: ApartmentRef, database_
     if as_json:
         print_json(result)
     else:
-        plain(f"Apartment {result['apartment']} is paid through {day(result['paid_through'])} UTC; the credit "
-               f"pool holds {_pool(result['pool'])}.")
+        devices = (f" for {result['devices_paid_for']} paid device(s)" if result["devices_paid_for"] is not None
+                   else "")
+        plain(f"Apartment {result['apartment']} is paid through {day(result['paid_through'])} UTC{devices}; the "
+              f"credit pool holds {_pool(result['pool'])}.")
 
 
 # --- vouchers (R-MY-5) -------------------------------------------------------------------------
@@ -578,7 +621,7 @@ def voucher_mint(
                          saved="The codes were minted and saved in") as f:
             result, codes = _mint(database_url, part, name, years, subscriptions, scope, into=f)
     summary = (f"Minted {len(codes):,} voucher code(s) of part {part}, {years} {scope}-year(s) each (batch "
-               f"{result['batch']}, valid 3 years).")
+               f"{result['batch']}, valid until {result['valid_until_text']}).")
     if out_file is not None:
         if as_json:
             print_json({**result, "out": str(out_file)})
@@ -599,8 +642,10 @@ def _mint(database_url: str | None, part: str, name: str, years: int, subscripti
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
         batch, codes = my2n.mint_vouchers(s, part_number=part, name=name, years=years, subscriptions=subscriptions,
                                           scope=scope, actor=console_actor(), now=ctx.clock.now())
+        shown = my2n.voucher_batch_to_dict(batch)
         result = {"batch": batch.id, "name": name.strip(), "part_number": part, "years": years, "scope": scope,
-                  "subscriptions": len(codes), "purchased_at": batch.purchased_at.isoformat()}
+                  "subscriptions": len(codes), "purchased_at": batch.purchased_at.isoformat(),
+                  "valid_until": shown["valid_until"], "valid_until_text": shown["valid_until_text"]}
         if into is not None:
             writer = csv.writer(into, lineterminator="\r\n")
             writer.writerow(["code", "part_number", "years", "scope"])
@@ -671,7 +716,7 @@ def voucher_batches(limit: Annotated[int, typer.Option("--limit", min=1, max=100
                        "active>", "used>", "cancelled>")
     for b in result:
         table.add_row(str(b["id"]), escape(b["name"]), b["part_number"], str(b["years"]), b["scope"],
-                      day(b["valid_until"]), f"{b['codes']['active']:,}", f"{b['codes']['used']:,}",
+                      b["valid_until_text"], f"{b['codes']['active']:,}", f"{b['codes']['used']:,}",
                       f"{b['codes']['cancelled']:,}")
     out.print(table)
 
@@ -689,9 +734,9 @@ def pay_status(org: OrgRef, site: SiteRef, database_url: DatabaseUrl = None, as_
     price of a year and the card payments received."""
     with context(database_url) as ctx, reading(ctx.sessions) as s:
         found = _site(s, org, site)
+        price_minor, currency = ctx.settings.apartment_year_price(found.region)  # the site's region's
         result = {**billing.plan_to_dict(s, site=found, actor=console_actor(), now=ctx.clock.now(),
-                                         price_minor=ctx.settings.apartment_year_price_minor,
-                                         currency=ctx.settings.apartment_year_currency),
+                                         price_minor=price_minor, currency=currency),
                   "payments": billing.payments_of(s, found)}
     if as_json:
         print_json(result)

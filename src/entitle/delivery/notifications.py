@@ -32,6 +32,10 @@ TITLES: dict[str, str] = {
     "my2n.apartment.expiring": "My2N: the license of apartment {apartment} ({site}) lapses within 30 days.",
     "my2n.apartment.lapsed": "My2N: the license of apartment {apartment} ({site}) lapsed; its paid devices stopped.",
     "my2n.card_payment.failed": "My2N: a card payment for site {site} failed; check the card.",
+    "my2n.site.custom_expiring": "My2N: the custom-model license of site {site} expires on {expires_on}; migrate "
+                                 "the site to the apartment model before then.",
+    "my2n.site.custom_expired": "My2N: the custom-model license of site {site} expired on {expires_on}; its paid "
+                                "devices stopped: migrate the site to the apartment model.",
 }
 
 

@@ -16,7 +16,7 @@ unique, in the same transaction as its event; so
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,7 +25,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from entitle.db import reading
+from entitle.db import chunks, reading
 from entitle.delivery.models import SweepMark
 from entitle.platform import events
 from entitle.platform.models import Event
@@ -62,15 +62,10 @@ def finders() -> list[Finder]:
     return found
 
 
-def _chunks(items: list[Transition], size: int) -> Iterator[list[Transition]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
 def _unmarked(session: Session, found: list[Transition]) -> list[Transition]:
     """Leave out what an earlier sweep recorded (read in chunks; the unique key decides races)."""
     seen: set[tuple[str, str]] = set()
-    for chunk in _chunks(found, 500):
+    for chunk in chunks(found, 500):
         seen.update((kind, subject) for kind, subject in session.execute(
             select(SweepMark.kind, SweepMark.subject).where(
                 tuple_(SweepMark.kind, SweepMark.subject).in_([(t.kind, t.subject) for t in chunk]))))
@@ -87,7 +82,7 @@ def sweep(factory: sessionmaker[Session], *, now: datetime, using: list[Finder] 
         found = [t for finder in (using or finders()) for t in finder(s, now) if t.due_at <= now]
         todo = _unmarked(s, found)
     recorded = skipped = 0
-    for chunk in _chunks(todo, batch):
+    for chunk in chunks(todo, batch):
         with factory.begin() as s:
             for t in chunk:
                 if (t.record(s, now) if t.record is not None else record_once(s, t, now=now)) is None:

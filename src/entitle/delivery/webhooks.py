@@ -40,6 +40,7 @@ from entitle.errors import EntitleError, NotFound
 from entitle.history import services as history
 from entitle.platform.models import Event
 from entitle.signing.secrets import seal, unseal
+from entitle.text import single_line
 
 SIGNATURE_HEADER = "Entitle-Signature"
 EVENT_ID_HEADER = "Entitle-Event-Id"
@@ -83,7 +84,7 @@ def backoff(attempts: int, rng: Callable[[], float] = random.random) -> timedelt
 # --- endpoints --------------------------------------------------------------------------------------
 
 def _check_url(url: str) -> str:
-    url = url.strip()
+    url = single_line(url, "endpoint URL", field="url").strip()
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.netloc or len(url) > 2000:
         raise EntitleError("webhook_url_invalid", "Give the endpoint's full http(s) URL (at most 2,000 characters).",
@@ -112,6 +113,7 @@ def create_endpoint(session: Session, *, org_id: int, url: str, event_types: lis
     """A new endpoint and its secret (shown once; sealed at rest)."""
     actor.require_licensing(org_id)
     url, types = _check_url(url), _check_types(event_types)
+    single_line(description, "endpoint description", field="description")
     history.lock_organization(session, org_id)
     count = session.scalar(select(func.count()).select_from(WebhookEndpoint).where(WebhookEndpoint.org_id == org_id))
     if (count or 0) >= MAX_ENDPOINTS:
@@ -369,6 +371,8 @@ EVENT_TYPES: dict[str, str] = {
     "my2n.apartment.lapsed": "My2N: an apartment license lapsed; its paid devices stopped.",
     "my2n.apartments.paid": "My2N: apartments of a site were paid for (card or credit).",
     "my2n.card_payment.failed": "My2N: a card payment for a site failed.",
+    "my2n.site.custom_expired": "My2N: a custom-model site's license expired (it was not migrated in time).",
+    "my2n.site.custom_expiring": "My2N: a custom-model site's license expires within 30 days; migrate the site.",
     "my2n.site.model_changed": "My2N: a site's licensing model was changed.",
     TEST_EVENT: "A test event, sent to one endpoint when asked (POST …/webhooks/{endpoint_id}/test).",
 }

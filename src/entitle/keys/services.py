@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from entitle.actors import Actor
@@ -23,6 +23,7 @@ from entitle.ledger import services as ledger
 from entitle.platform import events
 from entitle.tenancy import services as tenancy
 from entitle.tenancy.models import Organization
+from entitle.text import single_line
 
 MAX_KEYS_PER_BATCH = 10_000_000
 CHUNK = 5_000
@@ -50,12 +51,15 @@ class MintedBatch:
 
 def mint(session: Session, *, sku_part: str, quantity_per_key: int, count: int, actor: Actor,
          now: datetime, name: str = "", sink: Callable[[list[str]], None] | None = None,
-         on_progress: Callable[[int], None] | None = None, keep_codes: bool = False) -> MintedBatch:
+         on_progress: Callable[[int], None] | None = None, keep_codes: bool = False,
+         voucher_batch: bool = False) -> MintedBatch:
     """Mint ``count`` keys in the caller's transaction, ``CHUNK`` at a time (bounded memory).
 
     Each chunk of plain codes goes to ``sink`` (a CSV writer, say) and is then forgotten; the
     database keeps only hashes. The batch's units move from the issuer's ``issued`` account to
-    the batch's account in one ledger transaction.
+    the batch's account in one ledger transaction. A voucher part (``VOUCHER_KINDS``) is minted
+    only as a voucher batch (``voucher_batch``, by ``my2n.services.mint_vouchers``), which gives
+    its codes their scope and validity.
     """
     actor.require_issuer()
     if quantity_per_key < 1:
@@ -64,7 +68,8 @@ def mint(session: Session, *, sku_part: str, quantity_per_key: int, count: int, 
     if not 1 <= count <= MAX_KEYS_PER_BATCH:
         raise EntitleError("count_invalid", f"Mint between 1 and {MAX_KEYS_PER_BATCH:,} keys at once.",
                            count=count)
-    sku = catalog.sku_by_part(session, sku_part)
+    single_line(name, "key batch name")
+    sku = sku_to_mint(session, sku_part, voucher_batch=voucher_batch)
     issuer = tenancy.issuer_organization(session, now=now)
     batch = KeyBatch(org_id=issuer.id, sku_id=sku.id, name=name, quantity_per_key=quantity_per_key,
                      count=count, minted_by=actor.label, created_at=now)
@@ -104,6 +109,19 @@ def mint(session: Session, *, sku_part: str, quantity_per_key: int, count: int, 
     return MintedBatch(batch, kept)
 
 
+def sku_to_mint(session: Session, sku_part: str, *, voucher_batch: bool = False) -> Sku:
+    """The SKU keys of ``sku_part`` are minted for; a My2N voucher part only for a voucher batch
+    (refused before anything is written, or a progress bar shown)."""
+    sku = catalog.sku_by_part(session, sku_part)
+    if sku.grant_kind in VOUCHER_KINDS and not voucher_batch:
+        raise Conflict("sku_voucher_batch_only",
+                       f"Part {sku.part_number} is a My2N voucher: mint it as a voucher batch (`entitle voucher "
+                       "mint`, or Voucher batches on the issuer's My2N support page), which gives its codes their "
+                       "scope (per apartment or per device) and their 3 years of validity.",
+                       part_number=sku.part_number)
+    return sku
+
+
 def csv_sink(out: IO[str], batch_part: str, quantity: int) -> Callable[[list[str]], None]:
     writer = csv.writer(out)
     writer.writerow(["key", "part_number", "quantity"])
@@ -132,7 +150,7 @@ def _find(session: Session, typed: str) -> LicenseKey:
         compact = codes.normalize(typed)
     except codes.CodeError as exc:
         raise EntitleError(exc.code, exc.message) from None
-    key = session.scalars(select(LicenseKey).where(LicenseKey.key_hash == codes.digest(compact))).one_or_none()
+    key = session.scalars(_KEY_BY_HASH, {"key_hash": codes.digest(compact)}).one_or_none()
     if key is None:
         raise EntitleError("key_unknown", "No license key matches what you typed. Check that it is "
                            "the key you received; a key that was never issued cannot be redeemed.",
@@ -157,11 +175,31 @@ def _refuse_state(key: LicenseKey, org: Organization) -> None:
 # A key of these kinds goes somewhere other than the wallet: a preloaded key activates the
 # hardware it came with (``axis.services.register_hardware``).
 NOT_FOR_WALLET = frozenset({"preloaded"})
+# A My2N voucher code (9137958, 02683-001) is activated into a site's credit pool, the only place
+# that spends it: minted only as a voucher batch, refused by the wallet whatever its state.
+VOUCHER_KINDS = frozenset({"apartment_year"})
+
+
+def refuse_voucher_in_wallet(sku: Sku) -> None:
+    if sku.grant_kind in VOUCHER_KINDS:
+        raise Conflict("key_is_voucher",
+                       f"This is a My2N voucher code (part {sku.part_number}): the wallet cannot spend it. Activate "
+                       "it on the Vouchers tab of the site it pays for (Sites (My2N), the site, Vouchers; or "
+                       "`entitle voucher redeem`), where it adds to that site's credit pool.",
+                       part_number=sku.part_number)
 
 Into = Callable[[Session, Organization, Sku, LicenseKey, datetime], Account]
 
+# Built once (a redeem runs them every time): see ledger.services.
+_KEY_BY_HASH = select(LicenseKey).where(LicenseKey.key_hash == bindparam("key_hash"))
+_CLAIM = (update(LicenseKey).where(LicenseKey.id == bindparam("key_id"), LicenseKey.state == "active")
+          .values(state="used", redeemed_org_id=bindparam("org_id"),
+                  redeemed_at=bindparam("now", type_=LicenseKey.__table__.c.redeemed_at.type))
+          .execution_options(synchronize_session=False))
+
 
 def wallet_target(session: Session, org: Organization, sku: Sku, key: LicenseKey, now: datetime) -> Account:
+    refuse_voucher_in_wallet(sku)
     if sku.grant_kind in NOT_FOR_WALLET:
         raise Conflict("key_not_for_wallet",
                        f"This key ({sku.part_number}) holds the licenses preloaded on a piece of hardware: "
@@ -171,11 +209,12 @@ def wallet_target(session: Session, org: Organization, sku: Sku, key: LicenseKey
 
 
 def redeem(session: Session, *, org_id: int, typed_key: str, actor: Actor, now: datetime,
-           into: Into | None = None, authorized: bool = False) -> dict[str, Any]:
+           into: Into | None = None, authorized: bool = False, site_region: str | None = None) -> dict[str, Any]:
     """Move a key's units into the organization's wallet (or the account ``into`` picks, which
     may refuse the key), exactly once across all processes. ``authorized``: the caller has
     checked who may redeem into its target by its own rules (My2N's payments permission), so a
-    member is enough here; otherwise an owner or admin."""
+    member is enough here; otherwise an owner or admin. ``site_region``: the key goes to a My2N
+    site, whose own region decides which regional parts it takes (not the organization's)."""
     if authorized:
         actor.require_member(org_id)
     else:
@@ -184,22 +223,23 @@ def redeem(session: Session, *, org_id: int, typed_key: str, actor: Actor, now: 
     if org is None:
         raise NotFound("organization", org_id=org_id)
     key = _find(session, typed_key)
+    if into is None:  # the wallet: a voucher code is told where it goes, whatever its state
+        refuse_voucher_in_wallet(key.batch.sku)
     _refuse_state(key, org)
     sku = key.batch.sku
-    if not sku.sold_in(org.region):
+    region = site_region or org.region
+    if not sku.sold_in(region):
         raise Forbidden(
             "key_wrong_region",
             f"This key is for part {sku.part_number}, sold in {', '.join(sku.regions)}; this "
-            f"organization is in {org.region}. Ask your distributor for the part sold in your region.",
+            f"{'site' if site_region else 'organization'} is in {region}. Ask your distributor for the part sold "
+            "in your region.",
             part_number=sku.part_number, key_regions=sku.regions, organization_region=org.region,
+            **({"site_region": site_region} if site_region else {}),
         )
     target = (into or wallet_target)(session, org, sku, key, now)  # refuses before anything changes
     # The one statement that decides who wins when many redeem the same key at once.
-    won = session.execute(
-        update(LicenseKey).where(LicenseKey.id == key.id, LicenseKey.state == "active")
-        .values(state="used", redeemed_org_id=org.id, redeemed_at=now)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    won = session.execute(_CLAIM, {"key_id": key.id, "org_id": org.id, "now": now}).rowcount
     if won != 1:
         session.refresh(key)
         _refuse_state(key, org)

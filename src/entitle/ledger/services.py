@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -26,16 +26,32 @@ from entitle.ledger.models import Account, Entry, LedgerTransaction
 UNBOUNDED_KINDS = frozenset({"issued"})
 
 
+# Statements the hot paths (a redeem, an allocation) run every time, built once: building and
+# cache-keying a select() costs more than running it here (docs/benchmarks.md, "The API layer").
+_ACCOUNT = select(Account).where(Account.org_id == bindparam("org_id"), Account.kind == bindparam("kind"),
+                                 Account.sku_id == bindparam("sku_id"), Account.ref == bindparam("ref"))
+_INSERT_ACCOUNT = {name: dialect.insert(Account).on_conflict_do_nothing(index_elements=["org_id", "kind", "sku_id", "ref"])
+                   for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
+# The running balance of each account: its latest entry's (an account never used has none).
+_BALANCES = select(Entry.account_id, Entry.balance_after).where(Entry.id.in_(
+    select(func.max(Entry.id)).where(Entry.account_id.in_(bindparam("ids", expanding=True)))
+    .group_by(Entry.account_id)))
+_LOCK_ACCOUNTS = (select(Account.id).where(Account.id.in_(bindparam("ids", expanding=True)))
+                  .order_by(Account.id).with_for_update())
+_INSERT_ENTRIES = insert(Entry)
+
+
 def account(session: Session, *, org_id: int, kind: str, sku_id: int, ref: str = "",
             now: datetime) -> Account:
-    """Get or create the account; safe when two transactions create it at once."""
-    values = dict(org_id=org_id, kind=kind, sku_id=sku_id, ref=ref, created_at=now)
-    insert = (postgresql.insert if is_postgres(session) else sqlite.insert)(Account).values(**values)
-    session.execute(insert.on_conflict_do_nothing(index_elements=["org_id", "kind", "sku_id", "ref"]))
-    return session.scalars(
-        select(Account).where(Account.org_id == org_id, Account.kind == kind,
-                              Account.sku_id == sku_id, Account.ref == ref)
-    ).one()
+    """Get or create the account; safe when two transactions create it at once. One statement
+    when it exists (nearly always); else an INSERT that does nothing if a concurrent transaction
+    inserted it first (it waits for that one to commit), then the SELECT again."""
+    which = {"org_id": org_id, "kind": kind, "sku_id": sku_id, "ref": ref}
+    found = session.scalars(_ACCOUNT, which).one_or_none()
+    if found is not None:
+        return found
+    session.execute(_INSERT_ACCOUNT[session.get_bind().dialect.name], {**which, "created_at": now})
+    return session.scalars(_ACCOUNT, which).one()
 
 
 # Units of these kinds keep in the wallet at most five years (R-AX-4): each receipt is its own
@@ -58,6 +74,14 @@ def balance(session: Session, account_id: int) -> int:
                               .order_by(Entry.id.desc()).limit(1)) or 0)
 
 
+def balances(session: Session, account_ids: Sequence[int]) -> dict[int, int]:
+    """``balance`` of each account, in one statement."""
+    found = {account_id: 0 for account_id in account_ids}
+    for account_id, units in session.execute(_BALANCES, {"ids": list(account_ids)}):
+        found[account_id] = int(units)
+    return found
+
+
 class UnbalancedTransaction(ValueError):
     pass
 
@@ -72,13 +96,13 @@ def post(session: Session, *, org_id: int, kind: str, actor: Actor, now: datetim
     touched = sorted({a.id for a, _ in moves})
     if is_postgres(session):
         # Running balances need the accounts to themselves until commit; lock in id order so
-        # that two movers never deadlock. (SQLite has one writer already.)
-        session.execute(select(Account.id).where(Account.id.in_(touched))
-                        .order_by(Account.id).with_for_update())
-    balances = {account_id: balance(session, account_id) for account_id in touched}
+        # that two movers never deadlock. (SQLite has one writer already.) The balances are read
+        # after the lock, by a statement of their own: it sees what the last holder committed.
+        session.execute(_LOCK_ACCOUNTS, {"ids": touched})
+    running = balances(session, touched)
     entries = []
     for acct, amount in moves:
-        available = balances[acct.id]
+        available = running[acct.id]
         if amount < 0 and acct.kind not in UNBOUNDED_KINDS and available + amount < 0:
             raise Conflict(
                 "insufficient_units",
@@ -87,16 +111,15 @@ def post(session: Session, *, org_id: int, kind: str, actor: Actor, now: datetim
                 available=available, needed=-amount, missing=-amount - available,
                 part_number=acct.sku.part_number,
             )
-        balances[acct.id] = available + amount
-        entries.append(Entry(account_id=acct.id, amount=amount, balance_after=balances[acct.id],
-                             created_at=now))
+        running[acct.id] = available + amount
+        entries.append({"account_id": acct.id, "amount": amount, "balance_after": running[acct.id],
+                        "created_at": now})
     txn = LedgerTransaction(org_id=org_id, kind=kind, memo=memo, actor=actor.label, created_at=now)
     session.add(txn)
     session.flush()
-    for entry in entries:
-        entry.transaction_id = txn.id
-    session.add_all(entries)
-    session.flush()
+    # One statement for every entry (executemany); nothing reads them back in this transaction
+    # through the ORM but queries, which see them.
+    session.execute(_INSERT_ENTRIES, [{**entry, "transaction_id": txn.id} for entry in entries])
     return txn
 
 
@@ -134,23 +157,7 @@ def wallet(session: Session, org_id: int, *, now: datetime | None = None) -> lis
     """The organization's unallocated units, one line per SKU, derived from entries. With
     ``now``, lots past their five years are left out even before their expiry is recorded
     (R-CORE-7: right whenever read)."""
-    from entitle.catalog.models import Product
-
-    latest = (select(Entry.account_id, func.max(Entry.id).label("entry_id"))
-              .join(Account, Account.id == Entry.account_id)
-              .where(Account.org_id == org_id, Account.kind == "wallet")
-              .group_by(Entry.account_id).subquery())
-    rows = session.execute(
-        select(Sku.id, Sku.part_number, Sku.name, Product.name, Sku.grant_kind, Account.ref, Account.created_at,
-               Entry.balance_after)
-        .select_from(Account)
-        .join(Sku, Sku.id == Account.sku_id)
-        .join(Product, Product.id == Sku.product_id)
-        .join(latest, latest.c.account_id == Account.id)
-        .join(Entry, Entry.id == latest.c.entry_id)
-        .where(Account.org_id == org_id, Account.kind == "wallet")
-        .order_by(Sku.part_number)
-    ).all()
+    rows = session.execute(_wallet_lines(), {"org_id": org_id}).all()
     lines: dict[int, WalletLine] = {}
     for sku_id, part, name, product, kind, ref, created_at, units in rows:
         if now is not None and ref.startswith(LOT_PREFIX) and lot_expires_at(created_at) <= now:
@@ -160,23 +167,55 @@ def wallet(session: Session, org_id: int, *, now: datetime | None = None) -> lis
     return list(lines.values())
 
 
+_WALLET_LINES: list[Any] = []
+
+
+def _wallet_lines() -> Any:
+    """The wallet's accounts with their SKU and balance, built on first use (the catalog's
+    Product is imported then: the other licensing models' commands do not load it)."""
+    if not _WALLET_LINES:
+        from entitle.catalog.models import Product
+
+        latest = (select(Entry.account_id, func.max(Entry.id).label("entry_id"))
+                  .join(Account, Account.id == Entry.account_id)
+                  .where(Account.org_id == bindparam("org_id"), Account.kind == "wallet")
+                  .group_by(Entry.account_id).subquery())
+        _WALLET_LINES.append(
+            select(Sku.id, Sku.part_number, Sku.name, Product.name, Sku.grant_kind, Account.ref, Account.created_at,
+                   Entry.balance_after)
+            .select_from(Account)
+            .join(Sku, Sku.id == Account.sku_id)
+            .join(Product, Product.id == Sku.product_id)
+            .join(latest, latest.c.account_id == Account.id)
+            .join(Entry, Entry.id == latest.c.entry_id)
+            .where(Account.org_id == bindparam("org_id"), Account.kind == "wallet")
+            .order_by(Sku.part_number))
+    return _WALLET_LINES[0]
+
+
 def wallet_units(session: Session, org_id: int, sku_id: int, *, now: datetime | None = None) -> int:
     """Units of one SKU in the wallet, over all its accounts (lots). With ``now``, only the live
     ones: a lot past its five years holds none, even before its expiry is recorded (R-AX-4,
     R-CORE-7), so a figure shown beside a change (a redeem's wallet before and after) is the
     wallet as it really is."""
-    latest = (select(func.max(Entry.id).label("entry_id"))
-              .join(Account, Account.id == Entry.account_id)
-              .where(Account.org_id == org_id, Account.kind == "wallet", Account.sku_id == sku_id)
-              .group_by(Entry.account_id).subquery())
+    which = {"org_id": org_id, "sku_id": sku_id}
     if now is None:
-        return int(session.scalar(select(func.coalesce(func.sum(Entry.balance_after), 0))
-                                  .where(Entry.id.in_(select(latest.c.entry_id)))) or 0)
-    rows = session.execute(select(Account.ref, Account.created_at, Entry.balance_after)
-                           .join(Entry, Entry.account_id == Account.id)
-                           .where(Entry.id.in_(select(latest.c.entry_id)), Entry.balance_after != 0)).all()
+        return int(session.scalar(_WALLET_UNITS, which) or 0)
+    rows = session.execute(_WALLET_LOTS, which).all()
     return sum(int(units) for ref, created_at, units in rows
                if not (ref.startswith(LOT_PREFIX) and lot_expires_at(created_at) <= now))
+
+
+_LATEST_WALLET_ENTRIES = (select(func.max(Entry.id).label("entry_id"))
+                          .join(Account, Account.id == Entry.account_id)
+                          .where(Account.org_id == bindparam("org_id"), Account.kind == "wallet",
+                                 Account.sku_id == bindparam("sku_id"))
+                          .group_by(Entry.account_id).subquery())
+_WALLET_UNITS = (select(func.coalesce(func.sum(Entry.balance_after), 0))
+                 .where(Entry.id.in_(select(_LATEST_WALLET_ENTRIES.c.entry_id))))
+_WALLET_LOTS = (select(Account.ref, Account.created_at, Entry.balance_after)
+                .join(Entry, Entry.account_id == Account.id)
+                .where(Entry.id.in_(select(_LATEST_WALLET_ENTRIES.c.entry_id)), Entry.balance_after != 0))
 
 
 def unbalanced_transactions(session: Session) -> list[int]:

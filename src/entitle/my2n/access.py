@@ -157,6 +157,18 @@ def _role_dict(grant: SiteRole) -> dict[str, Any]:
 
 
 def site_roles(session: Session, site: Site) -> list[dict[str, Any]]:
-    rows = session.execute(select(SiteRole, User.email).join(User, User.id == SiteRole.user_id)
-                           .where(SiteRole.site_id == site.id).order_by(SiteRole.id))
-    return [{**_role_dict(grant), "email": email} for grant, email in rows]
+    return [site_role_to_dict(grant, email) for grant, email in site_role_rows(session, site)]
+
+
+def site_role_rows(session: Session, site: Site, *, after_id: int | None = None,
+                   limit: int | None = None) -> list[tuple[SiteRole, str]]:
+    """The site's roles with each user's e-mail, oldest grant first; a page of them with
+    ``after_id`` and ``limit``."""
+    stmt = select(SiteRole, User.email).join(User, User.id == SiteRole.user_id).where(SiteRole.site_id == site.id)
+    if after_id is not None:
+        stmt = stmt.where(SiteRole.id > after_id)
+    return [(grant, email) for grant, email in session.execute(stmt.order_by(SiteRole.id).limit(limit))]
+
+
+def site_role_to_dict(grant: SiteRole, email: str) -> dict[str, Any]:
+    return {**_role_dict(grant), "email": email}

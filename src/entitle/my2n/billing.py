@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from entitle.actors import Actor
 from entitle.clock import add_years
+from entitle.db import chunks
 from entitle.errors import Conflict, EntitleError
 from entitle.history import services as history
 from entitle.my2n import access, board, rules, services
@@ -62,7 +63,7 @@ def _plan(session: Session, site: Site) -> PaymentPlan | None:
 
 
 def _rule_rows(session: Session, site: Site) -> tuple[list[rules.Apartment], list[rules.Device]]:
-    apartments = [rules.Apartment(a.id, a.paid_through)
+    apartments = [services.rule_apartment(a)
                   for a in session.scalars(select(Apartment).where(Apartment.site_id == site.id).order_by(Apartment.id))]
     devices = [services.rule_device(d) for d in session.scalars(
         select(SiteDevice).where(SiteDevice.site_id == site.id, SiteDevice.apartment_id.is_not(None)))]
@@ -129,15 +130,16 @@ def set_card(session: Session, *, site: Site, payment_method: str, actor: Actor,
     return {"card": label}
 
 
-def _price(provider: PaymentProvider) -> tuple[int, str]:
-    return provider.annual_price_minor, provider.currency.lower()
+def _price(provider: PaymentProvider, site: Site) -> tuple[int, str]:
+    """An apartment-year at the site's region's price and currency (issue 14 point 8)."""
+    return provider.price(site.region)
 
 
 def _lines(session: Session, site: Site, *, start: datetime, period_end: datetime,
            provider: PaymentProvider) -> list[rules.ChargeLine]:
     apartments, devices = _rule_rows(session, site)
     return rules.charge_lines(apartments, devices, start=start, period_end=period_end,
-                              price_minor=_price(provider)[0])
+                              price_minor=_price(provider, site)[0])
 
 
 def _lines_out(session: Session, lines: list[rules.ChargeLine], start: datetime, period_end: datetime,
@@ -161,7 +163,7 @@ def activation_preview(session: Session, *, site: Site, actor: Actor, now: datet
     period_end = rules.billing_period_end(plan.period_end if plan else None, now)
     lines = _lines(session, site, start=now, period_end=period_end, provider=provider)
     return {"apartments_covered": needing_license(session, site),
-            **_lines_out(session, lines, now, period_end, _price(provider)[1])}
+            **_lines_out(session, lines, now, period_end, _price(provider, site)[1])}
 
 
 def activate_recurring(session: Session, *, site: Site, actor: Actor, now: datetime,
@@ -189,7 +191,7 @@ def activate_recurring(session: Session, *, site: Site, actor: Actor, now: datet
                        f"{expected_amount_minor} shown before; look at the new amount and confirm again.",
                        amount_minor=amount, expected_amount_minor=expected_amount_minor)
     sub = provider.start_recurring(plan.customer_id, site_reference=site_reference(site), apartments=count,
-                                   renews_at=period_end, amount_minor=amount,
+                                   renews_at=period_end, amount_minor=amount, region=site.region,
                                    idempotency_key=f"entitle-{site_reference(site)}-recurring-{plan.version}")
     history.lock_organization(session, site.org_id)
     session.refresh(plan)
@@ -210,7 +212,7 @@ def activate_recurring(session: Session, *, site: Site, actor: Actor, now: datet
                                   actor=actor, now=now)
         paid = _names(session, payment.apartments)
     return {"recurring": True, "apartments_covered": sub.apartments, "paid": paid, "charged_minor": amount,
-            "currency": _price(provider)[1].upper(), "renews_at": period_end.isoformat()}
+            "currency": _price(provider, site)[1].upper(), "renews_at": period_end.isoformat()}
 
 
 def deactivate_recurring(session: Session, *, site: Site, actor: Actor, now: datetime,
@@ -277,7 +279,8 @@ def sync_quantity(session: Session, *, site: Site, now: datetime, provider: Paym
     if count == 0:  # nothing needs a license: keep the subscription at one until it renews
         count = plan.apartments
     sub = provider.update_quantity(plan.subscription_id, site_reference=site_reference(site), apartments=count,
-                                   amount_minor=amount, idempotency_key=f"entitle-{site_reference(site)}-qty-{due}")
+                                   amount_minor=amount, region=site.region,
+                                   idempotency_key=f"entitle-{site_reference(site)}-qty-{due}")
     history.lock_organization(session, site.org_id)
     session.refresh(plan)
     before, plan.apartments, plan.charge_failed_at = plan.apartments, count, None
@@ -311,7 +314,7 @@ def renew(session: Session, *, site: Site, now: datetime, provider: PaymentProvi
     sub_id = plan.subscription_id
     if amount > 0:
         sub = provider.renew(sub_id, site_reference=site_reference(site), apartments=max(count, 1),
-                             amount_minor=amount, renews_at=period_end,
+                             amount_minor=amount, renews_at=period_end, region=site.region,
                              idempotency_key=f"entitle-{site_reference(site)}-renewal-{_key(plan.version, start)}")
     history.lock_organization(session, site.org_id)
     session.refresh(plan)
@@ -378,8 +381,8 @@ def stop_lapsed(session: Session, *, site: Site, now: datetime, provider: Paymen
 def _names(session: Session, apartment_ids: list[int]) -> list[str]:
     if not apartment_ids:
         return []
-    by_id = {i: name for i, name in session.execute(select(Apartment.id, Apartment.name)
-                                                      .where(Apartment.id.in_(apartment_ids)))}
+    by_id = {i: name for part in chunks(apartment_ids)
+             for i, name in session.execute(select(Apartment.id, Apartment.name).where(Apartment.id.in_(part)))}
     return [by_id[i] for i in apartment_ids]
 
 
@@ -398,11 +401,12 @@ def _record_payment(session: Session, *, site: Site, payment_id: str, subscripti
                           purpose=purpose, period_end=period_end)
     session.add(payment)
     session.flush()  # the unique payment id: a concurrent second report of it fails here, before paying
-    rows = ({a.id: a for a in session.scalars(select(Apartment).where(Apartment.id.in_(apartment_ids)))}
-            if apartment_ids else {})
+    rows = {a.id: a for part in chunks(apartment_ids)
+            for a in session.scalars(select(Apartment).where(Apartment.id.in_(part)))}
     for apt_id in apartment_ids:
         apt = rows[apt_id]
         apt.paid_through = period_end if apt.paid_through is None else max(apt.paid_through, period_end)
+        apt.devices_paid_for = None  # a card pays the whole apartment, every device (R-MY-5)
     session.flush()
     history.record(session, org_id=site.org_id, actor=actor, now=now, action="my2n.card_payment.received",
                    object_type="my2n_site", object_id=site.id,
@@ -482,7 +486,19 @@ def _handle(session: Session, event: PaymentEvent, site: Site, now: datetime) ->
 
 
 def payments_of(session: Session, site: Site) -> list[dict[str, Any]]:
-    rows = session.scalars(select(CardPayment).where(CardPayment.site_id == site.id).order_by(CardPayment.id.desc()))
-    return [{"payment": p.payment_id, "paid_at": p.paid_at.isoformat(), "apartments": len(p.apartments),
-             "amount_minor": p.amount_minor, "currency": p.currency.upper() if p.currency else None,
-             "purpose": p.purpose, "paid_through": p.period_end.isoformat() if p.period_end else None} for p in rows]
+    return [payment_to_dict(p) for p in card_payments(session, site)]
+
+
+def card_payments(session: Session, site: Site, *, before_id: int | None = None,
+                  limit: int | None = None) -> list[CardPayment]:
+    """The site's card payments, newest first; a page of them with ``before_id`` and ``limit``."""
+    stmt = select(CardPayment).where(CardPayment.site_id == site.id)
+    if before_id is not None:
+        stmt = stmt.where(CardPayment.id < before_id)
+    return list(session.scalars(stmt.order_by(CardPayment.id.desc()).limit(limit)))
+
+
+def payment_to_dict(p: CardPayment) -> dict[str, Any]:
+    return {"payment": p.payment_id, "paid_at": p.paid_at.isoformat(), "apartments": len(p.apartments),
+            "amount_minor": p.amount_minor, "currency": p.currency.upper() if p.currency else None,
+            "purpose": p.purpose, "paid_through": p.period_end.isoformat() if p.period_end else None}

@@ -3,7 +3,9 @@ soon, what to order, one row per apartment -- from one grouped query.
 
 The database counts, per apartment, its paid devices and its billable ones (paid, not in local
 mode), in one statement joined to the apartments; Python then applies the rules' own
-``is_lapsed`` and ``lapses_soon`` to each apartment that needs a license.
+``apartment_state`` (not paid, lapsed, partly paid, lapsing soon, paid), ``lapse_warning_due``
+and ``shortfall`` to each apartment, with stand-in devices as many as it has billable ones;
+the devices of the partly paid apartments alone are read, to name the ones that stop.
 
 The one rule written twice is "needs a license" (R-MY-3: at least one paid device not in local
 mode): ``rules.billable_devices`` in Python, ``_BILLABLE`` below in SQL, both from
@@ -28,17 +30,19 @@ from sqlalchemy.orm import Session
 
 from entitle.my2n import rules
 from entitle.my2n.models import Apartment, Site, SiteDevice
-from entitle.my2n.services import (apartments_of, credit_pool, devices_of, recurring_of, rule_device, rule_site,
-                                   site_to_dict)
+from entitle.my2n.services import (apartments_of, credit_pool, devices_of, recurring_of, rule_apartment, rule_device,
+                                   rule_site, site_to_dict)
 
 _PAID = SiteDevice.kind.in_(sorted(rules.PAID_KINDS))  # R-MY-2: phones, tablets, third-party devices
 _BILLABLE = case((SiteDevice.local_mode, 0), else_=1)  # R-MY-3: among the paid ones, not in local mode
+# An apartment's billable devices as the rules read them from the counts: as many stand-ins.
+_STAND_INS = [[rules.Device(-k, "phone") for k in range(1, n + 1)] for n in range(rules.MAX_PAID_DEVICES + 1)]
 
 
-def apartment_rows(session: Session, site: Site) -> list[Row[tuple[int, str, datetime | None, int, int]]]:
+def apartment_rows(session: Session, site: Site) -> list[Row[tuple[int, str, datetime | None, int, int, int | None]]]:
     """Every apartment of the site, by id: (id, name, paid_through, paid devices, billable
-    devices). One statement: the site's paid devices counted per apartment, joined to the
-    apartments (an apartment with none has 0 and 0)."""
+    devices, devices paid for). One statement: the site's paid devices counted per apartment,
+    joined to the apartments (an apartment with none has 0 and 0)."""
     per_apartment = (
         select(SiteDevice.apartment_id,
                func.count().label("paid"),
@@ -50,7 +54,8 @@ def apartment_rows(session: Session, site: Site) -> list[Row[tuple[int, str, dat
     stmt = (
         select(Apartment.id, Apartment.name, Apartment.paid_through,
                func.coalesce(per_apartment.c.paid, 0).label("paid"),
-               func.coalesce(per_apartment.c.billable, 0).label("billable"))
+               func.coalesce(per_apartment.c.billable, 0).label("billable"),
+               Apartment.devices_paid_for)
         .outerjoin(per_apartment, per_apartment.c.apartment_id == Apartment.id)
         .where(Apartment.site_id == site.id)
         .order_by(Apartment.id)
@@ -59,39 +64,69 @@ def apartment_rows(session: Session, site: Site) -> list[Row[tuple[int, str, dat
 
 
 def dashboard(session: Session, *, site: Site, now: datetime) -> dict[str, Any]:
-    """Apartments, how many need a license, which lapsed or lapse soon, what to order, and one
-    row per apartment: exactly ``reference_dashboard``'s answer."""
+    """Apartments, how many need a license, which are not paid, lapsed, partly paid or lapse
+    soon, what to order, and one row per apartment: exactly ``reference_dashboard``'s answer.
+    The rules decide from the counts: each apartment is handed to them with as many stand-in
+    billable devices as it has (``rules.apartment_state``, ``rules.shortfall``); only the
+    partly paid apartments' devices are read, to name the ones that stop."""
     rows: list[dict[str, Any]] = []
-    lapsed: list[str] = []
-    lapsing_soon: list[str] = []
-    short: list[int] = []  # billable devices of each apartment not paid through the next 12 months
+    short: list[rules.Shortfall] = []  # what each apartment lacks for the next 12 months
     recurring = recurring_of(session, site)
+    partly: dict[int, rules.Apartment] = {}
     horizon = rules.add_years(now, 1)
-    for apartment_id, name, paid_through, paid, billable in apartment_rows(session, site):
-        needs = billable > 0  # R-MY-3
-        if needs:
-            if rules.is_lapsed(rules.covered_until(paid_through, recurring), now):  # R-MY-6
-                lapsed.append(name)
-            if rules.lapse_warning_due(paid_through, recurring, now):  # R-MY-6: warned before it happens
-                lapsing_soon.append(name)
-            if paid_through is None or paid_through < horizon:
-                short.append(int(billable))
-        rows.append({"id": apartment_id, "name": name, "needs_license": needs, "paid_devices": int(paid),
-                     "paid_through": paid_through.isoformat() if paid_through else None})
+    for apartment_id, name, paid_through, paid, n_billable, devices_paid_for in apartment_rows(session, site):
+        billable = int(n_billable)
+        apt = rules.Apartment(apartment_id, paid_through, devices_paid_for)
+        stand_in = _STAND_INS[billable] if billable < len(_STAND_INS) else [rules.Device(-k, "phone")
+                                                                             for k in range(1, billable + 1)]
+        state = rules.apartment_state(apt, stand_in, now, recurring)  # R-MY-3, R-MY-5, R-MY-6
+        if (lack := rules.shortfall(apt, stand_in, now, horizon=horizon)) is not None:
+            short.append(lack)
+        if state == "partly_paid":
+            partly[apartment_id] = apt
+        rows.append(_row(apartment_id, name, paid_through, int(paid), state, devices_paid_for,
+                         lapsing=billable > 0 and rules.lapse_warning_due(paid_through, recurring, now)))
+    stopping = _unpaid_serials(session, partly)
+    for r in rows:
+        r["devices_not_paid"] = stopping.get(r["id"], [])
     pool = credit_pool(session, site)
-    # R-MY-5: the rules' own count, from the counts above (one row per apartment short).
-    quantity = rules.to_order([rules.Apartment(i, None) for i in range(len(short))],
-                              [rules.Device(0, "phone", i) for i, n in enumerate(short) for _ in range(n)], now,
-                              pool=rules.Credit(pool["apartment_years"], pool["device_years"]), recurring=recurring)
-    return _answer(site, now, rows, lapsed, lapsing_soon, quantity, pool, recurring)
+    # R-MY-5: what the pool does not pay (none while recurring payment is on).
+    quantity = 0 if recurring is not None else rules.order_quantity(
+        short, rules.Credit(pool["apartment_years"], pool["device_years"]))
+    return _answer(site, now, rows, quantity, pool, recurring)
 
 
-def _answer(site: Site, now: datetime, rows: list[dict[str, Any]], lapsed: list[str], lapsing_soon: list[str],
-            quantity: int, pool: dict[str, int], recurring: rules.Recurring | None) -> dict[str, Any]:
+def _row(apartment_id: int, name: str, paid_through: datetime | None, paid: int, state: rules.ApartmentState,
+         devices_paid_for: int | None, *, lapsing: bool) -> dict[str, Any]:
+    return {"id": apartment_id, "name": name, "needs_license": state != "no_license_needed", "paid_devices": paid,
+            "paid_through": paid_through.isoformat() if paid_through else None, "state": state,
+            "devices_paid_for": devices_paid_for, "lapsing_soon": lapsing}
+
+
+def _unpaid_serials(session: Session, apartments: dict[int, rules.Apartment]) -> dict[int, list[str]]:
+    """The serials of the billable devices each of these apartments' per-device payment does not
+    cover (``rules.unpaid_devices``), in the order they stop: one query."""
+    if not apartments:
+        return {}
+    rows = list(session.scalars(select(SiteDevice).where(SiteDevice.apartment_id.in_(sorted(apartments)))))
+    serial_of = {d.id: d.serial for d in rows}
+    grouped = rules.group_by_apartment(rule_device(d) for d in rows)
+    return {i: [serial_of[d.device_id] for d in rules.unpaid_devices(a, grouped.get(i, []))]
+            for i, a in apartments.items()}
+
+
+def _answer(site: Site, now: datetime, rows: list[dict[str, Any]], quantity: int, pool: dict[str, int],
+            recurring: rules.Recurring | None) -> dict[str, Any]:
+    def named(state: str) -> list[str]:
+        return [r["name"] for r in rows if r["state"] == state]
+
+    lapsing = [r["name"] for r in rows if r.pop("lapsing_soon")]
     return {
         "site": site_to_dict(site, now),
         "apartments": len(rows), "needing_license": sum(1 for r in rows if r["needs_license"]),
-        "lapsed": lapsed, "lapsing_soon": lapsing_soon,
+        # Point 10: "lapsed" are licenses that ended; an apartment never paid is "not paid".
+        "lapsed": named("lapsed"), "not_paid": named("not_paid"), "partly_paid": named("partly_paid"),
+        "lapsing_soon": lapsing,
         # What the site lacks to keep every apartment needing a license working for the next
         # twelve months (rules.to_order); ``order_basis`` says how it is counted, beside the figure.
         "order": {"part_number": rules.part_number(site.region), "quantity": quantity},  # type: ignore[arg-type]
@@ -109,15 +144,28 @@ def reference_dashboard(session: Session, *, site: Site, now: datetime) -> dict[
     ``rules.dashboard``. The definition ``dashboard`` is tested against; too slow to serve a
     large site (it loads every row as an object)."""
     apartments = apartments_of(session, site)
-    devices = [rule_device(d) for d in devices_of(session, site)]
+    loaded = devices_of(session, site)
+    devices = [rule_device(d) for d in loaded]
+    serial_of = {d.id: d.serial for d in loaded}
     pool, recurring = credit_pool(session, site), recurring_of(session, site)
-    board = rules.dashboard(rule_site(site), [rules.Apartment(a.id, a.paid_through) for a in apartments],
+    board = rules.dashboard(rule_site(site), [rule_apartment(a) for a in apartments],
                             devices, now, pool=rules.Credit(pool["apartment_years"], pool["device_years"]),
                             recurring=recurring)
-    by_id = {a.id: a for a in apartments}
     per_apartment = rules.group_by_apartment(devices)
-    rows = [{"id": a.id, "name": a.name, "needs_license": rules.needs_license(per_apartment.get(a.id, [])),
-             "paid_devices": sum(1 for d in per_apartment.get(a.id, []) if rules.is_paid_device(d)),
-             "paid_through": a.paid_through.isoformat() if a.paid_through else None} for a in apartments]
-    return _answer(site, now, rows, [by_id[i].name for i in board.lapsed],
-                   [by_id[i].name for i in board.lapsing_soon], board.to_order, pool, recurring)
+    soon = set(board.lapsing_soon)
+    rows = []
+    for a in apartments:
+        mine = per_apartment.get(a.id, [])
+        state = rules.apartment_state(rule_apartment(a), mine, now, recurring)
+        row = _row(a.id, a.name, a.paid_through, sum(1 for d in mine if rules.is_paid_device(d)), state,
+                   a.devices_paid_for, lapsing=a.id in soon)
+        row["devices_not_paid"] = ([serial_of[d.device_id] for d in rules.unpaid_devices(rule_apartment(a), mine)]
+                                   if state == "partly_paid" else [])
+        rows.append(row)
+    answer = _answer(site, now, rows, board.to_order, pool, recurring)
+    by_id = {a.id: a.name for a in apartments}
+    # The lists are the rules' own (``rules.dashboard``), not read back from the rows.
+    answer.update(lapsed=[by_id[i] for i in board.lapsed], not_paid=[by_id[i] for i in board.not_paid],
+                  partly_paid=[by_id[i] for i in board.partly_paid],
+                  lapsing_soon=[by_id[i] for i in board.lapsing_soon])
+    return answer

@@ -10,8 +10,9 @@ The format (UTF-8, comma-separated; a file saved with semicolons by a spreadshee
 
 - ``apartment``: the apartment's name (1 … 200 characters); empty for a device outside every
   apartment.
-- ``serial``: the device's serial number or name (1 … 128 characters), unique on the site; empty
-  on an apartment-only row (an apartment without devices).
+- ``serial``: the device's serial number or name (1 … 128 characters), unique among the
+  organization's sites (a device is on one site at a time); empty on an apartment-only row (an
+  apartment without devices).
 - ``kind``: intercom, answering_unit, phone, tablet or third_party (``services.KINDS``).
 - ``local_mode``: true/false (also yes/no, 1/0; empty is false).
 
@@ -37,7 +38,8 @@ to the row's. Import never moves a device out of an apartment or between apartme
 changes a device's kind, and removes nothing. Checks per row, in this order:
 
 - ``row_invalid``: more cells than the header has columns;
-- ``value_invalid``: a control character in a cell;
+- ``text_control_characters``: a control character in a cell (a tab or line break inside a value,
+  a text-direction control: ``entitle.text``), with ``detail.character`` and ``position``;
 - ``name_invalid``: an apartment name over 200 characters;
 - ``serial_invalid``: a serial over 128 characters; ``serial_required``: a kind or local mode
   without a serial;
@@ -45,6 +47,8 @@ changes a device's kind, and removes nothing. Checks per row, in this order:
 - ``serial_duplicate``: the serial is on an earlier row (``detail`` names it);
 - ``device_exists``: the serial is on the site already with another kind, or in another apartment
   (or in one, while the row names none);
+- ``device_on_other_site``: the serial is on another site of the organization (``detail.site``
+  names it): a device belongs to one site at a time (issue 14 point 9);
 - ``intercom_not_in_apartment``: an intercom with an apartment;
 - ``apartment_paid_device_limit`` (R-MY-2): the row would put a fifth paid device (phone, tablet,
   third-party) in the apartment, counting the devices it already holds and the earlier rows.
@@ -56,15 +60,16 @@ unclosed quote), ``csv_too_large`` (over 200,000 rows).
 Export is for every member of the organization; import for company admins and the site's
 admins (``access.require_site_admin``), as creating apartments and assigning devices are.
 
-Statements per row are bounded: the site's apartments and devices are read once (two queries)
-for the checks, then each row costs what its service call costs.
+Statements per row are bounded: the site's apartments and devices, and the serials on the
+organization's other sites, are read once (three queries) for the checks, then each row costs
+what its service call costs.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -77,6 +82,7 @@ from entitle.history import services as history
 from entitle.my2n import access, rules
 from entitle.my2n import services as my2n
 from entitle.my2n.models import Apartment, Site, SiteDevice
+from entitle.text import CONTROL_CHARACTERS, control_character, control_message, plural
 
 COLUMNS: tuple[str, ...] = ("apartment", "serial", "kind", "local_mode")
 REQUIRED: frozenset[str] = frozenset({"apartment", "serial", "kind"})
@@ -165,7 +171,7 @@ class Refusals:
         shown = f"; the first {len(self.rows):,} are listed" if self.count > len(self.rows) else ""
         first = self.rows[0]
         where = f"row {first['row']}" + (f", {first['column']}" if first["column"] else "")
-        raise EntitleError("csv_invalid", f"The file has {self.count:,} problem(s){shown}; nothing was imported. "
+        raise EntitleError("csv_invalid", f"The file has {plural(self.count, 'problem')}{shown}; nothing was imported. "
                            f"First, {where}: {first['message']} Correct the file and import it again.",
                            status=422, rows=self.rows, problems=self.count, total_rows=self.total_rows)
 
@@ -192,10 +198,6 @@ def _delimiter(text: str) -> str:
 def _boolean(value: str) -> bool | None:
     v = value.lower()
     return True if v in TRUE else False if v in FALSE else None
-
-
-def _has_control(value: str) -> bool:
-    return any(ord(c) < 32 or ord(c) == 127 for c in value)
 
 
 def parse(data: bytes | str) -> list[Row]:
@@ -269,9 +271,10 @@ def _row(columns: list[str], cells: list[str], number: int, refusals: Refusals) 
         return None
     values = dict.fromkeys(COLUMNS, "")
     for name, cell in zip(columns, cells, strict=False):
-        if _has_control(cell.strip()):
-            refusals.add(number, name, "value_invalid", "The cell holds a control character (a line break or a "
-                         "tab inside a value); remove it.")
+        found = control_character(cell.strip())
+        if found is not None:  # the services' rule for names and serials (entitle.text.single_line)
+            refusals.add(number, name, CONTROL_CHARACTERS, control_message("cell", found),
+                         character=found.code_point, position=found.position)
         values[name] = _uncell(cell.strip())
     apartment, serial, kind = values["apartment"], values["serial"], values["kind"]
     if len(apartment) > MAX_NAME:
@@ -303,9 +306,11 @@ Step = Literal["add", "assign", "local_mode", "keep", "apartment"]
 
 
 def _plan(rows: list[Row], apartments: dict[str, Apartment], devices: dict[str, SiteDevice],
-          refusals: Refusals) -> list[tuple[Row, Step]]:
-    """What each row does to the site, every row checked against the site and the earlier rows;
+          refusals: Refusals, elsewhere: Mapping[str, tuple[int, str]] | None = None) -> list[tuple[Row, Step]]:
+    """What each row does to the site, every row checked against the site, the serials on the
+    organization's other sites (``elsewhere``: serial to site id and name) and the earlier rows;
     the problems go to ``refusals``."""
+    elsewhere = elsewhere or {}
     steps: list[tuple[Row, Step]] = []
     names = {a.id: a.name for a in apartments.values()}
     # The devices of each apartment (the site's, then the file's), as the rules see them.
@@ -319,6 +324,10 @@ def _plan(rows: list[Row], apartments: dict[str, Apartment], devices: dict[str, 
             continue
         existing = devices.get(row.serial)
         step: Step
+        if existing is None and row.serial in elsewhere:
+            other = my2n.on_other_site(row.serial, *elsewhere[row.serial])
+            refusals.add(row.number, "serial", other.code, other.message, **other.detail)
+            continue
         if existing is None:
             step, device = "add", rules.Device(-row.number, row.kind, None, row.local_mode)  # type: ignore[arg-type]
         else:
@@ -358,7 +367,7 @@ def import_csv(session: Session, *, site: Site, data: bytes | str, actor: Actor,
     history.lock_organization(session, site.org_id)  # what is checked below stays true until commit
     apartments = {a.name: a for a in my2n.apartments_of(session, site)}
     devices = {d.serial: d for d in my2n.devices_of(session, site)}
-    steps = _plan(rows, apartments, devices, refusals)
+    steps = _plan(rows, apartments, devices, refusals, my2n.serials_elsewhere(session, site))
     refusals.raise_if_any()
 
     counts = dict.fromkeys(("apartments_created", "devices_added", "devices_assigned", "local_mode_changed"), 0)

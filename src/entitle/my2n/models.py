@@ -22,6 +22,9 @@ class Site(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
+    # The site's own sales region (issue 14 point 8): chosen at creation, the organization's by
+    # default. It decides the voucher part its pool accepts and the part to order (02683-001 for
+    # US & APAC, else 9137958), and the price and currency of its card payments.
     region: Mapped[str] = mapped_column(String(8))
     model: Mapped[str] = mapped_column(String(16))
     # The end of a custom-model site's license (shown while it is custom).
@@ -45,6 +48,9 @@ class Apartment(Base):
     name: Mapped[str] = mapped_column(String(200))
     # Licensed until then (end excluded); None: never paid (R-MY-5, R-MY-6).
     paid_through: Mapped[datetime | None]
+    # The billable devices that paid time covers when it was paid with device-years (per-device
+    # vouchers, 0013); None: paid per apartment (apartment-year, card), every device.
+    devices_paid_for: Mapped[int | None]
     created_at: Mapped[datetime]
 
 
@@ -53,7 +59,10 @@ class SiteDevice(Base):
     has the apartment model): 2N answering unit (free), phone, tablet, third-party (paid)."""
 
     __tablename__ = "my2n_devices"
-    __table_args__ = (UniqueConstraint("site_id", "serial"), Index("ix_my2n_devices_apartment", "apartment_id"),
+    # One device, one site (issue 14 point 9, migration 0014): a serial is unique within the
+    # organization's sites; (site_id, serial) stays for the site's own lookups.
+    __table_args__ = (UniqueConstraint("site_id", "serial"), UniqueConstraint("org_id", "serial"),
+                      Index("ix_my2n_devices_apartment", "apartment_id"),
                       # The dashboard's per-apartment count, answered from the index (migration 0008).
                       Index("ix_my2n_devices_dashboard", "site_id", "apartment_id", "kind", "local_mode"))
 
@@ -64,6 +73,9 @@ class SiteDevice(Base):
     serial: Mapped[str] = mapped_column(String(128))
     kind: Mapped[str] = mapped_column(String(16))
     local_mode: Mapped[bool] = mapped_column(default=False)
+    # When it last started counting towards its apartment's license (moved in, local mode turned
+    # off; 0013); None: since ``created_at``. Of an apartment paid for fewer devices, the latest stop.
+    billable_since: Mapped[datetime | None]
     created_at: Mapped[datetime]
 
 

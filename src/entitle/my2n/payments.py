@@ -140,8 +140,12 @@ class PaymentEvent:
 
 
 class PaymentProvider(Protocol):
-    annual_price_minor: int  # an apartment-year, in minor units
+    annual_price_minor: int  # an apartment-year, in minor units: of a region without a price of its own
     currency: str
+
+    def price(self, region: str) -> tuple[int, str]:
+        """An apartment-year for a site of ``region``: minor units and currency (lower case)."""
+        ...
 
     def create_customer(
         self, site_reference: str, *, name: str, email: str | None, idempotency_key: str
@@ -151,10 +155,11 @@ class PaymentProvider(Protocol):
 
     def start_recurring(
         self, customer_id: str, *, site_reference: str, apartments: int, idempotency_key: str,
-        renews_at: datetime | None = None, amount_minor: int | None = None,
+        renews_at: datetime | None = None, amount_minor: int | None = None, region: str | None = None,
     ) -> Subscription:
         """Start the annual subscription for ``apartments`` apartments, renewing at ``renews_at``
-        and charging ``amount_minor`` now (None: a whole year of every apartment; 0: nothing).
+        and charging ``amount_minor`` now (None: a whole year of every apartment; 0: nothing), at
+        the price and in the currency of the site's ``region`` (``price``).
 
         A declined first payment raises ``payment_declined`` and leaves no subscription behind.
         """
@@ -162,15 +167,16 @@ class PaymentProvider(Protocol):
 
     def update_quantity(
         self, subscription_id: str, *, site_reference: str, apartments: int, amount_minor: int,
-        idempotency_key: str,
+        idempotency_key: str, region: str | None = None,
     ) -> Subscription:
         """Make the subscription's quantity ``apartments``, charging the proration
-        ``amount_minor`` now (0: nothing, e.g. fewer apartments: nothing is refunded)."""
+        ``amount_minor`` now (0: nothing, e.g. fewer apartments: nothing is refunded). ``region``:
+        the site's, whose currency it is charged in (the subscription's own Price on Stripe)."""
         ...
 
     def renew(
         self, subscription_id: str, *, site_reference: str, apartments: int, amount_minor: int,
-        renews_at: datetime, idempotency_key: str,
+        renews_at: datetime, idempotency_key: str, region: str | None = None,
     ) -> Subscription:
         """Charge the next billing year (``amount_minor`` for ``apartments``), which ends at
         ``renews_at``. A declined card raises ``payment_declined``; retried with the same key,
@@ -318,11 +324,16 @@ class StripeProvider:
         clock: Clock | None = None,
         annual_price_minor: int = 1200,
         currency: str = "eur",
+        prices: Mapping[str, tuple[int, str]] | None = None,
+        price_ids: Mapping[str, str] | None = None,
     ) -> None:
         # The Price's amount, for the pro-rata charges the service computes: keep them equal.
+        # ``prices`` / ``price_ids``: the regions with a Price of their own (amount, currency, id).
         self.annual_price_minor, self.currency = annual_price_minor, currency
+        self._prices = dict(prices or {})
         self._webhook_secret = webhook_secret
         self._price_id = price_id
+        self._price_ids = dict(price_ids or {})
         self._clock = clock or SystemClock()
         self._client = stripe.StripeClient(
             api_key,
@@ -341,15 +352,23 @@ class StripeProvider:
             customer = self._client.v1.customers.create(params, {"idempotency_key": idempotency_key})
         return str(customer.id)
 
+    def price(self, region: str) -> tuple[int, str]:
+        minor, currency = self._prices.get(region.upper(), (self.annual_price_minor, self.currency))
+        return minor, currency.lower()
+
+    def _price_of(self, region: str | None) -> str:
+        return self._price_ids.get(region.upper(), self._price_id) if region else self._price_id
+
     def start_recurring(
         self, customer_id: str, *, site_reference: str, apartments: int, idempotency_key: str,
-        renews_at: datetime | None = None, amount_minor: int | None = None,
+        renews_at: datetime | None = None, amount_minor: int | None = None, region: str | None = None,
     ) -> Subscription:
         _check_positive("apartments", apartments)
         metadata = {SITE_KEY: site_reference, APARTMENTS_KEY: str(apartments)}
+        price_id = self._price_of(region)
         params: dict[str, Any] = {
             "customer": customer_id,
-            "items": [{"price": self._price_id, "quantity": apartments}],
+            "items": [{"price": price_id, "quantity": apartments}],
             # The first year is paid now or the call fails: no half-made subscription.
             "payment_behavior": "error_if_incomplete",
             "off_session": True,
@@ -362,20 +381,21 @@ class StripeProvider:
             params |= {"billing_cycle_anchor": int(renews_at.timestamp()), "proration_behavior": "none"}
             if amount_minor:
                 params["add_invoice_items"] = [{"price_data": {
-                    "currency": self.currency, "product": self._product(), "unit_amount": amount_minor}}]
+                    "currency": self.price(region)[1] if region else self.currency, "product": self._product(price_id),
+                    "unit_amount": amount_minor}}]
         with _stripe_errors():
             sub = self._client.v1.subscriptions.create(params, {"idempotency_key": idempotency_key})  # type: ignore[arg-type]
         return _subscription(sub.to_dict(), apartments)
 
-    def _product(self) -> str:
+    def _product(self, price_id: str) -> str:
         with _stripe_errors():
-            price = self._client.v1.prices.retrieve(self._price_id)
+            price = self._client.v1.prices.retrieve(price_id)
         product = price.to_dict().get("product")
         return str(product["id"] if isinstance(product, Mapping) else product)
 
     def update_quantity(
         self, subscription_id: str, *, site_reference: str, apartments: int, amount_minor: int,
-        idempotency_key: str,
+        idempotency_key: str, region: str | None = None,
     ) -> Subscription:
         _check_positive("apartments", apartments)
         with _stripe_errors():
@@ -393,7 +413,7 @@ class StripeProvider:
 
     def renew(
         self, subscription_id: str, *, site_reference: str, apartments: int, amount_minor: int,
-        renews_at: datetime, idempotency_key: str,
+        renews_at: datetime, idempotency_key: str, region: str | None = None,
     ) -> Subscription:
         # Stripe makes the renewal invoice itself at the anniversary and tries the card; this
         # pays it when it is still open (the retry), or returns it when it is paid.
@@ -552,6 +572,7 @@ class LocalProvider:
     webhook_secret: str = "whsec_local"
     annual_price_minor: int = 1200  # per apartment
     currency: str = "eur"
+    prices: dict[str, tuple[int, str]] = field(default_factory=dict)  # the regions with a price of their own
     clock: Clock = field(default_factory=SystemClock)
     declining: bool = False
     timing_out: bool = False
@@ -568,6 +589,7 @@ class LocalProvider:
     _counters: dict[str, int] = field(default_factory=dict)
     _by_key: dict[str, tuple[object, object]] = field(default_factory=dict)
     _site_of: dict[str, str] = field(default_factory=dict)
+    _region_of: dict[str, str] = field(default_factory=dict)  # subscription: the region it was started for
 
     def create_customer(
         self, site_reference: str, *, name: str, email: str | None, idempotency_key: str
@@ -575,43 +597,57 @@ class LocalProvider:
         params = ("customer", site_reference, name, email)
         return self._once(idempotency_key, params, lambda: self._new_customer(site_reference, name, email))
 
+    def price(self, region: str) -> tuple[int, str]:
+        minor, currency = self.prices.get(region.upper(), (self.annual_price_minor, self.currency))
+        return minor, currency.lower()
+
+    def _currency_of(self, subscription_id: str) -> str:
+        region = self._region_of.get(subscription_id)
+        return self.price(region)[1] if region else self.currency
+
     def start_recurring(
         self, customer_id: str, *, site_reference: str, apartments: int, idempotency_key: str,
-        renews_at: datetime | None = None, amount_minor: int | None = None,
+        renews_at: datetime | None = None, amount_minor: int | None = None, region: str | None = None,
     ) -> Subscription:
         _check_positive("apartments", apartments)
-        amount = apartments * self.annual_price_minor if amount_minor is None else amount_minor
-        params = ("subscription", customer_id, site_reference, apartments, renews_at, amount)
+        price = self.price(region)[0] if region else self.annual_price_minor
+        amount = apartments * price if amount_minor is None else amount_minor
+        # The request is what it charges: a region is part of it through its currency only.
+        params = ("subscription", customer_id, site_reference, apartments, renews_at, amount,
+                  self.price(region or "")[1])
         return self._once(
-            idempotency_key, params, lambda: self._new_subscription(customer_id, site_reference, apartments, amount)
+            idempotency_key, params,
+            lambda: self._new_subscription(customer_id, site_reference, apartments, amount, region),
         )
 
     def update_quantity(
         self, subscription_id: str, *, site_reference: str, apartments: int, amount_minor: int,
-        idempotency_key: str,
+        idempotency_key: str, region: str | None = None,
     ) -> Subscription:
         _check_positive("apartments", apartments)
         params = ("quantity", subscription_id, apartments, amount_minor)
 
         def update() -> Subscription:
-            self._active(subscription_id, site_reference)
+            self._active(subscription_id, site_reference, region)
             return self._invoice(subscription_id, site_reference, apartments, amount_minor)
 
         return self._once(idempotency_key, params, update)
 
     def renew(
         self, subscription_id: str, *, site_reference: str, apartments: int, amount_minor: int,
-        renews_at: datetime, idempotency_key: str,
+        renews_at: datetime, idempotency_key: str, region: str | None = None,
     ) -> Subscription:
         params = ("renewal", subscription_id, apartments, amount_minor, renews_at)
 
         def renewal() -> Subscription:
-            self._active(subscription_id, site_reference)
+            self._active(subscription_id, site_reference, region)
             return self._invoice(subscription_id, site_reference, apartments, amount_minor)
 
         return self._once(idempotency_key, params, renewal)
 
-    def _active(self, subscription_id: str, site_reference: str) -> None:
+    def _active(self, subscription_id: str, site_reference: str, region: str | None = None) -> None:
+        if region:  # a subscription another process started: charged in the site's currency all the same
+            self._region_of.setdefault(subscription_id, region)
         current = self.subscriptions.get(subscription_id)
         if current is None and self.instance and subscription_id.startswith("sub_local_"):
             # Made by the local provider of another process: take it as it is.
@@ -628,14 +664,15 @@ class LocalProvider:
         if amount > 0 and (self.declining or (customer and self._card_declines(customer))):
             raise _declined("card_declined", "Your card was declined.")
         invoice = self._next_id("in") if amount > 0 else None
+        currency = self._currency_of(subscription_id)
         sub = Subscription(id=subscription_id, status="active", apartments=apartments, latest_payment_id=invoice,
-                           amount_minor=amount if invoice else None, currency=self.currency if invoice else None)
+                           amount_minor=amount if invoice else None, currency=currency if invoice else None)
         self.subscriptions[subscription_id] = sub
         if invoice:
             self.invoices[invoice] = (subscription_id, amount)
             self.outbox.append(self.make_webhook(
                 "payment_succeeded", site_reference=site_reference, subscription_id=subscription_id,
-                payment_id=invoice, amount_minor=amount, currency=self.currency, apartments=apartments,
+                payment_id=invoice, amount_minor=amount, currency=currency, apartments=apartments,
             ))
         return sub
 
@@ -772,12 +809,15 @@ class LocalProvider:
         self.customers[customer_id] = {"site": site_reference, "name": name, "email": email or ""}
         return customer_id
 
-    def _new_subscription(self, customer_id: str, site_reference: str, apartments: int, amount: int) -> Subscription:
+    def _new_subscription(self, customer_id: str, site_reference: str, apartments: int, amount: int,
+                          region: str | None = None) -> Subscription:
         self._customer(customer_id)
         if amount > 0 and (self.declining or self._card_declines(customer_id)):
             raise _declined("card_declined", "Your card was declined.")
         sub_id = self._next_id("sub")
         self._site_of[sub_id], self._customer_of[sub_id] = site_reference, customer_id
+        if region:
+            self._region_of[sub_id] = region
         self.subscriptions[sub_id] = Subscription(id=sub_id, status="active", apartments=apartments)
         return self._invoice(sub_id, site_reference, apartments, amount)
 
@@ -788,13 +828,15 @@ class LocalProvider:
         sub = self.subscriptions[subscription_id]
         if sub.status != "active":
             raise ValueError("only an active subscription renews")
-        invoice, amount = self._next_id("in"), sub.apartments * self.annual_price_minor
+        region = self._region_of.get(subscription_id)
+        invoice = self._next_id("in")
+        amount = sub.apartments * (self.price(region)[0] if region else self.annual_price_minor)
         if not self.declining:
             self.invoices[invoice] = (subscription_id, amount)
         event = self.make_webhook(
             "payment_failed" if self.declining else "payment_succeeded", site_reference=self._site_of[sub.id],
             subscription_id=sub.id, payment_id=invoice, amount_minor=amount,
-            currency=self.currency, apartments=sub.apartments,
+            currency=self._currency_of(sub.id), apartments=sub.apartments,
         )
         self.outbox.append(event)
         return event

@@ -34,6 +34,23 @@ Decisions where the spec is silent:
   the anniversary is retried daily, and only when the window ends do unpaid apartments lapse. A
   charge declined during the year shortens the cover of the apartments it was for to 7 days from
   that decline.
+- Per-device vouchers are counted per device (issue 14 point 6). An apartment paid with
+  device-years is paid for as many billable devices as it had (``Apartment.devices_paid_for``;
+  None: paid per apartment, by an apartment-year, a card or a custom license). Each device has
+  the moment it last started counting (``Device.since``: added, moved in, local mode turned off);
+  with more billable devices than paid for, the apartment is ``partly_paid`` and the devices that
+  started counting last stop (``unpaid_devices``). Paying from the pool then tops it up: one
+  device-year per device not paid for and paid year left (``years_left``, a started year whole),
+  through the same paid-through; an apartment-year does not top up. Paying the next year sets what
+  the whole paid time covers: every device (an apartment-year) or the billable devices there are
+  (device-years). A card pays whole apartments: a partly paid apartment is, for it, not paid
+  (``whole_paid_through``) and is charged from now; once paid by card it is paid per apartment.
+- Migrating from the custom model before its license expires keeps the time it paid
+  (``carried_paid_through``): each apartment needing a license at the change is paid through the
+  custom license's expiry. An apartment that starts needing one afterwards is a new need.
+- Words (issue 14 point 10, ``apartment_state``): an apartment never paid is ``not_paid``; only a
+  license that was paid and ended is ``lapsed``. A cut-off is shown as the date when it is
+  midnight UTC, else with its time and zone (``moment_text``).
 """
 
 from __future__ import annotations
@@ -41,7 +58,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Literal, get_args
 
 from entitle.clock import add_years  # one calendar-year rule for every licensing model
@@ -139,12 +156,18 @@ class Device:
     kind: DeviceKind
     apartment_id: int | None = None
     local_mode: bool = False
+    # When it last started counting towards its apartment's license (added, moved in, local mode
+    # turned off); None: before any other. Of an apartment paid for fewer devices, the latest stop.
+    since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Apartment:
     apartment_id: int
     paid_through: datetime | None = None  # None: never paid
+    # The billable devices its paid time covers when that was paid with device-years (per-device
+    # vouchers); None: paid per apartment (apartment-year, card, a custom license), every device.
+    devices_paid_for: int | None = None
 
 
 def is_paid_device(device: Device) -> bool:
@@ -191,6 +214,29 @@ def needs_license(apartment_devices: Iterable[Device]) -> bool:
     return bool(billable_devices(apartment_devices))
 
 
+def billable_in_order(apartment_devices: Iterable[Device]) -> list[Device]:
+    """An apartment's billable devices, the one counting longest first (``since``, then id)."""
+    return sorted(billable_devices(apartment_devices),
+                  key=lambda d: (d.since is not None, d.since.timestamp() if d.since else 0.0, d.device_id))
+
+
+def unpaid_devices(apartment: Apartment, apartment_devices: Iterable[Device]) -> list[Device]:
+    """R-MY-5: the billable devices the apartment's paid time does not cover. Paid with
+    device-years for ``devices_paid_for`` devices, those that have counted longest are covered and
+    the ones that started counting last (added, moved in, local mode turned off) are not; paid
+    per apartment, every device is covered."""
+    if apartment.devices_paid_for is None:
+        return []
+    return billable_in_order(apartment_devices)[max(0, apartment.devices_paid_for):]
+
+
+def whole_paid_through(apartment: Apartment, apartment_devices: Iterable[Device]) -> datetime | None:
+    """The end of the time an apartment is paid for as a whole: its paid-through, or None while
+    some billable device is not paid for. A card pays whole apartments: it counts a partly paid
+    apartment as not paid."""
+    return None if unpaid_devices(apartment, apartment_devices) else apartment.paid_through
+
+
 def part_number(region: Region) -> str:
     """R-MY-3: the part to order for a site's apartment licenses."""
     if region not in get_args(Region):
@@ -227,10 +273,39 @@ def device_works(device: Device, *, paid_through: datetime | None, now: datetime
     return not is_lapsed(paid_through, now)
 
 
-def working_devices(apartment: Apartment, devices: Iterable[Device], now: datetime) -> list[Device]:
+def device_paid_through(apartment: Apartment, device: Device, apartment_devices: Iterable[Device]) -> datetime | None:
+    """The end of what is paid for this device of the apartment: its paid-through, or None for a
+    billable device its per-device payment does not cover (``unpaid_devices``)."""
+    unpaid = {d.device_id for d in unpaid_devices(apartment, apartment_devices)}
+    return None if device.device_id in unpaid else apartment.paid_through
+
+
+def working_devices(apartment: Apartment, devices: Iterable[Device], now: datetime,
+                    recurring: Recurring | None = None) -> list[Device]:
     """The apartment's devices that work at ``now``."""
-    return [d for d in devices_of(apartment.apartment_id, devices)
-            if device_works(d, paid_through=apartment.paid_through, now=now)]
+    mine = devices_of(apartment.apartment_id, devices)
+    return [d for d in mine if device_works(
+        d, paid_through=covered_until(device_paid_through(apartment, d, mine), recurring), now=now)]
+
+
+def years_left(paid_through: datetime, now: datetime) -> int:
+    """The paid years of a paid time still running at ``now``, a started year counting whole
+    (1 when it ends within a year): what paying one more device through ``paid_through`` costs
+    in device-years."""
+    years = 1
+    while add_years(paid_through, -years) > now:
+        years += 1
+    return years
+
+
+def moment_text(moment: datetime) -> str:
+    """A cut-off as people read it: the date alone when it is midnight UTC, else the date, the
+    time and the zone: "2029-12-02 10:37 UTC", with the seconds when there are any
+    ("2029-12-02 10:37:15 UTC"; a fraction of a second is left out)."""
+    moment = moment.astimezone(UTC)
+    if moment.time() == time(0):
+        return moment.date().isoformat()
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC" if moment.second or moment.microsecond else "%Y-%m-%d %H:%M UTC")
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,55 +344,118 @@ def lapse_warning_due(paid_through: datetime | None, recurring: Recurring | None
     return lapses_soon(covered_until(paid_through, recurring), now, warning)
 
 
+ApartmentState = Literal["no_license_needed", "not_paid", "paid", "lapsing_soon", "partly_paid", "lapsed"]
+
+
+def apartment_state(apartment: Apartment, apartment_devices: Sequence[Device], now: datetime,
+                    recurring: Recurring | None = None) -> ApartmentState:
+    """What the dashboard, the API, the CLI and the web say of an apartment (R-MY-3, R-MY-5,
+    R-MY-6), in this order: ``no_license_needed`` (no paid device outside local mode);
+    ``not_paid`` (needs a license and was never paid: its paid devices do not work);
+    ``lapsed`` (its license ended: only a license that was paid can lapse); ``partly_paid``
+    (paid per device for fewer devices than it has: ``unpaid_devices`` do not work);
+    ``lapsing_soon`` (ends within 30 days); ``paid``. Recurring payment's cover counts as paid,
+    for every device."""
+    if not needs_license(apartment_devices):
+        return "no_license_needed"
+    if is_lapsed(covered_until(apartment.paid_through, recurring), now):
+        return "not_paid" if apartment.paid_through is None else "lapsed"
+    if recurring is None and unpaid_devices(apartment, apartment_devices):
+        return "partly_paid"
+    if lapse_warning_due(apartment.paid_through, recurring, now):
+        return "lapsing_soon"
+    return "paid"
+
+
 @dataclass(frozen=True, slots=True)
 class Dashboard:
     """The site dashboard (R-MY-3, R-MY-6): apartment counts, warnings, and what to order to keep
     every apartment needing a license working for the coming year (``to_order`` apartment-years
-    of ``part``, see ``to_order``)."""
+    of ``part``, see ``to_order``). ``lapsed`` holds only licenses that ended; an apartment never
+    paid is ``not_paid``."""
 
     apartments: int
     needing_license: int
-    lapsed: tuple[int, ...]  # apartment ids needing a license, not paid at ``now``
+    lapsed: tuple[int, ...]  # apartment ids needing a license whose license ended
     lapsing_soon: tuple[int, ...]
     part: str
     to_order: int
+    not_paid: tuple[int, ...] = ()  # apartment ids needing a license, never paid
+    partly_paid: tuple[int, ...] = ()  # paid per device for fewer devices than they have
+
+
+@dataclass(frozen=True, slots=True)
+class Shortfall:
+    """What one apartment lacks for the coming year: ``device_years`` pay it from the pool, and
+    an apartment-year does too when ``apartment_year`` (a year to pay; the devices of a partly
+    paid apartment are topped up with device-years only)."""
+
+    device_years: int
+    apartment_year: bool = True
+
+
+def shortfall(apartment: Apartment, apartment_devices: Sequence[Device], now: datetime, *,
+              horizon: datetime | None = None) -> Shortfall | None:
+    """R-MY-3, R-MY-5: an apartment needing a license not paid through ``now`` + 1 year
+    (``horizon``, when the caller has it) lacks a year (one apartment-year, or a device-year per
+    billable device); one paid per device for fewer devices lacks the others' device-years
+    through its paid-through; None: it lacks nothing."""
+    billable = billable_devices(apartment_devices)
+    if not billable:
+        return None
+    if apartment.paid_through is None or apartment.paid_through < (horizon or add_years(now, 1)):
+        return Shortfall(len(billable))
+    unpaid = unpaid_devices(apartment, apartment_devices)
+    if unpaid:
+        return Shortfall(len(unpaid) * years_left(apartment.paid_through, now), apartment_year=False)
+    return None
+
+
+def order_quantity(short: Iterable[Shortfall], pool: Credit | None = None) -> int:
+    """How many of the shortfalls the credit pool does not pay: an apartment-year each for the
+    years to pay, then device-years, the smallest shortfalls first."""
+    pool = pool or Credit()
+    years = sorted((s.device_years for s in short if s.apartment_year))
+    tops = sorted(s.device_years for s in short if not s.apartment_year)
+    years = years[min(len(years), max(0, pool.apartment_years)):]
+    rest = sorted(years + tops)
+    device_years = pool.device_years
+    while rest and device_years >= rest[0]:
+        device_years -= rest.pop(0)
+    return len(rest)
 
 
 def to_order(apartments: Sequence[Apartment], devices: Sequence[Device], now: datetime, *,
              pool: Credit | None = None, recurring: Recurring | None = None) -> int:
     """R-MY-3, R-MY-5: the apartment-years a site lacks to keep every apartment needing a license
-    working for the next twelve months: those not paid through ``now`` + 1 year, less what the
-    credit pool pays (an apartment-year each, else one device-year per billable device, the
-    apartments with fewest devices first), and none while recurring payment is on (it pays them)."""
+    working for the next twelve months: those not paid through ``now`` + 1 year and those paid
+    per device for fewer devices (``shortfall``), less what the credit pool pays
+    (``order_quantity``), and none while recurring payment is on (it pays them)."""
     if recurring is not None:
         return 0
     grouped = group_by_apartment(devices)
     horizon = add_years(now, 1)
-    short = sorted(len(billable_devices(grouped.get(a.apartment_id, []))) for a in apartments
-                   if needs_license(grouped.get(a.apartment_id, []))
-                   and (a.paid_through is None or a.paid_through < horizon))
-    pool = pool or Credit()
-    short = short[min(len(short), max(0, pool.apartment_years)):]
-    device_years = pool.device_years
-    while short and device_years >= short[0]:
-        device_years -= short.pop(0)
-    return len(short)
+    found = [shortfall(a, grouped.get(a.apartment_id, []), now, horizon=horizon) for a in apartments]
+    return order_quantity([s for s in found if s is not None], pool)
 
 
 def dashboard(site: Site, apartments: Sequence[Apartment], devices: Sequence[Device], now: datetime,
               warning: timedelta = LAPSE_WARNING, *, pool: Credit | None = None,
               recurring: Recurring | None = None) -> Dashboard:
     grouped = group_by_apartment(devices)
-    needing = [a for a in apartments if needs_license(grouped.get(a.apartment_id, []))]
+    states = {a.apartment_id: apartment_state(a, grouped.get(a.apartment_id, []), now, recurring)
+              for a in apartments}
+    needing = [a for a in apartments if states[a.apartment_id] != "no_license_needed"]
     return Dashboard(
         apartments=len(apartments),
         needing_license=len(needing),
-        lapsed=tuple(a.apartment_id for a in needing
-                     if is_lapsed(covered_until(a.paid_through, recurring), now)),
+        lapsed=tuple(a.apartment_id for a in needing if states[a.apartment_id] == "lapsed"),
         lapsing_soon=tuple(a.apartment_id for a in needing
                            if lapse_warning_due(a.paid_through, recurring, now, warning)),
         part=part_number(site.region),
         to_order=to_order(apartments, devices, now, pool=pool, recurring=recurring),
+        not_paid=tuple(a.apartment_id for a in needing if states[a.apartment_id] == "not_paid"),
+        partly_paid=tuple(a.apartment_id for a in needing if states[a.apartment_id] == "partly_paid"),
     )
 
 
@@ -379,7 +517,7 @@ def check_redeem(batch: VoucherBatch, state: CodeState, now: datetime) -> None:
     """A code can be activated while it is Active and its batch is valid."""
     if not batch.is_valid(now):
         raise Refusal("voucher_expired", f"This voucher code was valid until "
-                      f"{batch.valid_until.date().isoformat()}; ask your distributor for a new one.",
+                      f"{moment_text(batch.valid_until)}; ask your distributor for a new one.",
                       valid_until=batch.valid_until.isoformat())
     check_code_transition(state, "used")
 
@@ -416,6 +554,60 @@ def charge_apartment_year(pool: Credit, apartment_devices: Iterable[Device]) -> 
                   f"The site credit pool holds no apartment-year and {pool.device_years} device-year(s), "
                   f"and this apartment needs {billable}; activate a voucher code or pay by card.",
                   needed_device_years=billable, device_years=pool.device_years)
+
+
+@dataclass(frozen=True, slots=True)
+class CreditPayment:
+    """What paying an apartment from the pool does: ``taken`` leaves the pool, and the apartment
+    is paid through ``paid_through`` for ``devices_paid_for`` billable devices (None: every
+    device). ``top_up``: it paid the devices its running paid time did not cover, through the
+    same date."""
+
+    taken: Credit
+    paid_through: datetime
+    devices_paid_for: int | None
+    top_up: bool = False
+
+
+def pay_from_pool(apartment: Apartment, apartment_devices: Sequence[Device], pool: Credit,
+                  now: datetime, *, next_year: bool = False) -> CreditPayment:
+    """R-MY-5, per-device vouchers counted per device. An apartment paid per device for fewer
+    devices than it has now (``unpaid_devices``), while its paid time runs, is topped up: one
+    device-year per device not paid for and paid year left (``years_left``), through the same
+    paid-through; an apartment-year does not top up. Otherwise the next year is paid
+    (``charge_apartment_year``): with an apartment-year the apartment is paid per apartment,
+    with device-years for the billable devices it has now. ``next_year``: pay the next year
+    whatever the running one covers (credit used on the day it would lapse)."""
+    billable = len(billable_devices(apartment_devices))
+    if billable == 0:
+        raise ValueError("the apartment needs no license")
+    unpaid = [] if next_year else unpaid_devices(apartment, apartment_devices)
+    if unpaid and apartment.paid_through is not None and not is_lapsed(apartment.paid_through, now):
+        need = len(unpaid) * years_left(apartment.paid_through, now)
+        if pool.device_years < need:
+            raise Refusal("credit_insufficient",
+                          f"This apartment is paid through {moment_text(apartment.paid_through)} for "
+                          f"{billable - len(unpaid)} of its {billable} paid devices outside local mode; paying the "
+                          f"other {len(unpaid)} through then takes {need} device-year(s) and the site credit pool "
+                          f"holds {pool.device_years}: activate a per-device voucher code, or put a device in local "
+                          "mode.", needed_device_years=need, device_years=pool.device_years,
+                          devices_paid_for=billable - len(unpaid), billable_devices=billable,
+                          device_ids=[d.device_id for d in unpaid])
+        return CreditPayment(Credit(0, need), apartment.paid_through, billable, top_up=True)
+    after = charge_apartment_year(pool, apartment_devices)
+    taken = Credit(pool.apartment_years - after.apartment_years, pool.device_years - after.device_years)
+    return CreditPayment(taken, extend_paid_through(apartment.paid_through, now),
+                         None if taken.apartment_years else billable)
+
+
+def carried_paid_through(paid_through: datetime | None, custom_expires_at: datetime | None,
+                         now: datetime) -> datetime | None:
+    """R-MY-4: a site migrated from the custom model before its license expires keeps the time
+    that license paid: its apartments are paid through the custom license's expiry (never less
+    than they are paid already)."""
+    if custom_expires_at is None or custom_expires_at <= now:
+        return paid_through
+    return custom_expires_at if paid_through is None else max(paid_through, custom_expires_at)
 
 
 # --- site type, card payments (R-MY-4, R-MY-5) --------------------------------------------------
@@ -500,9 +692,11 @@ def charge_lines(apartments: Sequence[Apartment], devices: Sequence[Device], *, 
     grouped = group_by_apartment(devices)
     lines = []
     for a in apartments:
-        if not needs_license(grouped.get(a.apartment_id, [])):
+        mine = grouped.get(a.apartment_id, [])
+        if not needs_license(mine):
             continue
-        days = unpaid_days(a.paid_through, start, period_end)
+        # A card pays whole apartments: one paid per device for fewer devices is not paid yet.
+        days = unpaid_days(whole_paid_through(a, mine), start, period_end)
         if days:
             lines.append(ChargeLine(a.apartment_id, days, pro_rata_minor(price_minor, days, period_end)))
     return lines

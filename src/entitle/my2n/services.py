@@ -21,16 +21,18 @@ from entitle.actors import Actor
 from entitle.errors import Conflict, EntitleError, Forbidden, NotFound
 from entitle.history import services as history
 from entitle.my2n import access, rules
+from entitle.keys import codes as key_codes
 from entitle.keys import services as keys
 from entitle.keys.models import KeyBatch, LicenseKey
 from entitle.ledger import services as ledger
-from entitle.ledger.models import Account
+from entitle.ledger.models import Account, Entry, LedgerTransaction
 from entitle.my2n.models import Apartment, PaymentPlan, Site, SiteDevice, VoucherBatch
 from entitle.catalog.models import Sku
 from entitle.platform import events
 from entitle.platform.models import Event
 from entitle.tenancy import services as tenancy
 from entitle.tenancy.models import Membership, Organization
+from entitle.text import single_line
 
 KINDS: tuple[str, ...] = get_args(rules.DeviceKind)
 
@@ -40,7 +42,7 @@ SERIAL_MAX = 128  # a device's serial number (or name)
 
 
 def _name(name: str, what: str) -> str:
-    name = name.strip()
+    name = single_line(name, f"{what} name").strip()
     if not 1 <= len(name) <= NAME_MAX:
         raise EntitleError("name_invalid", f"Give the {what} a name of 1 to {NAME_MAX} characters.")
     return name
@@ -48,15 +50,29 @@ def _name(name: str, what: str) -> str:
 
 # --- sites (R-MY-1) ------------------------------------------------------------------------------
 
+REGIONS: tuple[str, ...] = get_args(rules.Region)
+
+
+def _region(region: str) -> str:
+    chosen = region.strip().upper()
+    if chosen not in REGIONS:
+        raise EntitleError("region_unknown", f"Unknown region {region!r}; use one of {', '.join(REGIONS)}.",
+                           region=region, regions=list(REGIONS))
+    return chosen
+
+
 def create_site(session: Session, *, org_id: int, name: str, actor: Actor, now: datetime, model: str = "apartment",
-                custom_expires_at: datetime | None = None, site_type: str = "apartment_building") -> Site:
+                custom_expires_at: datetime | None = None, site_type: str = "apartment_building",
+                region: str | None = None) -> Site:
     """A new site has the apartment model. A ``custom`` site can only be recorded by the vendor
     (a legacy site, with its expiry), whether or not it is a member of the company: the model is
-    retired and cannot be newly chosen."""
+    retired and cannot be newly chosen. ``region``: the site's sales region, the organization's
+    when left out (issue 14 point 8)."""
     vendor = actor.is_issuer or actor.is_operator
     if not (model == "custom" and vendor):
         actor.require_licensing(org_id)
     name = _name(name, "site")
+    chosen_region = _region(region) if region is not None and region.strip() else None
     if model == "custom":
         if not vendor:
             rules.check_model_choice(model)  # refuses: model_retired
@@ -72,12 +88,51 @@ def create_site(session: Session, *, org_id: int, name: str, actor: Actor, now: 
     history.lock_organization(session, org_id)
     if session.scalar(select(Site.id).where(Site.org_id == org_id, Site.name == name)) is not None:
         raise Conflict("site_exists", f"A site named {name!r} exists already.", name=name)
-    site = Site(org_id=org_id, name=name, region=org.region, model=model, custom_expires_at=custom_expires_at,
-                site_type=site_type if model == "apartment" else None, auto_credit=True, created_at=now)
+    site = Site(org_id=org_id, name=name, region=chosen_region or org.region, model=model,
+                custom_expires_at=custom_expires_at, site_type=site_type if model == "apartment" else None,
+                auto_credit=True, created_at=now)
     session.add(site)
     session.flush()
     history.record(session, org_id=org_id, actor=actor, now=now, action="my2n.site.created",
-                   object_type="my2n_site", object_id=site.id, after={"name": name, "model": model})
+                   object_type="my2n_site", object_id=site.id,
+                   after={"name": name, "model": model, "region": site.region})
+    return site
+
+
+def region_lock(session: Session, site: Site) -> EntitleError | None:
+    """Why the site's region can no longer change, or None. Its pool's credit was bought as the
+    region's part (a 9137958 code must not end up paying a US site), and a running subscription
+    is priced in the region's currency: so the region is fixed once a voucher code has been
+    activated into the site's pool, and while recurring payment is on."""
+    if _credit_accounts(session, site):  # made by the first code activated into the pool
+        return Conflict("region_locked", f"The region of site {site.name} cannot change any more: voucher codes "
+                        f"of the {site.region} part were activated into its credit pool.", region=site.region,
+                        reason="voucher_redeemed")
+    plan = session.scalars(select(PaymentPlan).where(PaymentPlan.site_id == site.id)).one_or_none()
+    if plan is not None and plan.recurring:
+        return Conflict("region_locked", f"The region of site {site.name} cannot change while automatic recurring "
+                        "payment is on (it is priced in the region's currency): turn it off first.",
+                        region=site.region, reason="recurring_payment_active")
+    return None
+
+
+def change_region(session: Session, *, site: Site, region: str, actor: Actor, now: datetime) -> Site:
+    """A company admin changes the site's region (issue 14 point 8), until ``region_lock``
+    says it is fixed."""
+    actor.require_licensing(site.org_id)
+    chosen = _region(region)
+    history.lock_organization(session, site.org_id)
+    session.refresh(site)  # what the lock guards: a code activated or a region changed meanwhile
+    if chosen == site.region:
+        return site
+    refusal = region_lock(session, site)
+    if refusal is not None:
+        raise refusal
+    before, site.region = site.region, chosen
+    session.flush()
+    history.record(session, org_id=site.org_id, actor=actor, now=now, action="my2n.site.region_changed",
+                   object_type="my2n_site", object_id=site.id, before={"region": before},
+                   after={"region": chosen, "part_number": rules.part_number(chosen)})  # type: ignore[arg-type]
     return site
 
 
@@ -170,19 +225,37 @@ def devices_with_state(session: Session, *, site: Site, now: datetime,
                        apartment_id: int | None = None) -> list[dict[str, Any]]:
     """The site's devices (or one apartment's) and whether each works at ``now``: a paid device
     outside local mode stops when its apartment's license has lapsed (recurring payment's cover
-    counts as paid, R-MY-5); intercoms and 2N answering units never stop (R-MY-6)."""
-    query = (select(SiteDevice, Apartment.name, Apartment.paid_through)
+    counts as paid, R-MY-5), or when its apartment is paid per device for fewer devices and it is
+    one of those not paid for (``rules.unpaid_devices``); intercoms and 2N answering units never
+    stop (R-MY-6). ``paid_for``: False for such a device."""
+    query = (select(SiteDevice, Apartment)
              .outerjoin(Apartment, Apartment.id == SiteDevice.apartment_id)
              .where(SiteDevice.site_id == site.id).order_by(SiteDevice.serial))
     if apartment_id is not None:
         query = query.where(SiteDevice.apartment_id == apartment_id)
     out = []
     recurring = recurring_of(session, site)
-    for d, apt_name, paid_through in session.execute(query):
-        out.append({"serial": d.serial, "kind": d.kind, "apartment_id": d.apartment_id, "apartment": apt_name,
+    rows = [(d, apt) for d, apt in session.execute(query)]
+    unpaid = unpaid_device_ids(session, [a for _, a in rows if a is not None])
+    for d, apt in rows:
+        paid_through = None if apt is None or d.id in unpaid else apt.paid_through
+        out.append({"serial": d.serial, "kind": d.kind, "apartment_id": d.apartment_id,
+                    "apartment": apt.name if apt else None,
                     "local_mode": d.local_mode, "paid": rules.is_paid_device(rule_device(d)),
-                    "works": _works(site, d, paid_through, now, recurring)})
+                    "paid_for": d.id not in unpaid, "works": _works(site, d, paid_through, now, recurring)})
     return out
+
+
+def unpaid_device_ids(session: Session, apartments: list[Apartment]) -> set[int]:
+    """The billable devices of these apartments that their per-device payment does not cover
+    (``rules.unpaid_devices``): one query, for the apartments paid per device only."""
+    per_device = {a.id: a for a in apartments if a.devices_paid_for is not None}
+    if not per_device:
+        return set()
+    grouped = rules.group_by_apartment(rule_device(d) for d in session.scalars(
+        select(SiteDevice).where(SiteDevice.apartment_id.in_(sorted(per_device)))))
+    return {d.device_id for apt_id, a in per_device.items()
+            for d in rules.unpaid_devices(rule_apartment(a), grouped.get(apt_id, []))}
 
 
 def _works(site: Site, device: SiteDevice, paid_through: datetime | None, now: datetime,
@@ -200,11 +273,19 @@ def _works(site: Site, device: SiteDevice, paid_through: datetime | None, now: d
 def device_works(session: Session, *, site: Site, device: SiteDevice, now: datetime) -> bool:
     """Does this device work at ``now`` (R-MY-6)? See ``devices_with_state``."""
     apartment = session.get(Apartment, device.apartment_id) if device.apartment_id is not None else None
-    return _works(site, device, apartment.paid_through if apartment else None, now, recurring_of(session, site))
+    paid_through = None
+    if apartment is not None and device.id not in unpaid_device_ids(session, [apartment]):
+        paid_through = apartment.paid_through
+    return _works(site, device, paid_through, now, recurring_of(session, site))
 
 
 def rule_device(d: SiteDevice) -> rules.Device:
-    return rules.Device(d.id, d.kind, d.apartment_id, d.local_mode)  # type: ignore[arg-type]
+    return rules.Device(d.id, d.kind, d.apartment_id, d.local_mode,  # type: ignore[arg-type]
+                        d.billable_since or d.created_at)
+
+
+def rule_apartment(a: Apartment) -> rules.Apartment:
+    return rules.Apartment(a.id, a.paid_through, a.devices_paid_for)
 
 
 def _check_into(session: Session, device: rules.Device, apartment: Apartment | None, serial: str) -> None:
@@ -226,15 +307,14 @@ def add_device(session: Session, *, site: Site, serial: str, kind: str, actor: A
     """Add a device to the site, into an apartment or not; a fifth paid device of an apartment
     is refused whoever adds it (R-MY-2): a site admin, or the apartment's own admin."""
     access.require_apartment_admin(session, actor, site, apartment_id)
-    serial = serial.strip()
+    serial = single_line(serial, "device serial number", field="serial").strip()
     if not 1 <= len(serial) <= SERIAL_MAX:
         raise EntitleError("serial_invalid", f"A device serial number (or name) is 1 to {SERIAL_MAX} characters.")
     if kind not in KINDS:
         raise EntitleError("device_kind_invalid", f"A device is one of: {', '.join(KINDS)}.", kind=kind,
                            allowed=list(KINDS))
     history.lock_organization(session, site.org_id)  # the limit below stays true until commit
-    if session.scalar(select(SiteDevice.id).where(SiteDevice.site_id == site.id, SiteDevice.serial == serial)):
-        raise Conflict("device_exists", f"Device {serial} is already on this site.", serial=serial)
+    check_serial_free(session, site, serial)
     apartment = get_apartment(session, site, apartment_id) if apartment_id is not None else None
     # Checked before anything is written (0: the new device has no id yet).
     _check_into(session, rules.Device(0, kind, None, local_mode), apartment, serial)  # type: ignore[arg-type]
@@ -246,6 +326,33 @@ def add_device(session: Session, *, site: Site, serial: str, kind: str, actor: A
                    object_type="my2n_device", object_id=serial,
                    after={"site": site.id, "kind": kind, "apartment": device.apartment_id, "local_mode": local_mode})
     return device
+
+
+def check_serial_free(session: Session, site: Site, serial: str) -> None:
+    """One device, one site (issue 14 point 9): a serial is on at most one site of the
+    organization, compared exactly as stored (spaces around it taken off, case kept, as for
+    every serial). The caller holds the organization's lock; the unique index on (org_id,
+    serial) holds it in the database too."""
+    found = session.execute(select(Site.id, Site.name).join(SiteDevice, SiteDevice.site_id == Site.id)
+                            .where(SiteDevice.org_id == site.org_id, SiteDevice.serial == serial)).first()
+    if found is None:
+        return
+    if found.id == site.id:
+        raise Conflict("device_exists", f"Device {serial} is already on this site.", serial=serial)
+    raise on_other_site(serial, found.id, found.name)
+
+
+def on_other_site(serial: str, site_id: int, site_name: str) -> Conflict:
+    return Conflict("device_on_other_site", f"Device {serial} is already on site {site_name} of this company; a device "
+                    "belongs to one site at a time.", serial=serial, site_id=site_id, site=site_name)
+
+
+def serials_elsewhere(session: Session, site: Site) -> dict[str, tuple[int, str]]:
+    """The serials on the organization's other sites, each with its site's id and name (one
+    query, for the checks of a CSV import)."""
+    return {serial: (site_id, name) for serial, site_id, name in session.execute(
+        select(SiteDevice.serial, Site.id, Site.name).join(Site, Site.id == SiteDevice.site_id)
+        .where(SiteDevice.org_id == site.org_id, SiteDevice.site_id != site.id))}
 
 
 def get_device(session: Session, site: Site, serial: str) -> SiteDevice:
@@ -266,6 +373,8 @@ def assign_device(session: Session, *, site: Site, serial: str, apartment_id: in
     _check_into(session, rule_device(device), apartment, serial)
     before = device.apartment_id
     device.apartment_id = apartment.id if apartment else None
+    if device.apartment_id != before:
+        device.billable_since = now  # it counts towards its new apartment's license from now (R-MY-5)
     session.flush()
     history.record(session, org_id=site.org_id, actor=actor, now=now, action="my2n.device.assigned",
                    object_type="my2n_device", object_id=serial, before={"apartment": before},
@@ -278,6 +387,8 @@ def set_local_mode(session: Session, *, site: Site, serial: str, local_mode: boo
     device = get_device(session, site, serial)
     access.require_apartment_admin(session, actor, site, device.apartment_id)
     before, device.local_mode = device.local_mode, local_mode
+    if before and not local_mode:
+        device.billable_since = now  # it counts towards the apartment's license from now (R-MY-5)
     session.flush()
     history.record(session, org_id=site.org_id, actor=actor, now=now, action="my2n.device.local_mode",
                    object_type="my2n_device", object_id=serial, before={"local_mode": before},
@@ -314,16 +425,50 @@ def change_model(session: Session, *, site: Site, model: str, actor: Actor, now:
         raise
     if site.model == chosen:
         raise Conflict("model_unchanged", f"The site already has the {chosen} model.", model=chosen)
-    before = site.model
+    before, expires = site.model, site.custom_expires_at
+    carried = _carry_custom_license(session, site=site, devices=devices, actor=actor, now=now)
     site.model, site.model_changed_at, site.custom_expires_at, site.site_type = chosen, now, None, None
     users = list(session.scalars(select(Membership.user_id).where(Membership.org_id == site.org_id)))
     revoked = tenancy.revoke_all_sessions(session, user_ids=users, now=now) if users else 0
     session.flush()
+    kept = {"paid_through": expires.isoformat(), "apartments": carried} if carried else None
     history.record(session, org_id=site.org_id, actor=actor, now=now, action="my2n.site.model_changed",
-                   object_type="my2n_site", object_id=site.id, before={"model": before},
-                   after={"model": chosen, "users_logged_out": len(users), "sessions_revoked": revoked})
+                   object_type="my2n_site", object_id=site.id,
+                   before={"model": before, "custom_expires_at": expires.isoformat() if expires else None},
+                   after={"model": chosen, "users_logged_out": len(users), "sessions_revoked": revoked,
+                          "custom_license_kept": kept})
     events.emit(session, org_id=site.org_id, type="my2n.site.model_changed", now=now, site=site.id, model=chosen)
-    return {"site": site_to_dict(site, now), "users_logged_out": len(users), "sessions_revoked": revoked}
+    return {"site": site_to_dict(site, now), "users_logged_out": len(users), "sessions_revoked": revoked,
+            "custom_license_kept": kept}
+
+
+CUSTOM_LICENSE = "custom_license"  # what paid an apartment carried over from the custom model (history)
+
+
+def _carry_custom_license(session: Session, *, site: Site, devices: list[SiteDevice], actor: Actor,
+                          now: datetime) -> int:
+    """R-MY-4, migrating early keeps the time already paid: every apartment that needs a license
+    at the model change is paid through the custom license's expiry, each in history
+    (``my2n.apartment.paid``, ``by: custom_license``); no unit moves in the ledger. Returns how
+    many were."""
+    if site.model != "custom" or site.custom_expires_at is None or site.custom_expires_at <= now:
+        return 0
+    grouped = rules.group_by_apartment(rule_device(d) for d in devices)
+    carried = 0
+    for apt in apartments_of(session, site):
+        if not rules.needs_license(grouped.get(apt.id, [])):
+            continue
+        through = rules.carried_paid_through(apt.paid_through, site.custom_expires_at, now)
+        if through == apt.paid_through:
+            continue
+        old, apt.paid_through, apt.devices_paid_for = apt.paid_through, through, None
+        carried += 1
+        history.record(session, org_id=site.org_id, actor=actor, now=now, action="my2n.apartment.paid",
+                       object_type="my2n_apartment", object_id=apt.id,
+                       before={"paid_through": old.isoformat() if old else None},
+                       after={"paid_through": through.isoformat() if through else None, "by": CUSTOM_LICENSE})
+    session.flush()
+    return carried
 
 
 SITE_TYPES: tuple[str, ...] = rules.SITE_TYPES
@@ -364,7 +509,7 @@ def mint_vouchers(session: Session, *, part_number: str, name: str, years: int, 
     if not 1 <= years <= 10:
         raise EntitleError("years_invalid", "A voucher is worth 1 to 10 years.", years=years)
     minted = keys.mint(session, sku_part=part_number, quantity_per_key=years, count=subscriptions, actor=actor,
-                       now=now, name=_name(name, "voucher batch"), keep_codes=True)
+                       now=now, name=_name(name, "voucher batch"), keep_codes=True, voucher_batch=True)
     if minted.batch.sku.grant_kind != "apartment_year":
         raise EntitleError("sku_not_voucher", f"Part {part_number} is not a My2N apartment-license voucher.",
                            part_number=part_number)
@@ -377,10 +522,13 @@ def mint_vouchers(session: Session, *, part_number: str, name: str, years: int, 
 def voucher_batch_to_dict(batch: VoucherBatch, session: Session | None = None) -> dict[str, Any]:
     """A batch; with a session also how many of its codes are Active, Used and Cancelled."""
     kb = batch.key_batch
+    valid_until = _voucher_rules(batch, kb).valid_until
     out: dict[str, Any] = {
         "id": batch.id, "key_batch_id": kb.id, "part_number": kb.sku.part_number, "name": kb.name,
         "years": kb.quantity_per_key, "subscriptions": kb.count, "scope": batch.scope, "minted_by": kb.minted_by,
-        "purchased_at": batch.purchased_at.isoformat(), "valid_until": _voucher_rules(batch, kb).valid_until.isoformat()}
+        "purchased_at": batch.purchased_at.isoformat(), "valid_until": valid_until.isoformat(),
+        # Point 10: the exact cut-off as people read it (date, and time and zone unless midnight UTC).
+        "valid_until_text": rules.moment_text(valid_until)}
     if session is not None:
         states = {state: n for state, n in session.execute(
             select(LicenseKey.state, func.count()).where(LicenseKey.batch_id == kb.id).group_by(LicenseKey.state))}
@@ -393,10 +541,15 @@ def cancel_voucher(session: Session, *, code: str, actor: Actor, now: datetime) 
     return keys.cancel(session, typed_key=code, actor=actor, now=now)
 
 
-def voucher_batches(session: Session, *, actor: Actor, limit: int = 50) -> list[VoucherBatch]:
-    """The latest voucher batches (the issuer's list)."""
+def voucher_batches(session: Session, *, actor: Actor, limit: int = 50,
+                    before_id: int | None = None) -> list[VoucherBatch]:
+    """The latest voucher batches (the issuer's list), newest first; the page before the batch
+    ``before_id``."""
     actor.require_issuer()
-    return list(session.scalars(select(VoucherBatch).order_by(VoucherBatch.id.desc()).limit(limit)))
+    stmt = select(VoucherBatch)
+    if before_id is not None:
+        stmt = stmt.where(VoucherBatch.id < before_id)
+    return list(session.scalars(stmt.order_by(VoucherBatch.id.desc()).limit(limit)))
 
 
 def _voucher_rules(batch: VoucherBatch, key_batch: KeyBatch) -> rules.VoucherBatch:
@@ -411,7 +564,7 @@ def _credit_account(session: Session, site: Site, sku_id: int, scope: str, now: 
 
 def redeem_voucher(session: Session, *, site: Site, code: str, actor: Actor, now: datetime) -> dict[str, Any]:
     """Activate a voucher code: its years go to the site's credit pool (apartment-years or
-    device-years). Refused for a code of another region (the key rules), one used or
+    device-years). Refused for a code of another region than the site's (the key rules), one used or
     cancelled, one whose batch is past its 3 years, or a key that is not a voucher. Activating a
     code is paying: company admins and site admins with the payments permission (R-MY-5)."""
     access.require_payer(session, actor, site)
@@ -426,11 +579,52 @@ def redeem_voucher(session: Session, *, site: Site, code: str, actor: Actor, now
         scope_of["scope"] = batch.scope
         return _credit_account(s, site, sku.id, batch.scope, at)
 
-    done = keys.redeem(session, org_id=site.org_id, typed_key=code, actor=actor, now=now, into=into, authorized=True)
+    region = site.region
+    try:
+        done = keys.redeem(session, org_id=site.org_id, typed_key=code, actor=actor, now=now, into=into,
+                           authorized=True, site_region=region)
+    except Conflict as refusal:
+        if refusal.code == "key_already_redeemed":
+            raise used_where(session, site=site, typed_key=code) or refusal from None
+        raise
+    session.refresh(site)  # under the organization's lock now (keys.redeem took it): see a region changed meanwhile
+    if site.region != region:
+        raise Conflict("region_changed", f"The region of site {site.name} changed to {site.region} meanwhile; nothing "
+                       "was activated: activate the code again.", region=site.region)
     history.record(session, org_id=site.org_id, actor=actor, now=now, action="my2n.voucher.activated",
                    object_type="my2n_site", object_id=site.id,
                    after={"scope": scope_of["scope"], "years": done["quantity"], "part_number": done["part_number"]})
     return {"scope": scope_of["scope"], "years": done["quantity"], "pool": credit_pool(session, site)}
+
+
+def used_where(session: Session, *, site: Site, typed_key: str) -> Conflict | None:
+    """The refusal of a voucher code used before by this organization, naming where it went
+    (point 10): the credit pool of which of its sites (the ledger's redeem of the key says), or
+    its wallet. None when another organization used it (which is not told) or it is not found."""
+    try:
+        compact = key_codes.normalize(typed_key)
+    except key_codes.CodeError:
+        return None
+    key = session.scalars(select(LicenseKey).where(LicenseKey.key_hash == key_codes.digest(compact))).one_or_none()
+    if key is None or key.state != "used" or key.redeemed_org_id != site.org_id:
+        return None
+    went = session.execute(
+        select(Account.kind, Account.ref).join(Entry, Entry.account_id == Account.id)
+        .join(LedgerTransaction, LedgerTransaction.id == Entry.transaction_id)
+        .where(LedgerTransaction.org_id == site.org_id, LedgerTransaction.kind == "redeem",
+               LedgerTransaction.memo == f"key {key.id}", Entry.amount > 0)).first()
+    when = f" on {rules.moment_text(key.redeemed_at)}" if key.redeemed_at else ""
+    detail: dict[str, Any] = {"redeemed_at": key.redeemed_at.isoformat() if key.redeemed_at else None}
+    if went is not None and went.kind == "site_credit":
+        into = session.get(Site, int(went.ref.split("/")[1]))
+        if into is not None:
+            where = "this site's credit pool" if into.id == site.id else f"the credit pool of site {into.name}"
+            return Conflict("key_already_redeemed", f"This voucher code was already activated{when}, into {where}; "
+                            "each code can be used once.", site=into.name, site_id=into.id, **detail)
+    if went is not None and went.kind == "wallet":
+        return Conflict("key_already_redeemed", f"This code was already redeemed{when}, into this organization's "
+                        "wallet (not a site's credit pool); each code can be used once.", **detail)
+    return None
 
 
 def _credit_accounts(session: Session, site: Site) -> list[Account]:
@@ -448,7 +642,9 @@ def credit_pool(session: Session, site: Site) -> dict[str, int]:
 
 def pay_from_credit(session: Session, *, site: Site, apartment_id: int, actor: Actor, now: datetime) -> dict[str, Any]:
     """Pay one year of an apartment's license from the site credit pool: one apartment-year,
-    else one device-year per billable device (R-MY-5); paid-through moves one year on."""
+    else one device-year per billable device (R-MY-5); paid-through moves one year on. An
+    apartment paid per device for fewer devices than it has is topped up instead: a device-year
+    per device not paid for and paid year left, through the same date (``rules.pay_from_pool``)."""
     access.require_payer(session, actor, site)
     rules.check_prolongation(rule_site(site))  # a custom-model site migrates first (R-MY-1)
     history.lock_organization(session, site.org_id)
@@ -456,17 +652,27 @@ def pay_from_credit(session: Session, *, site: Site, apartment_id: int, actor: A
 
 
 def _pay_from_pool(session: Session, *, site: Site, apt: Apartment, actor: Actor, now: datetime,
-                   automatic: bool = False) -> dict[str, Any]:
-    """One year of ``apt`` from the pool, in the ledger and history (the caller holds the lock)."""
-    devices = [rule_device(d) for d in session.scalars(select(SiteDevice).where(SiteDevice.apartment_id == apt.id))]
+                   automatic: bool = False, next_year: bool = False) -> dict[str, Any]:
+    """One year of ``apt`` from the pool, or its top-up (``rules.pay_from_pool``), in the ledger
+    and history (the caller holds the lock)."""
+    rows = list(session.scalars(select(SiteDevice).where(SiteDevice.apartment_id == apt.id)))
+    devices = [rule_device(d) for d in rows]
     if not rules.needs_license(devices):
         raise Conflict("apartment_needs_no_license",
                        "This apartment has no paid device outside local mode, so it needs no license.",
                        apartment=apt.name)
     before = credit_pool(session, site)
-    after = rules.charge_apartment_year(rules.Credit(before["apartment_years"], before["device_years"]), devices)
-    take = {"apartment": before["apartment_years"] - after.apartment_years,
-            "device": before["device_years"] - after.device_years}
+    try:
+        payment = rules.pay_from_pool(rule_apartment(apt), devices,
+                                      rules.Credit(before["apartment_years"], before["device_years"]), now,
+                                      next_year=next_year)
+    except rules.Refusal as refusal:
+        if "device_ids" in refusal.detail:  # name them as the user knows them
+            serial_of = {d.id: d.serial for d in rows}
+            refusal.detail["devices_not_paid"] = [serial_of[i] for i in refusal.detail.pop("device_ids")]
+        refusal.detail["apartment"] = apt.name
+        raise
+    take = {"apartment": payment.taken.apartment_years, "device": payment.taken.device_years}
     moves: list[tuple[Account, int]] = []
     for acct in _credit_accounts(session, site):
         scope = acct.ref.rsplit("/", 1)[1]
@@ -477,15 +683,18 @@ def _pay_from_pool(session: Session, *, site: Site, apt: Apartment, actor: Actor
             moves += [(acct, -n), (paid, n)]
             take[scope] -= n
     ledger.post(session, org_id=site.org_id, kind="apartment_year", actor=actor, now=now, moves=moves,
-                memo=f"apartment {apt.id}")
-    old, apt.paid_through = apt.paid_through, rules.extend_paid_through(apt.paid_through, now)
+                memo=f"apartment {apt.id}" + (" devices" if payment.top_up else ""))
+    old, old_devices = apt.paid_through, apt.devices_paid_for
+    apt.paid_through, apt.devices_paid_for = payment.paid_through, payment.devices_paid_for
     session.flush()
     history.record(session, org_id=site.org_id, actor=actor, now=now, action="my2n.apartment.paid",
                    object_type="my2n_apartment", object_id=apt.id,
-                   before={"paid_through": old.isoformat() if old else None, **before},
-                   after={"paid_through": apt.paid_through.isoformat(), **credit_pool(session, site),
-                          **({"automatic": True} if automatic else {})})
-    return {"apartment": apt.name, "paid_through": apt.paid_through.isoformat(), "pool": credit_pool(session, site)}
+                   before={"paid_through": old.isoformat() if old else None, "devices_paid_for": old_devices, **before},
+                   after={"paid_through": apt.paid_through.isoformat(), "devices_paid_for": apt.devices_paid_for,
+                          **credit_pool(session, site), **({"automatic": True} if automatic else {}),
+                          **({"top_up": True} if payment.top_up else {})})
+    return {"apartment": apt.name, "paid_through": apt.paid_through.isoformat(),
+            "devices_paid_for": apt.devices_paid_for, "top_up": payment.top_up, "pool": credit_pool(session, site)}
 
 
 CREDIT_ACTOR = Actor(label="auto-credit")
@@ -504,11 +713,34 @@ def pay_lapsing_from_credit(session: Session, *, site: Site, apartment_id: int, 
         return None
     try:
         with session.begin_nested():
-            _pay_from_pool(session, site=site, apt=apt, actor=CREDIT_ACTOR, now=now, automatic=True)
+            _pay_from_pool(session, site=site, apt=apt, actor=CREDIT_ACTOR, now=now, automatic=True, next_year=True)
     except (rules.Refusal, Conflict):
         return None
     return events.emit(session, org_id=site.org_id, type="my2n.apartments.paid", now=now, site=site.id,
                        apartments=1, credit=True)
+
+
+def top_up_from_credit(session: Session, *, site: Site, apartment_id: int, paid_through: datetime,
+                       devices_paid_for: int, now: datetime) -> Event | None:
+    """R-MY-5: the sweep pays, from the pool, the devices of an apartment paid per device that
+    its paid time does not cover (one was added, or left local mode), before they stop, when the
+    site uses credit automatically. None when there is nothing to do any more: paid or changed
+    meanwhile, the setting off, recurring payment on (it covers them), or not enough device-years."""
+    history.lock_organization(session, site.org_id)
+    session.refresh(site)
+    apt = session.get(Apartment, apartment_id)
+    if (apt is None or apt.site_id != site.id or apt.paid_through != paid_through
+            or apt.devices_paid_for != devices_paid_for or paid_through <= now or not site.auto_credit
+            or site.model != "apartment"
+            or recurring_of(session, site) is not None or not unpaid_device_ids(session, [apt])):
+        return None
+    try:
+        with session.begin_nested():
+            _pay_from_pool(session, site=site, apt=apt, actor=CREDIT_ACTOR, now=now, automatic=True)
+    except (rules.Refusal, Conflict):
+        return None
+    return events.emit(session, org_id=site.org_id, type="my2n.apartments.paid", now=now, site=site.id,
+                       apartments=1, credit=True, devices=True)
 
 
 def set_auto_credit(session: Session, *, site: Site, on: bool, actor: Actor, now: datetime) -> Site:

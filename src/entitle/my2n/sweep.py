@@ -5,7 +5,9 @@ that lapsed (``my2n.apartment.lapsed``), for apartments that need a license (a p
 outside local mode). The subject is the apartment and the end of its cover -- its paid-through
 date, or recurring payment's cover when that is later (``rules.covered_until``) -- so each paid
 year lapses (and warns) once. A warning is sent only while it is still ahead of the lapse (a
-sweep that first runs after it sends the lapse only).
+sweep that first runs after it sends the lapse only). A custom-model site is announced the same
+way: 30 days before its license expires (``my2n.site.custom_expiring``) and when it expired
+(``my2n.site.custom_expired``), so that it is migrated in time (issue 14 point 7).
 
 Money, each a transition that records itself (``Transition.record``), in the sweep's transaction:
 
@@ -17,7 +19,9 @@ Money, each a transition that records itself (``Transition.record``), in the swe
   (``billing.stop_lapsed``);
 - **credit used automatically** (``services.pay_lapsing_from_credit``): on the day an apartment
   would lapse (from a day before its paid-through), its next year is paid from the site credit
-  pool when the site's ``auto_credit`` is on and the pool holds enough.
+  pool when the site's ``auto_credit`` is on and the pool holds enough; and an apartment paid per
+  device for fewer devices than it has now is topped up from the pool's device-years at once
+  (``services.top_up_from_credit``).
 
 A provider that does not answer leaves the transition unrecorded: the next sweep tries it again
 with the same idempotency key. What a state is never depends on whether the sweep ran: the
@@ -30,9 +34,10 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import false, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from entitle.db import chunks
 from entitle.delivery.models import SweepMark
 from entitle.delivery.sweep import Finder, Transition, record_once
 from entitle.errors import EntitleError
@@ -82,17 +87,21 @@ def _find(session: Session, now: datetime, provider: Callable[[], PaymentProvide
                PaymentPlan.deactivated_at.is_not(None)))
         if off >= end + rules.RENEWAL_RETRY_WINDOW}
     yield from _money(session, now, recurring, provider)
+    yield from _custom_expiry(session, now)
     credit_sites = _sites_with_credit(session)
+    yield from _top_ups(session, now, sorted(credit_sites - set(recurring)))
     billable = (select(SiteDevice.apartment_id).where(SiteDevice.kind.in_(sorted(rules.PAID_KINDS)),
                                                       SiteDevice.local_mode.is_(False),
                                                       SiteDevice.apartment_id == Apartment.id).exists())
     covering = sorted(set(recurring) | set(ran_out))
-    rows = session.execute(
-        select(Apartment.id, Apartment.name, Apartment.paid_through, Apartment.org_id, Site.id, Site.name)
-        .join(Site, Site.id == Apartment.site_id)
-        .where(Site.model == "apartment", billable,
-               or_(Apartment.paid_through.is_not(None), Site.id.in_(covering) if covering else false()))
-        .order_by(Apartment.id))
+    apartments = (select(Apartment.id, Apartment.name, Apartment.paid_through, Apartment.org_id, Site.id, Site.name)
+                  .join(Site, Site.id == Apartment.site_id).where(Site.model == "apartment", billable))
+    # The paid apartments, and the unpaid ones of the sites that recurring payment covers (read in
+    # bounded parts of that list: it can hold every site).
+    rows = [*session.execute(apartments.where(Apartment.paid_through.is_not(None))),
+            *(row for part in chunks(covering) for row in session.execute(
+                apartments.where(Apartment.paid_through.is_(None), Site.id.in_(part))))]
+    rows.sort(key=lambda row: row[0])
     for apt_id, apt_name, paid_through, org_id, site_id, site_name in rows:
         plan = recurring.get(site_id)
         end = rules.covered_until(paid_through, plan)
@@ -117,6 +126,56 @@ def _find(session: Session, now: datetime, provider: Callable[[], PaymentProvide
         lapse = Transition("my2n.apartment.lapsed", subject, org_id, end, payload)
         # The credit above may pay it first in this very sweep: then it did not lapse.
         yield _recheck(lapse, apt_id, paid_through) if credit else lapse
+
+
+def _custom_expiry(session: Session, now: datetime) -> Iterator[Transition]:
+    """R-MY-1, R-MY-6: a custom-model site is announced like an apartment, 30 days before its
+    license expires (``my2n.site.custom_expiring``) and when it expired
+    (``my2n.site.custom_expired``), once per expiry date; a warning already too late is not sent."""
+    for site_id, org_id, name, expires in session.execute(
+            select(Site.id, Site.org_id, Site.name, Site.custom_expires_at)
+            .where(Site.model == "custom", Site.custom_expires_at.is_not(None),
+                   Site.custom_expires_at > now - LOOK_BACK, Site.custom_expires_at <= now + rules.LAPSE_WARNING)
+            .order_by(Site.id)):
+        payload = {"site": name, "site_id": site_id, "expires_at": expires.isoformat(),
+                   "expires_on": rules.moment_text(expires)}
+        subject = f"site/{site_id}/{expires.isoformat()}"
+        if rules.is_lapsed(expires, now):
+            yield Transition("my2n.site.custom_expired", subject, org_id, expires, payload)
+        else:
+            yield Transition("my2n.site.custom_expiring", subject, org_id, expires - rules.LAPSE_WARNING, payload)
+
+
+def _top_ups(session: Session, now: datetime, site_ids: list[int]) -> Iterator[Transition]:
+    """R-MY-5, per-device vouchers counted per device: on a site that uses credit automatically
+    (with credit in its pool, recurring payment off), an apartment paid per device for fewer
+    devices than it has now is topped up from the pool at once
+    (``services.top_up_from_credit``), before its newest device is seen stopped for long."""
+    billable = (select(func.count()).where(SiteDevice.apartment_id == Apartment.id,
+                                           SiteDevice.kind.in_(sorted(rules.PAID_KINDS)),
+                                           SiteDevice.local_mode.is_(False)).scalar_subquery())
+    for part in chunks(site_ids):
+        for apt_id, org_id, site_id, name, paid_through, paid_for in session.execute(
+                select(Apartment.id, Apartment.org_id, Apartment.site_id, Apartment.name, Apartment.paid_through,
+                       Apartment.devices_paid_for)
+                .where(Apartment.site_id.in_(part), Apartment.devices_paid_for.is_not(None),
+                       Apartment.paid_through > now, billable > Apartment.devices_paid_for)
+                .order_by(Apartment.id)):
+            yield _top_up(org_id, site_id, apt_id, paid_through, paid_for, now,
+                          {"site_id": site_id, "apartment": name, "apartment_id": apt_id})
+
+
+def _top_up(org_id: int, site_id: int, apartment_id: int, paid_through: datetime, paid_for: int, now: datetime,
+            payload: dict[str, Any]) -> Transition:
+    def record(session: Session, at: datetime) -> Event | None:
+        site = session.get(Site, site_id)
+        if site is None:
+            return None
+        return services.top_up_from_credit(session, site=site, apartment_id=apartment_id, paid_through=paid_through,
+                                           devices_paid_for=paid_for, now=at)
+
+    return Transition("my2n.apartments.paid", f"apt/{apartment_id}/{paid_through.isoformat()}/devices/{paid_for}",
+                      org_id, now, payload, record=record)
 
 
 def _sites_with_credit(session: Session) -> set[int]:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -64,23 +65,38 @@ def run(factory: sessionmaker[Session], *, org_id: int, key: str, fp: str, now: 
         stored: Callable[[dict[str, Any]], dict[str, Any]] = lambda body: body) -> Outcome:
     """Do ``work`` once per (organization, key). ``stored`` trims what is kept for replays
     (never store secrets such as freshly minted key codes)."""
+    which = {"org_id": org_id, "key": key}
     try:
         with transaction(factory) as session:
-            existing = session.scalars(select(IdempotencyRecord).where(
-                IdempotencyRecord.org_id == org_id, IdempotencyRecord.key == key)).one_or_none()
-            if existing is not None:
+            # Claims the key in one statement; a concurrent twin waits here until this transaction
+            # ends, then finds the record (and replays it) or, if this one rolled back, claims it.
+            claimed = session.execute(_CLAIM[session.get_bind().dialect.name],
+                                      {**which, "fingerprint": fp, "created_at": now}).scalar()
+            if claimed is None:
+                existing = session.scalars(_RECORD, which).one_or_none()
+                if existing is None:  # pragma: no cover - the twin's record cannot vanish
+                    raise IntegrityError("idempotency record", which, Exception("claimed, then gone"))
                 return _replay(existing, fp)
-            record = IdempotencyRecord(org_id=org_id, key=key, fingerprint=fp, status_code=0,
-                                       response={}, created_at=now)
-            session.add(record)
-            session.flush()  # claims the key; a concurrent twin blocks here
             status, body = work(session)
-            record.status_code, record.response = status, stored(body)
+            session.execute(_ANSWER, {"record_id": claimed, "status_code": status, "response": stored(body)})
             return Outcome(status, body, False)
     except IntegrityError:
         with transaction(factory) as session:
-            existing = session.scalars(select(IdempotencyRecord).where(
-                IdempotencyRecord.org_id == org_id, IdempotencyRecord.key == key)).one_or_none()
+            existing = session.scalars(_RECORD, which).one_or_none()
             if existing is None:
                 raise
             return _replay(existing, fp)
+
+
+_RECORD = select(IdempotencyRecord).where(IdempotencyRecord.org_id == bindparam("org_id"),
+                                          IdempotencyRecord.key == bindparam("key"))
+_CLAIM = {name: dialect.insert(IdempotencyRecord).values(
+    org_id=bindparam("org_id"), key=bindparam("key"), fingerprint=bindparam("fingerprint"), status_code=0,
+    response=bindparam("empty", {}, type_=IdempotencyRecord.__table__.c.response.type),
+    created_at=bindparam("created_at", type_=IdempotencyRecord.__table__.c.created_at.type),
+).on_conflict_do_nothing(index_elements=["org_id", "key"]).returning(IdempotencyRecord.id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
+_ANSWER = (update(IdempotencyRecord).where(IdempotencyRecord.id == bindparam("record_id"))
+           .values(status_code=bindparam("status_code"),
+                   response=bindparam("response", type_=IdempotencyRecord.__table__.c.response.type))
+           .execution_options(synchronize_session=False))

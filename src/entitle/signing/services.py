@@ -93,3 +93,10 @@ def sign(session: Session, *, secret: bytes, now: datetime, subject: str | list[
     row = current(session, secret=secret, now=now)
     text = sign_license(private_key(row, secret=secret), row.kid, payload, now, expires, ttl, subject)
     return text, row.kid
+
+
+def sign_bytes(session: Session, *, secret: bytes, now: datetime, message: bytes) -> tuple[str, str]:
+    """Sign ``message`` (already domain-separated by the caller, e.g. a history checkpoint) with the
+    current key. Returns the key id and the signature, base64url."""
+    row = current(session, secret=secret, now=now)
+    return row.kid, b64u(private_key(row, secret=secret).sign(message))

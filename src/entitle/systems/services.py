@@ -132,8 +132,12 @@ def license_payload(system: System) -> dict[str, Any]:
             "need": dict(system.need), "devices": list(system.devices), "licensed": {}}
 
 
-def systems_of(session: Session, org_id: int) -> list[System]:
-    return list(session.scalars(select(System).where(System.org_id == org_id).order_by(System.id)))
+def systems_of(session: Session, org_id: int, *, after_id: int | None = None,
+               limit: int | None = None) -> list[System]:
+    stmt = select(System).where(System.org_id == org_id)
+    if after_id is not None:
+        stmt = stmt.where(System.id > after_id)
+    return list(session.scalars(stmt.order_by(System.id).limit(limit)))
 
 
 def get(session: Session, org_id: int, system_id: int) -> System:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -13,15 +15,16 @@ from typing import Any, Protocol, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from entitle.actors import Actor
 from entitle.config import get_settings
-from entitle.db import reading, transaction
+from entitle.db import chunks, reading, transaction
 from entitle.errors import Busy, Conflict, EntitleError, NotFound, Unauthorized
 from entitle.history import services as history
 from entitle.tenancy.models import ApiToken, Membership, Organization, Role, User, WebSession
+from entitle.text import single_line
 
 REGIONS = ("EU", "US", "APAC", "LATAM", "MEA")
 TOKEN_PREFIX = "ent_"
@@ -37,10 +40,14 @@ def _hasher() -> PasswordHasher:
 
 
 def password_checks_at_once() -> int:
-    """How many argon2 hashes or checks one process runs at once: the memory budget divided by
-    what one check takes (``argon2_memory_cost`` KiB), at least one."""
+    """How many argon2 hashes or checks one process runs at once, at least one: no more than the
+    memory budget holds (``argon2_memory_cost`` KiB each), nor than the cores can run beside the
+    server's other work (each check runs argon2's lanes, 4 threads, in parallel: on 2 cores one
+    check at a time, so that ``/healthz`` and other requests keep a core)."""
     s = get_settings()
-    return max(1, s.password_check_memory_mib * 1024 // s.argon2_memory_cost)
+    by_memory = s.password_check_memory_mib * 1024 // s.argon2_memory_cost
+    by_cores = (os.cpu_count() or 1) // PasswordHasher().parallelism
+    return max(1, min(by_memory, by_cores))
 
 
 _slots_lock = threading.Lock()
@@ -98,7 +105,7 @@ def _region(region: str) -> str:
 
 def create_organization(session: Session, *, name: str, region: str, actor: Actor, now: datetime,
                         owner: User | None = None) -> Organization:
-    name = name.strip()
+    name = single_line(name, "organization name").strip()
     if not name:
         raise EntitleError("name_required", "Give the organization a name.")
     org = Organization(name=name, region=_region(region), created_at=now)
@@ -162,7 +169,7 @@ def check_new_password(password: str) -> None:
 
 def create_user(session: Session, *, email: str, password: str, now: datetime,
                 is_issuer: bool = False, must_change_password: bool = False) -> User:
-    email = email.strip().lower()
+    email = single_line(email, "e-mail address", field="email").strip().lower()
     if "@" not in email:
         raise EntitleError("email_invalid", "Give a valid e-mail address.")
     check_new_password(password)
@@ -196,9 +203,13 @@ def add_member(session: Session, *, org_id: int, user: User, role: Role, actor: 
     return m
 
 
-def members(session: Session, org_id: int) -> list[Membership]:
-    return list(session.scalars(select(Membership).where(Membership.org_id == org_id)
-                                .order_by(Membership.id)))
+def members(session: Session, org_id: int, *, after_id: int | None = None,
+            limit: int | None = None) -> list[Membership]:
+    """The organization's members, oldest first; a page of them with ``after_id`` and ``limit``."""
+    stmt = select(Membership).where(Membership.org_id == org_id)
+    if after_id is not None:
+        stmt = stmt.where(Membership.id > after_id)
+    return list(session.scalars(stmt.order_by(Membership.id).limit(limit)))
 
 
 def authenticate(session: Session, *, email: str, password: str) -> User:
@@ -331,6 +342,7 @@ def _DUMMY_HASH() -> str:  # noqa: N802 - cached constant
 
 def create_token(session: Session, *, user: User, name: str, now: datetime) -> tuple[str, ApiToken]:
     """Return the token (shown once) and its stored row (which holds only the hash)."""
+    single_line(name, "token name")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(user_id=user.id, name=name or "token", token_hash=sha256(secret),
                    prefix=secret[:10], created_at=now)
@@ -339,16 +351,100 @@ def create_token(session: Session, *, user: User, name: str, now: datetime) -> t
     return secret, row
 
 
-def active_tokens(session: Session, *, user_id: int) -> list[ApiToken]:
-    """The user's tokens that still work, newest first."""
-    return list(session.scalars(select(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
-                                .order_by(ApiToken.id.desc())))
+def active_tokens(session: Session, *, user_id: int, before_id: int | None = None,
+                  limit: int | None = None) -> list[ApiToken]:
+    """The user's tokens that still work, newest first; a page of them with ``before_id`` and ``limit``."""
+    stmt = select(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+    if before_id is not None:
+        stmt = stmt.where(ApiToken.id < before_id)
+    return list(session.scalars(stmt.order_by(ApiToken.id.desc()).limit(limit)))
 
 
 def user_for_token(session: Session, token: str) -> User | None:
     row = session.scalars(select(ApiToken).where(ApiToken.token_hash == sha256(token),
                                                  ApiToken.revoked_at.is_(None))).one_or_none()
     return session.get(User, row.user_id) if row else None
+
+
+# An API token's actor in one statement (token, its user, the user's memberships): what every
+# authenticated request needs, built once.
+_TOKEN_ACTOR = (select(User.id, User.email, User.is_issuer, Membership.org_id, Membership.role)
+                .select_from(ApiToken).join(User, User.id == ApiToken.user_id)
+                .outerjoin(Membership, Membership.user_id == User.id)
+                .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None)))
+
+
+def actor_for_token_hash(session: Session, token_hash: str) -> Actor | None:
+    """The actor of a token that works (the same as ``actor_for(user_for_token(...))``), or None."""
+    rows = session.execute(_TOKEN_ACTOR, {"token_hash": token_hash}).all()
+    if not rows:
+        return None
+    user_id, email, is_issuer = rows[0][:3]
+    return Actor(label=email, user_id=user_id, is_issuer=bool(is_issuer),
+                 roles={org_id: Role(role) for *_, org_id, role in rows if org_id is not None})
+
+
+class TokenActors:
+    """API token -> actor, remembered by one process for ``ttl`` seconds (docs/architecture.md,
+    "Requests, connections and authentication"): a token revoked, or a role changed, by another
+    process takes effect here within ``ttl``; by this process, at once (every remembered actor is
+    forgotten when a transaction that changed tokens, users, memberships or organizations commits,
+    see ``_note_auth_change``). Only tokens that work are remembered; an unknown token is looked up
+    every time."""
+
+    def __init__(self, ttl: float, *, monotonic: Callable[[], float] = time.monotonic,
+                 max_tokens: int = 100_000) -> None:
+        self.ttl = ttl
+        self.max_tokens = max_tokens
+        self._monotonic = monotonic
+        self._actors: dict[str, tuple[float, int, Actor]] = {}  # token hash -> (looked up at, generation, actor)
+
+    def get(self, token_hash: str) -> Actor | None:
+        hit = self._actors.get(token_hash)
+        if hit is not None and hit[1] == _auth_generation[0] and self._monotonic() - hit[0] < self.ttl:
+            return hit[2]
+        return None
+
+    def look_up(self, session: Session, token_hash: str) -> Actor | None:
+        """Read the actor (in ``session``) and remember it if the token works."""
+        generation, at = _auth_generation[0], self._monotonic()  # before reading: a change meanwhile wins
+        actor = actor_for_token_hash(session, token_hash)
+        if actor is not None and self.ttl > 0:
+            if len(self._actors) >= self.max_tokens:
+                self._actors.clear()
+            self._actors[token_hash] = (at, generation, actor)
+        return actor
+
+
+# Bumped after every commit that changed an API token, a user, a membership or an organization
+# in this process: what ``TokenActors`` remembered before is then forgotten.
+_auth_generation = [0]
+_AUTH_TABLES = frozenset({"api_tokens", "users", "memberships", "organizations"})
+_AUTH_MODELS = (ApiToken, User, Membership, Organization)
+_CHANGED = "entitle_auth_changed"
+
+
+def _note_flush(session: Session, _context: Any) -> None:
+    if not session.info.get(_CHANGED) and any(
+            isinstance(obj, _AUTH_MODELS) for objs in (session.new, session.dirty, session.deleted) for obj in objs):
+        session.info[_CHANGED] = True
+
+
+def _note_statement(state: Any) -> None:
+    if (state.is_update or state.is_delete) and not state.session.info.get(_CHANGED):
+        table = getattr(state.statement, "table", None)
+        if getattr(table, "name", None) in _AUTH_TABLES:
+            state.session.info[_CHANGED] = True
+
+
+def _note_auth_change(session: Session) -> None:
+    if session.info.pop(_CHANGED, False):
+        _auth_generation[0] += 1
+
+
+event.listen(Session, "after_flush", _note_flush)
+event.listen(Session, "do_orm_execute", _note_statement)
+event.listen(Session, "after_commit", _note_auth_change)
 
 
 def revoke_token(session: Session, *, user: User, token_id: int, now: datetime) -> ApiToken:
@@ -399,12 +495,15 @@ def end_session(session: Session, cookie: str, *, now: datetime) -> None:
                     .values(revoked_at=now))
 
 
-def active_sessions(session: Session, *, user_id: int, now: datetime) -> list[WebSession]:
-    """The user's web sessions that are signed in (not ended, not expired), newest first."""
-    return list(session.scalars(select(WebSession).where(WebSession.user_id == user_id,
-                                                         WebSession.revoked_at.is_(None),
-                                                         WebSession.expires_at > now)
-                                .order_by(WebSession.id.desc())))
+def active_sessions(session: Session, *, user_id: int, now: datetime, before_id: int | None = None,
+                    limit: int | None = None) -> list[WebSession]:
+    """The user's web sessions that are signed in (not ended, not expired), newest first; a page
+    of them with ``before_id`` and ``limit``."""
+    stmt = select(WebSession).where(WebSession.user_id == user_id, WebSession.revoked_at.is_(None),
+                                    WebSession.expires_at > now)
+    if before_id is not None:
+        stmt = stmt.where(WebSession.id < before_id)
+    return list(session.scalars(stmt.order_by(WebSession.id.desc()).limit(limit)))
 
 
 def revoke_session(session: Session, *, user: User, session_id: int, now: datetime) -> WebSession:
@@ -436,10 +535,10 @@ def token_to_dict(row: ApiToken) -> dict[str, Any]:
 
 def revoke_all_sessions(session: Session, *, user_ids: list[int], now: datetime) -> int:
     """Log users out everywhere: browser sessions and API/app tokens (used by migrations)."""
-    n = session.execute(update(WebSession).where(WebSession.user_id.in_(user_ids),
-                                                 WebSession.revoked_at.is_(None))
-                        .values(revoked_at=now)).rowcount
-    n += session.execute(update(ApiToken).where(ApiToken.user_id.in_(user_ids),
-                                                ApiToken.revoked_at.is_(None))
-                         .values(revoked_at=now)).rowcount
-    return int(n or 0)
+    n = 0
+    for part in chunks(sorted(set(user_ids))):
+        n += session.execute(update(WebSession).where(WebSession.user_id.in_(part), WebSession.revoked_at.is_(None))
+                             .values(revoked_at=now)).rowcount or 0
+        n += session.execute(update(ApiToken).where(ApiToken.user_id.in_(part), ApiToken.revoked_at.is_(None))
+                             .values(revoked_at=now)).rowcount or 0
+    return n

@@ -30,6 +30,7 @@ from entitle.errors import EntitleError
 from entitle.ledger import services as ledger
 from entitle.platform import idempotency
 from entitle.text import plural
+from entitle.web import charts
 from entitle.web.views import (PAGE_HEADERS, AnyViewer, PostingViewer, Viewer, WebRoute, _ctx, is_htmx, render,
                                templates)
 
@@ -153,6 +154,9 @@ def _page(request: Request, viewer: Viewer, installation_id: int, *, status: int
         if generated is not None:
             found = s.get(AcLicense, generated.id)
             new_file = found.file if found is not None and found.installation_id == inst.id else None
+    lic = page["license"]
+    page["capacity_chart"] = charts.ac_required_owned(page["device_counts"], page["attendance_counts"])
+    page["connection_chart"] = charts.ac_connection(lic.added_at, page["state"], page["now"]) if lic else None
     calc_form = {"devices": page["device_counts"]["required"],
                  "attendance_users": page["attendance_counts"]["required"], "integration": False}
     return render(request, "ac_installation.html", viewer=viewer, active="ac", status=status, org=org,

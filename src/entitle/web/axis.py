@@ -32,6 +32,7 @@ from entitle.catalog import services as catalog
 from entitle.catalog.models import Product, Sku
 from entitle.db import reading, transaction
 from entitle.errors import Conflict, EntitleError, NotFound
+from entitle.history import sentences
 from entitle.history import services as history
 from entitle.keys import services as keys
 from entitle.keys.models import LicenseKey
@@ -39,6 +40,8 @@ from entitle.ledger.models import Account
 from entitle.platform import idempotency
 from entitle.systems import services as systems
 from entitle.tenancy.models import Organization
+from entitle.text import plural
+from entitle.web import charts
 from entitle.web.views import AnyViewer, OrgChoice, PostingViewer, Viewer, WebRoute, _ctx, render, templates
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
@@ -180,13 +183,19 @@ def _page(request: Request, viewer: Viewer, code: str, tab: str, *, status: int 
             rows, hw_rows = _systems(s, org.id, product, now)
             page.update(systems=rows, hardware=hw_rows)
         if tab == "history":
-            page["rows"] = _product_history(s, org.id, product, {r["uid"] for r in page["systems"]},
-                                            {h["serial"] for h in page["hardware"]})
+            page["rows"] = sentences.lines(s, org.id, _product_history(
+                s, org.id, product, {r["uid"] for r in page["systems"]}, {h["serial"] for h in page["hardware"]}))
         product_name = product.name
         registered_at, started_by = op.registered_at, op.started_by
     current = st["current_year"]
     grace_open = bool(current and current["grace_end"] and now < datetime.fromisoformat(current["grace_end"]))
     trial_open = bool(st["trial_ends_at"] and now < datetime.fromisoformat(st["trial_ends_at"]))
+    if tab == "overview" and st["years"]:
+        page["need_charts"] = [charts.axis_need(st, t) for t in types
+                               if any(y["license_types"][t]["need"] or y["license_types"][t]["allocated"]
+                                      for y in st["years"])]
+    if tab == "wallet":
+        page["lots_chart"] = charts.axis_lots_by_expiry(st["wallet"]["lots"], now)
     if tab == "licensing":
         page["short"] = _short(st, page["available"])
         # The fields hold what the first year not fully licensed misses: the current year, or
@@ -413,11 +422,12 @@ def confirm_allocation(request: Request, viewer: PostingViewer, code: str,
     comp = sum(a["compensation_units"] for a in made)
     state = STATE_NAMES.get(outcome.body["state"], outcome.body["state"])
     if outcome.replayed:
-        message = (f"This allocation was already confirmed: {total} license(s) were allocated then. "
+        message = (f"This allocation was already confirmed: {plural(total, 'license')} "
+                   f"{'was' if total == 1 else 'were'} allocated then. "
                    f"Nothing was allocated twice. The product is {state.lower()}.")
     else:
-        message = (f"{total} license(s) allocated. The product is {state.lower()}."
-                   + (f" {comp} license(s) of compensation for overlapping time went back to the wallet." if comp
+        message = (f"{plural(total, 'license')} allocated. The product is {state.lower()}."
+                   + (f" {plural(comp, 'license')} of compensation for overlapping time went back to the wallet." if comp
                       else ""))
     return _page(request, viewer, code, "licensing", where="allocate", message=message)
 
@@ -554,7 +564,7 @@ def add_devices(request: Request, viewer: PostingViewer, code: str, system_id: i
         n = axis.add_devices(s, org_id=org.id, system_id=system.id, actor=viewer.actor, now=now,
                              devices=[axis.NewDevice(x, license_type, hardware_serial.strip() or None)
                                       for x in listed])
-        return (f"{n} {_license_type(license_type)} device(s) added to {system.name}. They count toward the "
+        return (f"{n:,} {_license_type(license_type)} {'device' if n == 1 else 'devices'} added to {system.name}. They count toward the "
                 "current need; no allocation is needed at once.")
 
     return _act(request, viewer, code, "setup", f"system-{system_id}", action,
@@ -584,7 +594,8 @@ def register_hardware(request: Request, viewer: PostingViewer, code: str, serial
         hw = axis.register_hardware(s, org_id=org.id, product_code=product.code, serial=serial, name=name,
                                     license_type=license_type or None, preloaded_key=preloaded_key.strip() or None,
                                     actor=viewer.actor, now=now)
-        preloaded = f" with {hw.preloaded_units} preloaded {_license_type(hw.license_type)} license(s)" \
+        preloaded = f" with {hw.preloaded_units:,} preloaded {_license_type(hw.license_type)} " \
+                    f"{'license' if hw.preloaded_units == 1 else 'licenses'}" \
             if hw.preloaded_units else ""
         return f"Hardware {hw.serial} is registered to {org.name}{preloaded}."
 
@@ -624,8 +635,8 @@ def allocate_to_hardware(request: Request, viewer: PostingViewer, code: str, ser
     d = outcome.body
     if outcome.replayed:
         message = (f"This allocation was already confirmed; nothing was allocated twice. {d['serial']} holds "
-                   f"{d['licenses']} license(s).")
+                   f"{plural(d['licenses'], 'license')}.")
     else:
-        message = (f"{text} expansion license(s) allocated to {d['serial']} for its lifetime: it holds "
-                   f"{d['licenses']} license(s) for {d['devices']} device(s).")
+        message = (f"{plural(int(text), 'expansion license')} allocated to {d['serial']} for its lifetime: it "
+                   f"holds {plural(d['licenses'], 'license')} for {plural(d['devices'], 'device')}.")
     return _page(request, viewer, code, "setup", where="hardware", message=message)

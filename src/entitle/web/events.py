@@ -23,6 +23,7 @@ from entitle.db import reading, transaction
 from entitle.delivery import inbox, webhooks
 from entitle.delivery.models import WebhookDelivery
 from entitle.errors import EntitleError, NotFound
+from entitle.text import plural
 from entitle.web.views import (PAGE_SIZE, AnyViewer, OrgChoice, PostingViewer, Viewer, WebRoute, _ctx, is_htmx,
                                render, templates)
 
@@ -89,7 +90,7 @@ def read_all_notifications(request: Request, viewer: PostingViewer) -> Response:
     ctx = _ctx(request)
     with transaction(ctx.sessions) as s:
         marked = inbox.mark_all_read(s, viewer.actor, now=ctx.clock.now())
-    return _notifications(request, viewer, message=f"{marked} notification(s) marked read.")
+    return _notifications(request, viewer, message=f"{plural(marked, 'notification')} marked read.")
 
 
 # --- webhooks ----------------------------------------------------------------------------------

@@ -40,13 +40,17 @@ from entitle.db import reading, transaction
 from entitle.errors import EntitleError, NotFound
 from entitle.my2n import access, billing, board, csvio, rules
 from entitle.my2n import services as my2n
-from entitle.my2n.models import Apartment, Site, SiteDevice
+from entitle.my2n.models import Apartment, Site, SiteDevice, VoucherBatch
 from entitle.platform import idempotency
 from entitle.tenancy import services as tenancy
 from entitle.tenancy.models import User
+from entitle.text import plural
+from entitle.web import charts
 from entitle.web.views import (
     MAX_WEB_MINT,
     PAGE_HEADERS,
+    csv_download,
+    shown_codes,
     AnyViewer,
     OrgChoice,
     PostingViewer,
@@ -64,14 +68,17 @@ SWITCH_NEXT = "/my2n"
 KIND_NAMES = {"intercom": "Intercom", "answering_unit": "2N answering unit", "phone": "Phone", "tablet": "Tablet",
               "third_party": "Third-party device"}
 MODEL_NAMES = {"apartment": "Apartment model", "custom": "Custom model (retired)"}
-STATE_NAMES = {"lapsed": "Lapsed", "lapsing_soon": "Lapses soon", "paid": "Paid",
-               "no_license_needed": "No license needed"}
+# Point 10: an apartment never paid is "Not paid"; "Lapsed" is a license that ended.
+STATE_NAMES = {"not_paid": "Not paid", "lapsed": "Lapsed", "partly_paid": "Partly paid",
+               "lapsing_soon": "Lapses soon", "paid": "Paid", "no_license_needed": "No license needed"}
 ROLE_NAMES = {"site_admin": "Site admin", "apartment_admin": "Apartment admin"}
 # The voucher parts (R-MY-3, R-MY-5): 9137958, and 02683-001 for US & APAC sites.
 VOUCHER_PARTS = {rules.PART_DEFAULT: "My2N Annual Apartment Subscription",
                  rules.PART_US_APAC: "My2N Annual Apartment Subscription, US & APAC"}
 VOUCHER_SCOPES = {"apartment": "Per apartment (apartment-years)", "device": "Per device (device-years)"}
 RECENT_BATCHES = 50
+REGION_NAMES = {"EU": "EU (Europe)", "US": "US (United States)", "APAC": "APAC (Asia-Pacific)",
+                "LATAM": "LATAM (Latin America)", "MEA": "MEA (Middle East and Africa)"}
 
 
 # --- formatting ------------------------------------------------------------------------------
@@ -92,7 +99,9 @@ def _money(minor: int | None, currency: str | None) -> str:
     return "—" if minor is None else f"{minor / 100:,.2f} {(currency or '').upper()}".strip()
 
 
-templates.env.filters.update(my2n_day=_day, my2n_kind=lambda k: KIND_NAMES.get(k, _label(k)),
+templates.env.filters.update(my2n_day=_day, my2n_moment=lambda v: rules.moment_text(
+                                 datetime.fromisoformat(v) if isinstance(v, str) else v) if v else "—",
+                             my2n_kind=lambda k: KIND_NAMES.get(k, _label(k)),
                              my2n_model=lambda m: MODEL_NAMES.get(m, m), my2n_label=_label, my2n_money=_money)
 
 
@@ -120,7 +129,7 @@ def _apartments(s: Session, site: Site) -> tuple[list[dict[str, Any]], list[dict
     license) and their devices, and the devices outside every apartment."""
     out: list[dict[str, Any]] = [
         {"id": i, "name": name, "paid_through": paid_through, "paid_devices": paid, "needs_license": billable > 0,
-         "devices": []} for i, name, paid_through, paid, billable in board.apartment_rows(s, site)]
+         "devices": []} for i, name, paid_through, paid, billable, _ in board.apartment_rows(s, site)]
     by_id = {a["id"]: a for a in out}
     loose: list[dict[str, Any]] = []
     for d in my2n.devices_of(s, site):
@@ -169,6 +178,8 @@ def _page(request: Request, viewer: Viewer, site_id: int, tab: str, *, status: i
         may = access.permissions(s, viewer.actor, site)
         if tab in ("dashboard", "vouchers"):
             page["board"] = board.dashboard(s, site=site, now=now)
+        if tab == "dashboard" and may["company"]:
+            page["region_lock"] = my2n.region_lock(s, site)
         if tab == "apartments":
             apartments, page["loose"] = _apartments(s, site)
             page.update(apartments=apartments, apartment_names=[a["name"] for a in apartments])
@@ -181,9 +192,9 @@ def _page(request: Request, viewer: Viewer, site_id: int, tab: str, *, status: i
         if tab == "vouchers":
             page["pool"] = my2n.credit_pool(s, site)
         if tab == "payments":
-            page["plan"] = billing.plan_to_dict(s, site=site, actor=viewer.actor, now=now,
-                                                price_minor=ctx.settings.apartment_year_price_minor,
-                                                currency=ctx.settings.apartment_year_currency)
+            price_minor, currency = ctx.settings.apartment_year_price(site.region)  # the site's region's
+            page["plan"] = billing.plan_to_dict(s, site=site, actor=viewer.actor, now=now, price_minor=price_minor,
+                                                currency=currency)
             page["payments"] = billing.payments_of(s, site)
             if page["plan"]["may_pay"] and not page["plan"]["recurring"]:
                 page["preview"] = billing.activation_preview(s, site=site, actor=viewer.actor, now=now,
@@ -191,12 +202,13 @@ def _page(request: Request, viewer: Viewer, site_id: int, tab: str, *, status: i
         if tab == "people":
             page.update(_people(s, site, org.id, may["company"]))
     if tab == "dashboard":
+        page["state_of"] = {r["name"]: r["state"] for r in page["board"]["rows"]}
         b = page["board"]
-        lapsed, soon = set(b["lapsed"]), set(b["lapsing_soon"])
-        page["state_of"] = {r["name"]: ("lapsed" if r["name"] in lapsed else "lapsing_soon" if r["name"] in soon
-                                        else "paid" if r["needs_license"] else "no_license_needed")
-                            for r in b["rows"]}
+        stopped = [*b["lapsed"], *b.get("not_paid", [])]
+        page["charts"] = [c for c in (charts.my2n_paid_through(b["rows"], stopped, now),
+                                      charts.my2n_billable(b["apartments"], b["needing_license"])) if c]
     return render(request, "my2n_site.html", viewer=viewer, active="my2n", status=status, org=org, site=info,
+                  regions=REGION_NAMES, part=rules.part_number(info["region"]),
                   tab=tab, tabs=tabs, may=may, kinds=my2n.KINDS, kind_names=KIND_NAMES, state_names=STATE_NAMES,
                   role_names=ROLE_NAMES, csv_columns=csvio.COLUMNS,
                   site_types=my2n.SITE_TYPES, nonce=secrets.token_urlsafe(18), where=where, message=message,
@@ -237,9 +249,12 @@ def _list(request: Request, viewer: Viewer, *, status: int = 200, message: str |
     now = ctx.clock.now()
     with reading(ctx.sessions) as s:
         sites = [my2n.site_to_dict(site, now) for site in my2n.sites_of(s, org.id)]
+    for shown in sites:
+        shown["part"] = rules.part_number(shown["region"])
     return render(request, "my2n_sites.html", viewer=viewer, active="my2n", status=status, org=org, sites=sites,
                   may_change=org.role.may_license, part=rules.part_number(org.region),  # type: ignore[arg-type]
-                  message=message, error=error, created=created, form=form or {}, switch_next=SWITCH_NEXT)
+                  regions=REGION_NAMES, message=message, error=error, created=created, form=form or {},
+                  switch_next=SWITCH_NEXT)
 
 
 @router.get("/my2n")
@@ -248,18 +263,22 @@ def site_list(request: Request, viewer: AnyViewer) -> Response:
 
 
 @router.post("/my2n/sites")
-def create_site(request: Request, viewer: PostingViewer, name: Annotated[str, Form()] = "") -> Response:
-    """A new site, on the apartment model (the custom model is retired, R-MY-1)."""
+def create_site(request: Request, viewer: PostingViewer, name: Annotated[str, Form()] = "",
+                region: Annotated[str, Form()] = "") -> Response:
+    """A new site, on the apartment model (the custom model is retired, R-MY-1), in the region
+    chosen (the company's by default)."""
     ctx = _ctx(request)
     org = viewer.require_org()
     try:
         with transaction(ctx.sessions) as s:
-            site = my2n.create_site(s, org_id=org.id, name=name, actor=viewer.actor, now=ctx.clock.now())
-            site_id, site_name = site.id, site.name
+            site = my2n.create_site(s, org_id=org.id, name=name, region=region or None, actor=viewer.actor,
+                                    now=ctx.clock.now())
+            site_id, site_name, site_region = site.id, site.name, site.region
     except EntitleError as exc:
-        return _list(request, viewer, status=exc.status, error=exc, form={"name": name})
+        return _list(request, viewer, status=exc.status, error=exc, form={"name": name, "region": region})
+    told = "" if site_region == org.region else f" in region {site_region}"
     return _list(request, viewer, created=site_id,
-                 message=f"Site {site_name} is created with the apartment model. Add its apartments and devices.")
+                 message=f"Site {site_name} is created{told} with the apartment model. Add its apartments and devices.")
 
 
 # --- the site page: apartments and devices (R-MY-2, R-MY-3) ---------------------------------------
@@ -328,6 +347,19 @@ def set_local_mode(request: Request, viewer: PostingViewer, site_id: int, serial
     return _act(request, viewer, site_id, "apartments", "devices", action)
 
 
+@router.post("/my2n/sites/{site_id}/region")
+def change_region(request: Request, viewer: PostingViewer, site_id: int,
+                  region: Annotated[str, Form()] = "") -> Response:
+    """A company admin changes the site's region until a voucher code has been activated into
+    its pool (and not while recurring payment is on): it decides the part to order."""
+    def action(s: Session, site: Site, now: datetime) -> str:
+        my2n.change_region(s, site=site, region=region, actor=viewer.actor, now=now)
+        return (f"The site's region is {site.region}: its apartment licenses are ordered as part "
+                f"{rules.part_number(site.region)}.")  # type: ignore[arg-type]
+
+    return _act(request, viewer, site_id, "dashboard", "region", action)
+
+
 @router.post("/my2n/sites/{site_id}/site-type")
 def choose_site_type(request: Request, viewer: PostingViewer, site_id: int,
                      site_type: Annotated[str, Form()] = "", tab: Annotated[str, Form()] = "migration") -> Response:
@@ -380,9 +412,10 @@ def import_csv(request: Request, viewer: PostingViewer, site_id: int,
             raise EntitleError("csv_too_large", f"A CSV file is at most {csvio.MAX_BYTES // 2**20} MiB; split it.",
                                status=413, max_bytes=csvio.MAX_BYTES)
         out = csvio.import_csv(s, site=site, data=data, actor=viewer.actor, now=now)
-        return (f"The file is imported ({out['rows']:,} row(s)): {out['apartments_created']:,} apartment(s) created, "
-                f"{out['devices_added']:,} device(s) added, {out['devices_assigned']:,} device(s) assigned to an "
-                f"apartment, local mode changed on {out['local_mode_changed']:,} device(s).")
+        return (f"The file is imported ({plural(out['rows'], 'row')}): "
+                f"{plural(out['apartments_created'], 'apartment')} created, {plural(out['devices_added'], 'device')} "
+                f"added, {plural(out['devices_assigned'], 'device')} assigned to an apartment, local mode changed on "
+                f"{plural(out['local_mode_changed'], 'device')}.")
 
     return _act(request, viewer, site_id, "apartments", "import", action)
 
@@ -478,7 +511,10 @@ def pay_from_credit(request: Request, viewer: PostingViewer, site_id: int, apart
         message = (f"This payment was already made: apartment {d['apartment']} is paid through "
                    f"{_day(d['paid_through'])}. Nothing was paid twice.")
     else:
-        message = f"Apartment {d['apartment']} is paid through {_day(d['paid_through'])} from the site credit pool."
+        devices = (f" for its {plural(d['devices_paid_for'], 'paid device')}" if d.get("devices_paid_for") is not None
+                   else "")
+        message = (f"Apartment {d['apartment']} is paid through {_day(d['paid_through'])}{devices} from the site "
+                   "credit pool.")
     return _page(request, viewer, site_id, "vouchers", where="pay", message=message)
 
 
@@ -517,7 +553,7 @@ def set_recurring(request: Request, viewer: PostingViewer, site_id: int,
                                          expected_amount_minor=shown)
         paid = (f" Paid now through {_day(out['renews_at'])}: {', '.join(out['paid'])}." if out["paid"]
                 else " Nothing was charged: every apartment is paid until the renewal.")
-        return f"Automatic recurring payment is on for {out['apartments_covered']} apartment(s).{paid}"
+        return f"Automatic recurring payment is on for {plural(out['apartments_covered'], 'apartment')}.{paid}"
 
     return _act(request, viewer, site_id, "payments", "recurring", action)
 
@@ -564,8 +600,9 @@ def change_model(request: Request, viewer: PostingViewer, site_id: int,
             raise
         return _support(request, viewer, status=exc.status, error=exc, where=site_id)
     return _support(request, viewer, message=(
-        f"Site {name} has the {out['site']['model']} model now. {out['users_logged_out']} user(s) of the company "
-        f"were logged out ({out['sessions_revoked']} session(s) and app token(s) revoked); they sign in again and "
+        f"Site {name} has the {out['site']['model']} model now. {plural(out['users_logged_out'], 'user')} of the company "
+        f"{'was' if out['users_logged_out'] == 1 else 'were'} logged out "
+        f"({plural(out['sessions_revoked'], 'session or app token', 'sessions and app tokens')} revoked); they sign in again and "
         "choose the site type."))
 
 
@@ -580,7 +617,7 @@ def _vouchers(request: Request, viewer: Viewer, *, status: int = 200, message: s
     with reading(_ctx(request).sessions) as s:
         batches = [my2n.voucher_batch_to_dict(b, s)
                    for b in my2n.voucher_batches(s, actor=viewer.actor, limit=RECENT_BATCHES)]
-    return render(request, "my2n_issuer_vouchers.html", viewer=viewer, active="my2n-support", status=status,
+    return render(request, "my2n_issuer_vouchers.html", viewer=viewer, active="vouchers", status=status,
                   batches=batches, parts=VOUCHER_PARTS, scopes=VOUCHER_SCOPES, max_count=MAX_WEB_MINT,
                   nonce=secrets.token_urlsafe(18), message=message, error=error, minted=minted, form=form or {})
 
@@ -632,6 +669,22 @@ def mint_vouchers(request: Request, viewer: PostingViewer, part_number: Annotate
     b = outcome.body["batch"]
     if outcome.replayed:
         return _vouchers(request, viewer, message=(
-            f"This form was already submitted: batch {b['id']} ({b['subscriptions']:,} code(s) of {b['part_number']}) "
+            f"This form was already submitted: batch {b['id']} ({plural(b['subscriptions'], 'code')} of {b['part_number']}) "
             "was minted then, and its codes were shown once. Nothing was minted twice."))
     return _vouchers(request, viewer, minted=outcome.body, form={"part_number": part_number, "scope": scope})
+
+
+@router.post("/issuer/my2n/vouchers/{batch_id}/codes.csv")
+def voucher_codes_csv(request: Request, viewer: PostingViewer, batch_id: int,
+                      codes: Annotated[str, Form()] = "") -> Response:
+    """The codes of a voucher batch just minted (shown once, see ``views.shown_codes``) as CSV."""
+    viewer.actor.require_issuer()
+    listed = shown_codes(codes)
+    with reading(_ctx(request).sessions) as s:
+        batch = s.get(VoucherBatch, batch_id)
+        if batch is None:
+            raise NotFound("voucher_batch", batch_id=batch_id)
+        b = my2n.voucher_batch_to_dict(batch)
+    return csv_download(f"voucher-codes-batch-{batch_id}.csv",
+                        ["code", "part_number", "years", "scope", "valid_until"],
+                        [[c, b["part_number"], b["years"], b["scope"], b["valid_until"]] for c in listed])

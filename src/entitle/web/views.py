@@ -2,8 +2,9 @@
 
 One handler serves the full page, or only its content for an htmx request (netbox's pattern):
 page templates extend ``base_template``, which is either the layout or a bare content block.
-Refusals (``EntitleError``) raised in a web handler become a page or fragment with the code and
-the message, never the API's JSON; the API's own error handlers are left alone.
+Refusals (``EntitleError``) raised in a web handler become a page or fragment with the message
+first and the stable code in small print (``_error.html``), never the API's JSON; the API's own
+error handlers are left alone.
 
 Every POST carries the session's CSRF token, as the form field ``csrf_token`` or, for htmx, the
 ``X-CSRF-Token`` header that <body hx-headers> adds to every request.
@@ -11,13 +12,16 @@ Every POST carries the session's CSRF token, as the form field ``csrf_token`` or
 
 from __future__ import annotations
 
+import csv
+import io
 import secrets
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi import Path as PathParam  # Path is pathlib's here
@@ -26,20 +30,26 @@ from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy import exists, func, select
+from sqlalchemy.exc import SQLAlchemyError
 
-from entitle.access_commander import services as ac
+from entitle import attention
 from entitle.actors import Actor
+from entitle.attention import organization as attention_org
 from entitle.api.deps import client_id
 from entitle.catalog import services as catalog
 from entitle.context import Context
 from entitle.db import reading, transaction
 from entitle.errors import EntitleError, Forbidden, retry_after
+from entitle.history import browse, sentences
 from entitle.history import services as history
 from entitle.keys import services as keys
 from entitle.ledger import services as ledger
 from entitle.systems import services as systems
 from entitle.tenancy import services as tenancy
 from entitle.tenancy.models import Role, User, WebSession
+from entitle.text import plural
+from entitle.web import charts
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "entitle_session"
@@ -84,7 +94,15 @@ def _kv(value: dict[str, Any] | None) -> str:
     return ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in value.items())
 
 
-templates.env.filters.update(num=_num, when=_when, kv=_kv)
+def _history_line(row: Any) -> sentences.Line:
+    """A history entry as the History tables show it (pages that read names pass Lines)."""
+    if isinstance(row, sentences.Line):
+        return row
+    return sentences.Line(row, sentences.render(row), sentences.area_of(row.action))
+
+
+templates.env.filters.update(num=_num, when=_when, kv=_kv, history_line=_history_line,
+                             time_left=attention.time_left, plural=plural)
 
 
 # --- who is asking -----------------------------------------------------------------------------
@@ -169,6 +187,78 @@ def checked_viewer(viewer: Annotated[Viewer, Depends(current_viewer)],
 
 AnyViewer = Annotated[Viewer, Depends(current_viewer)]
 PostingViewer = Annotated[Viewer, Depends(checked_viewer)]
+
+
+# --- the navigation ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NavLink:
+    label: str
+    href: str
+    active: str  # the ``active`` name of the pages it leads to
+    used: bool = True  # a licensing model the organization uses (shown in the top row)
+
+
+@dataclass(frozen=True)
+class NavGroup:
+    label: str
+    links: list[NavLink]
+
+    def holds(self, active: str | None) -> bool:
+        return any(link.active == active for link in self.links)
+
+
+MODELS = (("access_commander", "Access Commander", "/ac", "ac"), ("axis", "AXIS", "/axis", "axis"),
+          ("my2n", "My2N", "/my2n", "my2n"))
+
+
+def models_used(request: Request, viewer: Viewer) -> set[str]:
+    """The licensing models the current organization has something in (one query); all three
+    when it has nothing yet, so that a new organization sees where to start."""
+    if viewer.org is None:
+        return set()
+    from entitle.access_commander.models import Installation
+    from entitle.axis.models import OrgProduct
+    from entitle.my2n.models import Site
+
+    org_id = viewer.org.id
+    try:
+        with reading(_ctx(request).sessions) as s:
+            found = s.execute(select(
+                exists().where(Installation.org_id == org_id),
+                exists().where(OrgProduct.org_id == org_id),
+                exists().where(Site.org_id == org_id))).one()
+    except SQLAlchemyError:  # an error page must still render when the database is away
+        return {name for name, *_ in MODELS}
+    used = {name for (name, *_), yes in zip(MODELS, found, strict=True) if yes}
+    return used or {name for name, *_ in MODELS}
+
+
+def navigation(request: Request, viewer: Viewer | None) -> list[NavGroup]:
+    """The navigation's groups, as the vendors' portals group them: the licenses by model, the
+    organization's own pages, and the vendor's (issuer's) pages."""
+    if viewer is None or viewer.must_change_password:
+        return []
+    groups: list[NavGroup] = []
+    if viewer.org is not None:
+        used = models_used(request, viewer)
+        groups.append(NavGroup("Licenses", [NavLink(label, href, active, name in used)
+                                            for name, label, href, active in MODELS]))
+        organization = [NavLink("Wallet", "/wallet", "wallet"), NavLink("History", "/history", "history"),
+                        NavLink("Systems", "/systems", "systems")]
+        if viewer.org.role.may_license:
+            organization.append(NavLink("Webhooks", "/webhooks", "webhooks"))
+        organization += [NavLink("Notifications", "/notifications", "notifications"),
+                         NavLink("API tokens", "/tokens", "tokens")]
+        groups.append(NavGroup("Organization", organization))
+    if viewer.is_issuer:
+        groups.append(NavGroup("Vendor", [NavLink("License keys", "/issuer/keys", "issuer"),
+                                          NavLink("Vouchers", "/issuer/my2n/vouchers", "vouchers"),
+                                          NavLink("My2N support", "/issuer/my2n", "my2n-support")]))
+    return groups
+
+
+templates.env.globals["navigation"] = navigation
 
 
 # --- rendering ---------------------------------------------------------------------------------
@@ -332,21 +422,48 @@ def switch_org(request: Request, viewer: PostingViewer, org_id: Annotated[int, F
     return RedirectResponse(_safe_next(next), status_code=303)
 
 
+# The home page: the Attention list, then a tile per licensing model (at most this many rows in
+# each, the ones that need something first; the model's own page lists them all).
+ATTENTION_SHOWN = 12
+ATTENTION_LISTED = 100  # beyond these the models' own pages list the rest
+TILE_ROWS = 8
+SEVERITY_NAMES = {"critical": "Not working", "warning": "Due", "info": "To do"}
+AREA_PAGES = {"access_commander": "/ac", "axis": "/axis", "my2n": "/my2n", "organization": "/webhooks"}
+AC_STATE_ORDER = {"suspended": 0, "protective": 1, "trial": 2, "active": 3}
+AXIS_STATE_ORDER = {"not_licensed": 0, "partially_licensed": 1, "in_grace": 2, "trial": 3, "fully_licensed": 4}
+
+
+def _tile_rows(rows: list[Any], order: Callable[[Any], Any]) -> list[Any]:
+    return sorted(rows, key=order)[:TILE_ROWS]
+
+
 @router.get("/")
 def dashboard(request: Request, viewer: AnyViewer) -> Response:
-    lines: list[ledger.WalletLine] = []
-    recent: list[Any] = []
-    installations = 0
-    if viewer.org is not None:
-        with reading(_ctx(request).sessions) as s:
-            lines = ledger.wallet(s, viewer.org.id, now=_ctx(request).clock.now())
-            recent = history.page(s, viewer.org.id, limit=RECENT_HISTORY)
-            installations = len(ac.installations_of(s, viewer.org.id))
-    products: dict[str, list[ledger.WalletLine]] = {}
-    for line in lines:
-        products.setdefault(line.product, []).append(line)
-    return render(request, "dashboard.html", viewer=viewer, active="dashboard", products=products,
-                  total_units=sum(line.units for line in lines), recent=recent, ac_installations=installations)
+    if viewer.org is None:
+        return render(request, "dashboard.html", viewer=viewer, active="dashboard", home=None)
+    ctx = _ctx(request)
+    now = ctx.clock.now()
+    org = viewer.org
+    with reading(ctx.sessions) as s:
+        home = attention.home(s, org.id, now, webhooks=org.role.may_license)
+        recent = sentences.lines(s, org.id, history.page(s, org.id, limit=RECENT_HISTORY))
+        wallet_chart = charts.wallet_over_time(attention_org.wallet_over_time(s, org.id, now), now)
+        wallet_lines = [line for line in ledger.wallet(s, org.id, now=now) if line.units]
+    counts = {
+        "access_commander": Counter(t.state for t in home.installations),
+        "axis": Counter(p.state for p in home.products),
+    }
+    return render(
+        request, "dashboard.html", viewer=viewer, active="dashboard", home=home, now=now,
+        items=home.attention[:ATTENTION_SHOWN], more_items=home.attention[ATTENTION_SHOWN:ATTENTION_LISTED],
+        unlisted=Counter(i.area for i in home.attention[ATTENTION_LISTED:]),
+        severity_names=SEVERITY_NAMES, area_names=attention.AREAS, area_pages=AREA_PAGES, counts=counts,
+        recent=recent, wallet_chart=wallet_chart, wallet_lines=wallet_lines,
+        installations=_tile_rows(home.installations, lambda t: (AC_STATE_ORDER.get(t.state, 9),
+                                                                 t.devices.covered, t.name)),
+        products=_tile_rows(home.products, lambda p: (AXIS_STATE_ORDER.get(p.state, 9), p.name)),
+        sites=_tile_rows(home.sites, lambda t: (not t.stopped, not t.lapsing_soon, t.name)),
+        lapsing_sites=sum(1 for t in home.sites if t.stopped or t.lapsing_soon))
 
 
 # --- wallet ------------------------------------------------------------------------------------
@@ -388,16 +505,59 @@ def redeem(request: Request, viewer: PostingViewer, key: Annotated[str, Form()] 
 
 # --- history -----------------------------------------------------------------------------------
 
+def _day_field(value: str, label: str) -> date | None:
+    """A date from a form's date field (empty: none)."""
+    if not value.strip():
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise EntitleError("date_invalid", f"{label} is not a date: write it as 2026-01-15.", status=422,
+                           value=value[:40]) from None
+
+
+def _history_filters(area: str, person: str, object: str, since: str,  # noqa: A002 - the query name
+                     until: str) -> browse.Filters:
+    return browse.Filters(area=area if area in sentences.AREAS else "", person=person.strip()[:320],
+                          object=object.strip()[:128], since=_day_field(since, "From"),
+                          until=_day_field(until, "Until"))
+
+
+HistoryQuery = Annotated[str, Query(max_length=320)]
+
+
 @router.get("/history")
 def history_page(request: Request, viewer: AnyViewer,
-                 cursor: Annotated[int | None, Query(ge=1)] = None) -> Response:
+                 cursor: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None, area: HistoryQuery = "",
+                 person: HistoryQuery = "", object: HistoryQuery = "",  # noqa: A002 - the query name
+                 since: HistoryQuery = "", until: HistoryQuery = "") -> Response:
+    """Every change, newest first, as sentences; filtered by area, person, object and dates."""
     org = viewer.require_org()
+    filters = _history_filters(area, person, object, since, until)
     with reading(_ctx(request).sessions) as s:
-        rows = history.page(s, org.id, limit=PAGE_SIZE + 1, before_seq=cursor)
-    more = len(rows) > PAGE_SIZE
-    rows = rows[:PAGE_SIZE]
-    return render(request, "history.html", viewer=viewer, active="history", org=org, rows=rows,
-                  cursor=cursor, next_cursor=rows[-1].seq if more else None)
+        rows = browse.search(s, org.id, filters, limit=PAGE_SIZE + 1, before_seq=cursor)
+        more = len(rows) > PAGE_SIZE
+        lines = sentences.lines(s, org.id, rows[:PAGE_SIZE])
+        people = [(p, sentences.person(p)) for p in browse.people(s, org.id)]
+    query = filters.query()
+    return render(request, "history.html", viewer=viewer, active="history", org=org, rows=lines,
+                  cursor=cursor, next_cursor=lines[-1].entry.seq if more else None, filters=filters,
+                  areas={k: v[0] for k, v in sentences.AREAS.items()}, people=people,
+                  query=urlencode(query), csv_href="/history.csv" + (f"?{urlencode(query)}" if query else ""))
+
+
+@router.get("/history.csv")
+def history_csv(request: Request, viewer: AnyViewer, area: HistoryQuery = "", person: HistoryQuery = "",
+                object: HistoryQuery = "",  # noqa: A002 - the query name
+                since: HistoryQuery = "", until: HistoryQuery = "") -> Response:
+    """The same entries as CSV: the sentence, and the raw record (action, object, before, after)."""
+    org = viewer.require_org()
+    filters = _history_filters(area, person, object, since, until)
+    with reading(_ctx(request).sessions) as s:
+        text = browse.as_csv(browse.csv_rows(s, org.id, filters))
+    name = "".join(c if c.isalnum() else "-" for c in org.name).strip("-").lower() or "organization"
+    return Response(text, media_type="text/csv; charset=utf-8", headers={
+        **PAGE_HEADERS, "Content-Disposition": f'attachment; filename="history-{name}.csv"'})
 
 
 @router.get("/history/verify")
@@ -453,6 +613,46 @@ def issuer_mint(request: Request, viewer: PostingViewer, part_number: Annotated[
     except EntitleError as exc:
         return _issuer_keys(request, viewer, status=exc.status, error=exc, form=form)
     return _issuer_keys(request, viewer, minted=shown, form={"part_number": part_number})
+
+
+# Codes minted on screen, downloaded as CSV: the database keeps only their hashes, so the page
+# sends back the codes it shows (in the same signed-in session, the issuer's own) and gets them as
+# a file; the batch's part number and quantity come from the database.
+MAX_CODE_LENGTH = 64
+
+
+def shown_codes(text: str) -> list[str]:
+    codes = text.split()
+    if not codes or len(codes) > MAX_WEB_MINT or any(len(c) > MAX_CODE_LENGTH for c in codes):
+        raise EntitleError("codes_invalid", "There are no codes to download: mint a batch, then download its "
+                           "codes from the page that shows them.", status=422)
+    return codes
+
+
+def csv_download(filename: str, header: list[str], rows: list[list[Any]]) -> Response:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers={
+        **PAGE_HEADERS, "Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@router.post("/issuer/keys/{batch_id}/codes.csv")
+def issuer_keys_csv(request: Request, viewer: PostingViewer, batch_id: Annotated[int, PathParam(ge=1, le=2**63 - 1)],
+                    codes: Annotated[str, Form()] = "") -> Response:
+    """The keys of a batch just minted, as the CLI writes them (key, part number, quantity)."""
+    from entitle.keys.models import KeyBatch
+
+    viewer.actor.require_issuer()
+    listed = shown_codes(codes)
+    with reading(_ctx(request).sessions) as s:
+        batch = s.get(KeyBatch, batch_id)
+        if batch is None:
+            raise EntitleError("batch_not_found", f"There is no key batch {batch_id}.", status=404)
+        part, quantity = batch.sku.part_number, batch.quantity_per_key
+    return csv_download(f"license-keys-batch-{batch_id}.csv", ["key", "part_number", "quantity"],
+                        [[c, part, quantity] for c in listed])
 
 
 # --- API tokens --------------------------------------------------------------------------------
@@ -565,13 +765,64 @@ def revoke_session(request: Request, viewer: PostingViewer, session_id: DbId) ->
     return _account(request, viewer, message="That session is signed out.")
 
 
-# --- systems (offline systems licensed by a system file, R-AX-11) -----------------------------------
+# --- systems: every installation the organization registered, whatever its model ------------------
+
+MODEL_NAMES = {"axis": "AXIS", "access_commander": "Access Commander", "my2n": "My2N"}
+
+
+@dataclass(frozen=True)
+class SystemRow:
+    """One registered installation as the models' own pages count it (an AXIS system's devices
+    from System setup, an Access Commander installation's from its License settings)."""
+
+    uid: str
+    name: str
+    model: str
+    product: str
+    devices: int
+    need: dict[str, int]
+    offline: bool
+    registered_at: datetime
+    updated_at: datetime | None
+    href: str
+
+
+def system_rows(s: Any, org_id: int) -> list[SystemRow]:
+    """The organization's systems in three grouped queries (no query per system)."""
+    from entitle.access_commander.models import Device, Installation
+    from entitle.axis.models import AxisDevice
+    from entitle.catalog.models import Product
+    from entitle.systems.models import System
+
+    need: dict[int, dict[str, int]] = {}
+    for system_id, license_type, n in s.execute(
+            select(AxisDevice.system_id, AxisDevice.license_type, func.count())
+            .where(AxisDevice.org_id == org_id, AxisDevice.removed_at.is_(None))
+            .group_by(AxisDevice.system_id, AxisDevice.license_type)):
+        need.setdefault(system_id, {})[license_type] = n
+    rows = []
+    for system, product_name, model in s.execute(
+            select(System, Product.name, Product.model).outerjoin(Product, Product.code == System.product)
+            .where(System.org_id == org_id).order_by(System.id)):
+        counted = need.get(system.id, {})
+        href = f"/axis/products/{quote(system.product, safe='')}?tab=setup" if model == "axis" else "/systems"
+        rows.append(SystemRow(system.uid, system.name, MODEL_NAMES.get(model or "", model or "—"),
+                              product_name or system.product, sum(counted.values()), counted, system.offline,
+                              system.registered_at, system.updated_at, href))
+    devices = dict(s.execute(select(Device.installation_id, func.count()).where(Device.org_id == org_id)
+                             .group_by(Device.installation_id)).all())
+    for inst in s.scalars(select(Installation).where(Installation.org_id == org_id).order_by(Installation.id)):
+        rows.append(SystemRow(inst.uid, inst.name, "Access Commander", "Access Commander",
+                              devices.get(inst.id, 0), {}, False, inst.created_at, None,
+                              f"/ac/installations/{inst.id}"))
+    return rows
+
 
 def _systems(request: Request, viewer: Viewer, *, status: int = 200, message: str | None = None,
              error: EntitleError | None = None, license_file: str | None = None) -> Response:
     org = viewer.require_org()
     with reading(_ctx(request).sessions) as s:
-        rows = systems.systems_of(s, org.id)
+        rows = system_rows(s, org.id)
     return render(request, "systems.html", viewer=viewer, active="systems", status=status, org=org,
                   systems=rows, may_upload=org.role.may_license, message=message, error=error,
                   license_file=license_file)

@@ -11,16 +11,20 @@ from sqlalchemy.orm import Session
 
 from entitle.access_commander import services as ac
 from entitle.access_commander.models import DEVICE_TYPES, Installation
-from entitle.api.deps import DB, Ctx, CurrentActor, Now
+from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, refusals
+from entitle.api.schemas import Paged
 from entitle.errors import Unauthorized
 from entitle.platform import idempotency
+from entitle.text import SingleLine
 
 router = APIRouter(tags=["access-commander"])
 
+REFUSALS = refusals(403, 409)  # a viewer may not; an Access Commander rule refused (R-AC-1 … R-AC-8)
+
 
 class InstallationIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    uid: str | None = Field(default=None, min_length=1, max_length=128,
+    name: SingleLine = Field(min_length=1, max_length=200)
+    uid: SingleLine | None = Field(default=None, min_length=1, max_length=128,
                             description="The installation's own id; made up when left out.")
     heartbeat_timeout_seconds: int = Field(default=300, ge=30, le=86400,
                                            description="Nothing heard from a device for longer counts as a disconnect.")
@@ -40,9 +44,9 @@ class NewInstallationOut(BaseModel):
 
 
 class DeviceIn(BaseModel):
-    serial: str = Field(min_length=1, max_length=64)
+    serial: SingleLine = Field(min_length=1, max_length=64)
     type: Literal[DEVICE_TYPES] = "ip_intercom"  # type: ignore[valid-type]
-    name: str = Field(default="", max_length=200)
+    name: SingleLine = Field(default="", max_length=200)
 
 
 class DeviceOut(BaseModel):
@@ -158,7 +162,7 @@ class OverviewOut(BaseModel):
 
 
 class AttendanceIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: SingleLine = Field(min_length=1, max_length=200)
     monitored: bool = False
 
 
@@ -169,7 +173,7 @@ class AttendanceOut(BaseModel):
 
 
 class SystemUserIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: SingleLine = Field(min_length=1, max_length=200)
     admin: bool = False
 
 
@@ -204,12 +208,29 @@ class CalculateOut(BaseModel):
     tier: dict[str, Any] | None
 
 
+class InstallationPage(Paged[InstallationOut]):
+    pass
+
+
+class LicensePage(Paged[LicenseOut]):
+    pass
+
+
+class AttendancePage(Paged[AttendanceOut]):
+    pass
+
+
+class SystemUserPage(Paged[SystemUserOut]):
+    pass
+
+
 def _inst(db: Session, actor: Any, org_id: int, installation_id: int) -> Installation:
     actor.require_member(org_id)
     return ac.get_installation(db, org_id, installation_id)
 
 
-@router.post("/orgs/{org_id}/ac/installations", response_model=NewInstallationOut, status_code=status.HTTP_201_CREATED)
+@router.post("/orgs/{org_id}/ac/installations", response_model=NewInstallationOut, status_code=status.HTTP_201_CREATED,
+             responses=REFUSALS)
 def create_installation(org_id: int, body: InstallationIn, actor: CurrentActor, db: DB, now: Now) -> dict[str, Any]:
     """Register an Access Commander installation. It starts on the trial (R-AC-2)."""
     inst, token = ac.create_installation(db, org_id=org_id, name=body.name, uid=body.uid, actor=actor, now=now,
@@ -217,10 +238,12 @@ def create_installation(org_id: int, body: InstallationIn, actor: CurrentActor, 
     return {"installation": ac.installation_to_dict(inst), "token": token}
 
 
-@router.get("/orgs/{org_id}/ac/installations", response_model=list[InstallationOut])
-def list_installations(org_id: int, actor: CurrentActor, db: DB) -> list[dict[str, Any]]:
+@router.get("/orgs/{org_id}/ac/installations", response_model=InstallationPage)
+def list_installations(org_id: int, actor: CurrentActor, db: DB, page: Paging) -> dict[str, Any]:
+    """The organization's installations, oldest first."""
     actor.require_member(org_id)
-    return [ac.installation_to_dict(i) for i in ac.installations_of(db, org_id)]
+    return page.answer(ac.installations_of(db, org_id, after_id=page.cursor, limit=page.fetch),
+                       ac.installation_to_dict)
 
 
 @router.get("/orgs/{org_id}/ac/installations/{installation_id}", response_model=OverviewOut)
@@ -231,14 +254,15 @@ def installation_overview(org_id: int, installation_id: int, actor: CurrentActor
 
 
 @router.post("/orgs/{org_id}/ac/installations/{installation_id}/devices", response_model=DeviceOut,
-             status_code=status.HTTP_201_CREATED)
+             status_code=status.HTTP_201_CREATED, responses=REFUSALS)
 def add_device(org_id: int, installation_id: int, body: DeviceIn, actor: CurrentActor, db: DB, now: Now) -> dict[str, Any]:
     inst = _inst(db, actor, org_id, installation_id)
     dev = ac.add_device(db, installation=inst, serial=body.serial, type=body.type, name=body.name, actor=actor, now=now)
     return ac.device_to_dict(dev, now, ac.timeout_of(inst))
 
 
-@router.post("/orgs/{org_id}/ac/installations/{installation_id}/devices/{serial}/state", response_model=DeviceOut)
+@router.post("/orgs/{org_id}/ac/installations/{installation_id}/devices/{serial}/state", response_model=DeviceOut,
+             responses=refusals(403))
 def device_state(org_id: int, installation_id: int, serial: str, body: StateIn, actor: CurrentActor, db: DB,
                  now: Now) -> dict[str, Any]:
     """Report a device connected or disconnected (an admin acting for the installation). A
@@ -250,7 +274,8 @@ def device_state(org_id: int, installation_id: int, serial: str, body: StateIn, 
     return ac.device_to_dict(dev, now, ac.timeout_of(inst))
 
 
-@router.post("/orgs/{org_id}/ac/installations/{installation_id}/devices/{serial}/activate", response_model=DeviceOut)
+@router.post("/orgs/{org_id}/ac/installations/{installation_id}/devices/{serial}/activate", response_model=DeviceOut,
+             responses=REFUSALS)
 def activate_device(org_id: int, installation_id: int, serial: str, actor: CurrentActor, db: DB, now: Now) -> dict[str, Any]:
     """Activate a device (R-AC-7, R-AC-8); activating the connected license device of a
     suspended license recovers it (R-AC-6). Refusals: license_device_first,
@@ -261,7 +286,8 @@ def activate_device(org_id: int, installation_id: int, serial: str, actor: Curre
                              ac.status_of(ac.current_license(db, inst), inst, now).state == "suspended")
 
 
-@router.post("/orgs/{org_id}/ac/installations/{installation_id}/devices/{serial}/deactivate", response_model=DeviceOut)
+@router.post("/orgs/{org_id}/ac/installations/{installation_id}/devices/{serial}/deactivate", response_model=DeviceOut,
+             responses=refusals(403))
 def deactivate_device(org_id: int, installation_id: int, serial: str, actor: CurrentActor, db: DB, now: Now) -> dict[str, Any]:
     inst = _inst(db, actor, org_id, installation_id)
     dev = ac.deactivate(db, installation=inst, serial=serial, actor=actor, now=now)
@@ -269,7 +295,7 @@ def deactivate_device(org_id: int, installation_id: int, serial: str, actor: Cur
 
 
 @router.post("/orgs/{org_id}/ac/installations/{installation_id}/licenses", response_model=NewLicenseOut,
-             status_code=status.HTTP_201_CREATED, responses={400: {}, 404: {}, 409: {}, 422: {}})
+             status_code=status.HTTP_201_CREATED, responses=REFUSALS)
 def generate_license(org_id: int, installation_id: int, body: LicenseIn, actor: CurrentActor, ctx: Ctx,
                      request: Request, response: Response,
                      idempotency_key: Annotated[str | None, Header(description="Required: a retry with the same key moves nothing.")] = None,
@@ -299,7 +325,7 @@ def generate_license(org_id: int, installation_id: int, body: LicenseIn, actor: 
 
 
 @router.post("/orgs/{org_id}/ac/installations/{installation_id}/licenses/preview", response_model=PlanOut,
-             responses={400: {}, 404: {}, 422: {}})
+             responses=REFUSALS)
 def preview_license(org_id: int, installation_id: int, body: PreviewIn, actor: CurrentActor, db: DB,
                     now: Now) -> dict[str, Any]:
     """What a new license with these packages (left out: the default) would hold and move, changing
@@ -312,7 +338,7 @@ def preview_license(org_id: int, installation_id: int, body: PreviewIn, actor: C
 
 
 @router.post("/orgs/{org_id}/ac/installations/{installation_id}/licenses/file", response_model=AddedLicenseOut,
-             responses={400: {}, 404: {}, 409: {}})
+             responses=REFUSALS)
 def add_license_file(org_id: int, installation_id: int, body: LicenseFileIn, actor: CurrentActor, db: DB,
                      response: Response, now: Now) -> dict[str, Any]:
     """License adding: a license file generated for this installation becomes its license,
@@ -325,10 +351,11 @@ def add_license_file(org_id: int, installation_id: int, body: LicenseFileIn, act
     return {"license": ac.license_to_dict(lic), "added": added}
 
 
-@router.get("/orgs/{org_id}/ac/installations/{installation_id}/licenses", response_model=list[LicenseOut])
-def list_licenses(org_id: int, installation_id: int, actor: CurrentActor, db: DB) -> list[dict[str, Any]]:
+@router.get("/orgs/{org_id}/ac/installations/{installation_id}/licenses", response_model=LicensePage)
+def list_licenses(org_id: int, installation_id: int, actor: CurrentActor, db: DB, page: Paging) -> dict[str, Any]:
     """Every license the installation had, newest first (replaced ones have replaced_at)."""
-    return [ac.license_to_dict(lic) for lic in ac.licenses_of(db, _inst(db, actor, org_id, installation_id))]
+    rows = ac.licenses_of(db, _inst(db, actor, org_id, installation_id), before_id=page.cursor, limit=page.fetch)
+    return page.answer(rows, ac.license_to_dict)
 
 
 @router.get("/orgs/{org_id}/ac/installations/{installation_id}/licenses/{license_id}/file",
@@ -338,7 +365,8 @@ def license_file(org_id: int, installation_id: int, license_id: int, actor: Curr
     return ac.license_by_id(db, _inst(db, actor, org_id, installation_id), license_id).file
 
 
-@router.post("/orgs/{org_id}/ac/installations/{installation_id}/licenses/check", response_model=LicenseOut)
+@router.post("/orgs/{org_id}/ac/installations/{installation_id}/licenses/check", response_model=LicenseOut,
+             responses=REFUSALS)
 def check_license_file(org_id: int, installation_id: int, body: LicenseFileIn, actor: CurrentActor, db: DB,
                        now: Now) -> dict[str, Any]:
     """Check a license file for this installation (signature, subject, model) and answer which
@@ -349,7 +377,7 @@ def check_license_file(org_id: int, installation_id: int, body: LicenseFileIn, a
 
 
 @router.post("/orgs/{org_id}/ac/installations/{installation_id}/attendance-users", response_model=AttendanceOut,
-             status_code=status.HTTP_201_CREATED)
+             status_code=status.HTTP_201_CREATED, responses=REFUSALS)
 def add_attendance_user(org_id: int, installation_id: int, body: AttendanceIn, actor: CurrentActor, db: DB,
                         now: Now) -> dict[str, Any]:
     inst = _inst(db, actor, org_id, installation_id)
@@ -357,14 +385,17 @@ def add_attendance_user(org_id: int, installation_id: int, body: AttendanceIn, a
     return {"id": user.id, "name": user.name, "monitored": user.monitored}
 
 
-@router.get("/orgs/{org_id}/ac/installations/{installation_id}/attendance-users", response_model=list[AttendanceOut])
-def list_attendance_users(org_id: int, installation_id: int, actor: CurrentActor, db: DB) -> list[dict[str, Any]]:
+@router.get("/orgs/{org_id}/ac/installations/{installation_id}/attendance-users", response_model=AttendancePage)
+def list_attendance_users(org_id: int, installation_id: int, actor: CurrentActor, db: DB,
+                          page: Paging) -> dict[str, Any]:
+    """The installation's Attendance users, oldest first."""
     inst = _inst(db, actor, org_id, installation_id)
-    return [{"id": u.id, "name": u.name, "monitored": u.monitored} for u in ac.attendance_users_of(db, inst)]
+    return page.answer(ac.attendance_users_of(db, inst, after_id=page.cursor, limit=page.fetch),
+                       lambda u: {"id": u.id, "name": u.name, "monitored": u.monitored})
 
 
 @router.post("/orgs/{org_id}/ac/installations/{installation_id}/attendance-users/{user_id}/monitor",
-             response_model=AttendanceOut)
+             response_model=AttendanceOut, responses=REFUSALS)
 def monitor_attendance_user(org_id: int, installation_id: int, user_id: int, body: MonitorIn, actor: CurrentActor,
                             db: DB, now: Now) -> dict[str, Any]:
     """Start or stop monitoring a user's attendance. Refusal: attendance_limit_reached (R-AC-8)."""
@@ -374,7 +405,7 @@ def monitor_attendance_user(org_id: int, installation_id: int, user_id: int, bod
 
 
 @router.post("/orgs/{org_id}/ac/installations/{installation_id}/system-users", response_model=SystemUserOut,
-             status_code=status.HTTP_201_CREATED)
+             status_code=status.HTTP_201_CREATED, responses=REFUSALS)
 def add_system_user(org_id: int, installation_id: int, body: SystemUserIn, actor: CurrentActor, db: DB,
                     now: Now) -> dict[str, Any]:
     """Add a user of the installation's software; unlimited, but a tier limits administrators
@@ -384,14 +415,16 @@ def add_system_user(org_id: int, installation_id: int, body: SystemUserIn, actor
     return {"id": user.id, "name": user.name, "admin": user.admin}
 
 
-@router.get("/orgs/{org_id}/ac/installations/{installation_id}/system-users", response_model=list[SystemUserOut])
-def list_system_users(org_id: int, installation_id: int, actor: CurrentActor, db: DB) -> list[dict[str, Any]]:
+@router.get("/orgs/{org_id}/ac/installations/{installation_id}/system-users", response_model=SystemUserPage)
+def list_system_users(org_id: int, installation_id: int, actor: CurrentActor, db: DB, page: Paging) -> dict[str, Any]:
+    """The installation's system users, oldest first."""
     inst = _inst(db, actor, org_id, installation_id)
-    return [{"id": u.id, "name": u.name, "admin": u.admin} for u in ac.system_users_of(db, inst)]
+    return page.answer(ac.system_users_of(db, inst, after_id=page.cursor, limit=page.fetch),
+                       lambda u: {"id": u.id, "name": u.name, "admin": u.admin})
 
 
 @router.post("/orgs/{org_id}/ac/installations/{installation_id}/system-users/{user_id}/admin",
-             response_model=SystemUserOut)
+             response_model=SystemUserOut, responses=REFUSALS)
 def set_system_user_admin(org_id: int, installation_id: int, user_id: int, body: AdminIn, actor: CurrentActor,
                           db: DB, now: Now) -> dict[str, Any]:
     inst = _inst(db, actor, org_id, installation_id)
@@ -399,7 +432,7 @@ def set_system_user_admin(org_id: int, installation_id: int, user_id: int, body:
     return {"id": user.id, "name": user.name, "admin": user.admin}
 
 
-@router.post("/orgs/{org_id}/ac/installations/{installation_id}/integration/sync")
+@router.post("/orgs/{org_id}/ac/installations/{installation_id}/integration/sync", responses=REFUSALS)
 def integration_sync(org_id: int, installation_id: int, body: SyncIn, actor: CurrentActor, db: DB,
                      now: Now) -> dict[str, Any]:
     """Start an LDAP or CSV synchronisation: allowed only with the integration feature
@@ -409,7 +442,7 @@ def integration_sync(org_id: int, installation_id: int, body: SyncIn, actor: Cur
     return {"source": body.source, "allowed": True}
 
 
-@router.post("/ac/calculate", response_model=CalculateOut)
+@router.post("/ac/calculate", response_model=CalculateOut, responses=refusals(409))
 def calculate(body: CalculateIn, actor: CurrentActor, db: DB) -> dict[str, Any]:
     """The packages (and the smallest tier) to order for a need (R-AC-1):
     17 devices -> 4 x 91379040; 69 Attendance users -> 3 x 91379041."""
@@ -428,7 +461,7 @@ def installation_from_token(db: Session, authorization: str | None) -> Installat
     return inst
 
 
-@router.post("/ac/state", response_model=DeviceOut)
+@router.post("/ac/state", response_model=DeviceOut, responses=refusals(401, 404))
 def report_state(body: StateReportIn, db: DB, now: Now,
                  authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
     """A device, or the installation for it, reports connect or disconnect, authenticated by the

@@ -12,12 +12,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from entitle.api.deps import DB, Ctx, CurrentActor, Now, client_id
+from entitle.api.deps import DB, Ctx, CurrentActor, Cursor, Now, Page, Paging, client_id, refusals
+from entitle.api.schemas import Paged
 from entitle.axis import services as axis
 from entitle.axis.models import AxisDevice, Hardware
 from entitle.catalog.models import Product
@@ -26,25 +27,26 @@ from entitle.db import transaction
 from entitle.errors import EntitleError
 from entitle.platform import idempotency
 from entitle.systems.models import System
+from entitle.text import SingleLine
 
 router = APIRouter(tags=["axis"])
 
 State = Literal["not_registered", "trial", "in_grace", "fully_licensed", "partially_licensed", "not_licensed"]
 LicenseType = Annotated[str, Field(min_length=1, max_length=32, description="e.g. core, universal")]
 IDEMPOTENCY = "Required: a retry with the same key moves nothing."
-REFUSALS: dict[int | str, dict[str, Any]] = {400: {}, 403: {}, 404: {}, 409: {}, 422: {}}
+REFUSALS = refusals(403, 409)  # a viewer may not; an AXIS rule refused
 
 
 # --- request bodies ------------------------------------------------------------------------------
 
 class SystemIn(BaseModel):
-    uid: str = Field(min_length=1, max_length=128, description="The system's own id (its installation id).")
-    name: str = Field(default="", max_length=200, description="Left out: the uid.")
+    uid: SingleLine = Field(min_length=1, max_length=128, description="The system's own id (its installation id).")
+    name: SingleLine = Field(default="", max_length=200, description="Left out: the uid.")
     product: str = Field(min_length=1, max_length=64, description="Product code, e.g. axis-camera-station.")
 
 
 class DeviceIn(BaseModel):
-    serial: str = Field(min_length=1, max_length=128)
+    serial: SingleLine = Field(min_length=1, max_length=128)
     license_type: LicenseType
     hardware_serial: str | None = Field(default=None, min_length=1, max_length=128,
                                         description="The registered hardware whose licenses cover the device.")
@@ -85,8 +87,8 @@ class UpgradeIn(BaseModel):
 
 
 class HardwareIn(BaseModel):
-    serial: str = Field(min_length=1, max_length=128)
-    name: str = Field(default="", max_length=200)
+    serial: SingleLine = Field(min_length=1, max_length=128)
+    name: SingleLine = Field(default="", max_length=200)
     product: str = Field(min_length=1, max_length=64)
     license_type: LicenseType | None = Field(default=None, description="Left out: the preloaded key's.")
     preloaded_key: str | None = Field(default=None, min_length=1, max_length=100,
@@ -273,6 +275,26 @@ class DeviceOut(BaseModel):
     added_at: str
 
 
+class AxisProductPage(Paged[ProductOut]):
+    pass
+
+
+class AllocationPage(Paged[AllocationOut]):
+    pass
+
+
+class AxisSystemPage(Paged[AxisSystemOut]):
+    pass
+
+
+class AxisDevicePage(Paged[DeviceOut]):
+    pass
+
+
+class HardwarePage(Paged[HardwareOut]):
+    pass
+
+
 class DevicesAddedOut(BaseModel):
     added: int
     system: AxisSystemOut
@@ -281,6 +303,12 @@ class DevicesAddedOut(BaseModel):
 class DevicesRemovedOut(BaseModel):
     removed: int
     system: AxisSystemOut
+
+
+async def device_paging(limit: Annotated[int, Query(ge=1, le=1000, description="Items per page.")] = 1000,
+                        cursor: Cursor = None) -> Page:
+    """A page of devices holds up to 1,000 (the list's size before it had pages)."""
+    return Page(limit, cursor)
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -306,11 +334,13 @@ def _state(s: Session, org_id: int, product: str, now: datetime) -> str:
 
 # --- products ------------------------------------------------------------------------------------
 
-@router.get("/orgs/{org_id}/axis/products", response_model=list[ProductOut])
-def list_products(org_id: int, actor: CurrentActor, db: DB, now: Now) -> list[dict[str, Any]]:
-    """The product list: every AXIS product registered to the organization, with its state."""
+@router.get("/orgs/{org_id}/axis/products", response_model=AxisProductPage)
+def list_products(org_id: int, actor: CurrentActor, db: DB, now: Now, page: Paging) -> dict[str, Any]:
+    """The product list: every AXIS product registered to the organization, with its state, in
+    the catalog's order."""
     actor.require_member(org_id)
-    return axis.products(db, org_id=org_id, now=now)
+    rows = axis.products(db, org_id=org_id, now=now, after_id=page.cursor, limit=page.fetch)
+    return page.answer(rows, lambda line: line, key=lambda line: line["id"])
 
 
 @router.get("/orgs/{org_id}/axis/products/{product}", response_model=StatusOut)
@@ -353,11 +383,12 @@ def allocate(org_id: int, product: str, body: AllocateIn, actor: CurrentActor, c
         201, axis.allocate(s, org_id=org_id, product_code=product, lines=lines, actor=actor, now=now)))
 
 
-@router.get("/orgs/{org_id}/axis/products/{product}/allocations", response_model=list[AllocationOut])
-def list_allocations(org_id: int, product: str, actor: CurrentActor, db: DB) -> list[dict[str, Any]]:
+@router.get("/orgs/{org_id}/axis/products/{product}/allocations", response_model=AllocationPage)
+def list_allocations(org_id: int, product: str, actor: CurrentActor, db: DB, page: Paging) -> dict[str, Any]:
     """Every allocation of the product, oldest first (upgrades show as an upgrade and an upgraded row)."""
     actor.require_member(org_id)
-    return axis.allocations_of(db, org_id, axis.product_by_code(db, product))
+    rows = axis.allocations_of(db, org_id, axis.product_by_code(db, product), after_id=page.cursor, limit=page.fetch)
+    return page.answer(rows, lambda row: row, key=lambda row: row["id"])
 
 
 @router.post("/orgs/{org_id}/axis/products/{product}/renew", response_model=AllocationResultOut,
@@ -409,11 +440,12 @@ def register_system(org_id: int, body: SystemIn, actor: CurrentActor, db: DB, no
     return _system(db, org_id, system.id)
 
 
-@router.get("/orgs/{org_id}/axis/systems", response_model=list[AxisSystemOut])
-def list_systems(org_id: int, actor: CurrentActor, db: DB) -> list[dict[str, Any]]:
+@router.get("/orgs/{org_id}/axis/systems", response_model=AxisSystemPage)
+def list_systems(org_id: int, actor: CurrentActor, db: DB, page: Paging) -> dict[str, Any]:
     """The organization's AXIS systems, online and offline, with device counts per license type."""
     actor.require_member(org_id)
-    return axis.systems_summary(db, org_id)
+    rows = axis.systems_summary(db, org_id, after_id=page.cursor, limit=page.fetch)
+    return page.answer(rows, lambda row: row, key=lambda row: row["id"])
 
 
 @router.get("/orgs/{org_id}/axis/systems/{system_id}", response_model=AxisSystemOut)
@@ -444,19 +476,20 @@ def remove_devices(org_id: int, system_id: int, body: SerialsIn, actor: CurrentA
     return {"removed": removed, "system": _system(db, org_id, system_id)}
 
 
-@router.get("/orgs/{org_id}/axis/systems/{system_id}/devices", response_model=list[DeviceOut])
+@router.get("/orgs/{org_id}/axis/systems/{system_id}/devices", response_model=AxisDevicePage)
 def list_devices(org_id: int, system_id: int, actor: CurrentActor, db: DB,
-                 limit: Annotated[int, Query(ge=1, le=1000)] = 1000) -> list[dict[str, Any]]:
-    """The system's devices now, by serial number."""
+                 page: Annotated[Page, Depends(device_paging)]) -> dict[str, Any]:
+    """The system's devices now, by serial number (a page: up to 1,000, as before paging)."""
     actor.require_member(org_id)
     system, _product = axis.axis_system(db, org_id, system_id)
-    return axis.device_rows(db, system, limit=limit)
+    rows = axis.device_rows(db, system, after_id=page.cursor, limit=page.fetch)
+    return page.answer(rows, lambda row: row, key=lambda row: row["id"])
 
 
 # --- tied to hardware (R-AX-10) ------------------------------------------------------------------
 
 @router.post("/orgs/{org_id}/axis/hardware", response_model=HardwareOut, status_code=status.HTTP_201_CREATED,
-             responses={**REFUSALS, 429: {}})
+             responses=refusals(403, 409, 429))
 def register_hardware(org_id: int, body: HardwareIn, actor: CurrentActor, ctx: Ctx, request: Request,
                       response: Response,
                       idempotency_key: Annotated[str | None, Header(
@@ -484,10 +517,12 @@ def register_hardware(org_id: int, body: HardwareIn, actor: CurrentActor, ctx: C
     return _idempotent(ctx, request, response, org_id=org_id, key=idempotency_key, body=body, work=work)
 
 
-@router.get("/orgs/{org_id}/axis/hardware", response_model=list[HardwareOut])
-def list_hardware(org_id: int, actor: CurrentActor, db: DB, now: Now) -> list[dict[str, Any]]:
+@router.get("/orgs/{org_id}/axis/hardware", response_model=HardwarePage)
+def list_hardware(org_id: int, actor: CurrentActor, db: DB, now: Now, page: Paging) -> dict[str, Any]:
+    """The organization's registered hardware, oldest first."""
     actor.require_member(org_id)
-    return [axis.hardware_to_dict(db, hw, now) for hw in axis.hardware_of(db, org_id)]
+    return page.answer(axis.hardware_of(db, org_id, after_id=page.cursor, limit=page.fetch),
+                       lambda hw: axis.hardware_to_dict(db, hw, now))
 
 
 @router.get("/orgs/{org_id}/axis/hardware/{serial}", response_model=HardwareOut)

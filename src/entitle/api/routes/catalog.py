@@ -4,20 +4,21 @@ from typing import Any
 
 from fastapi import APIRouter, Body
 
-from entitle.api.deps import DB, CurrentActor, Now
-from entitle.api.schemas import CatalogLoadOut
+from entitle.api.deps import DB, CurrentActor, Now, Paging, refusals
+from entitle.api.schemas import CatalogLoadOut, CatalogProductPage
 from entitle.catalog import services as catalog
 
 router = APIRouter(tags=["catalog"])
 
 
-@router.get("/catalog/products")
-def list_products(actor: CurrentActor, db: DB) -> list[dict[str, Any]]:
-    """Products and their SKUs: part numbers, what one unit grants, term, regions."""
-    return [catalog.product_to_dict(p) for p in catalog.products(db)]
+@router.get("/catalog/products", response_model=CatalogProductPage)
+def list_products(actor: CurrentActor, db: DB, page: Paging) -> dict[str, Any]:
+    """Products and their SKUs: part numbers, what one unit grants, term, regions; in the order
+    the catalog was loaded."""
+    return page.answer(catalog.products_page(db, after_id=page.cursor, limit=page.fetch), catalog.product_to_dict)
 
 
-@router.post("/catalog", response_model=CatalogLoadOut)
+@router.post("/catalog", response_model=CatalogLoadOut, responses=refusals(403))
 def load_catalog(actor: CurrentActor, db: DB, now: Now, doc: dict[str, Any] = Body(...)) -> dict[str, int]:
     """Issuer only: create or update products and SKUs from a catalog document."""
     actor.require_issuer()

@@ -21,6 +21,7 @@ def list_history(org_id: int, actor: CurrentActor, db: DB, page: Paging) -> dict
 
 @router.get("/orgs/{org_id}/history/verify", response_model=VerifyOut)
 def verify_history(org_id: int, actor: CurrentActor, db: DB) -> dict[str, object]:
-    """Recompute the hash chain; report the first entry changed behind the software's back."""
+    """Check the chain (every link, its key check, the head, the signed checkpoints); report the first
+    entry changed, inserted or removed behind the software's back (docs/security.md)."""
     actor.require_member(org_id)
     return history.verify(db, org_id).to_dict()

@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response, status
 
-from entitle.api.deps import DB, Ctx, CurrentActor, Paging
+from entitle.api.deps import DB, Ctx, CurrentActor, Paging, refusals
 from entitle.api.schemas import BatchPage, CancelIn, CancelOut, MintIn, MintOut
 from entitle.db import transaction
 from entitle.keys import services as keys
@@ -21,7 +21,8 @@ def _issuer_org_id(ctx: Ctx) -> int:
         return tenancy.issuer_organization(s, now=ctx.clock.now()).id
 
 
-@router.post("/key-batches", response_model=MintOut, status_code=status.HTTP_201_CREATED)
+@router.post("/key-batches", response_model=MintOut, status_code=status.HTTP_201_CREATED,
+             responses=refusals(403, 404, 409))
 def mint(body: MintIn, actor: CurrentActor, ctx: Ctx, request: Request, response: Response,
          idempotency_key: IdemKey = None) -> dict[str, Any]:
     """Mint a batch of license keys (issuer only). The codes are in this answer only."""
@@ -44,7 +45,7 @@ def mint(body: MintIn, actor: CurrentActor, ctx: Ctx, request: Request, response
     return outcome.body
 
 
-@router.get("/key-batches", response_model=BatchPage)
+@router.get("/key-batches", response_model=BatchPage, responses=refusals(403))
 def list_batches(actor: CurrentActor, db: DB, page: Paging) -> dict[str, Any]:
     actor.require_issuer()
     rows = keys.batches(db, limit=page.limit + 1, before_id=page.cursor)
@@ -53,7 +54,7 @@ def list_batches(actor: CurrentActor, db: DB, page: Paging) -> dict[str, Any]:
     return {"items": [keys.batch_to_dict(b) for b in rows], "next_cursor": rows[-1].id if more else None}
 
 
-@router.post("/keys/cancel", response_model=CancelOut)
+@router.post("/keys/cancel", response_model=CancelOut, responses=refusals(403, 404, 409))
 def cancel_key(body: CancelIn, actor: CurrentActor, ctx: Ctx, request: Request, response: Response,
                idempotency_key: IdemKey = None) -> dict[str, Any]:
     """Cancel an unredeemed key (issuer only); its units leave the batch."""

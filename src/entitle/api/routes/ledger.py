@@ -30,7 +30,8 @@ def redeem(org_id: int, body: RedeemIn, actor: CurrentActor, ctx: Ctx, request: 
            idempotency_key: Annotated[str | None, Header(description="Required: a retry with the same key moves nothing.")] = None,
            ) -> dict[str, object]:
     """Redeem a license key into the wallet. Refusals: key_malformed, key_mistyped,
-    key_unknown, key_already_redeemed, key_cancelled, key_wrong_region, rate_limited."""
+    key_unknown, key_already_redeemed, key_cancelled, key_wrong_region, key_is_voucher (a My2N
+    voucher code: activate it on the site's Vouchers tab), rate_limited."""
     actor.require_licensing(org_id)
     key = idempotency.require_key(idempotency_key)
     ctx.redeem_limiter.hit(org_id=org_id, client=client_id(request))

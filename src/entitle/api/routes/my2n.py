@@ -16,13 +16,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Request, Response, status
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from entitle.actors import Actor
-from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, client_id
+from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, client_id, refusals
+from entitle.api.schemas import Paged
 from entitle.context import Context
 from entitle.db import reading, transaction
 from entitle.errors import EntitleError, NotFound
@@ -32,6 +33,7 @@ from entitle.my2n.models import Apartment, Site, SiteDevice
 from entitle.platform import idempotency
 from entitle.tenancy import services as tenancy
 from entitle.tenancy.models import User
+from entitle.text import SingleLine
 
 router = APIRouter(tags=["my2n"])
 
@@ -42,29 +44,37 @@ Serial = Annotated[str, Path(min_length=1, max_length=128)]
 UserId = Annotated[int, Path(ge=1, le=MAX_ID)]
 IDEMPOTENCY = "Required: a retry with the same key moves nothing."
 IdemKey = Annotated[str | None, Header(description=IDEMPOTENCY)]
-REFUSALS: dict[int | str, dict[str, Any]] = {400: {}, 403: {}, 404: {}, 409: {}, 422: {}}
-PAYMENT_REFUSALS: dict[int | str, dict[str, Any]] = {**REFUSALS, 402: {}, 502: {}, 503: {}}
+REFUSALS = refusals(403, 409)  # the role may not; a My2N rule refused
+PAYMENT_REFUSALS = refusals(402, 403, 409, 502, 503)  # and the payment provider's answers
 MAX_WEBHOOK_BYTES = 1024 * 1024  # a provider event is a few kilobytes
 
 
 # --- request bodies ------------------------------------------------------------------------------
 
 class SiteIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: SingleLine = Field(min_length=1, max_length=200)
     model: str = Field(default="apartment", min_length=1, max_length=16,
                        description="apartment. The retired custom model is recorded only by the vendor, "
                                    "for a legacy site, with custom_expires_at (R-MY-1).")
     custom_expires_at: AwareDatetime | None = Field(default=None,
                                                     description="A legacy custom-model site's expiry.")
     site_type: rules.SiteType = "apartment_building"
+    region: str | None = Field(default=None, max_length=8, description=(
+        "The site's sales region (EU, US, APAC, LATAM or MEA); left out: the organization's. It decides the voucher "
+        "part its pool accepts and the part to order (02683-001 for US & APAC, else 9137958), and the price and "
+        "currency of its card payments."))
+
+
+class RegionIn(BaseModel):
+    region: str = Field(min_length=1, max_length=8, description="EU, US, APAC, LATAM or MEA.")
 
 
 class ApartmentIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: SingleLine = Field(min_length=1, max_length=200)
 
 
 class DeviceIn(BaseModel):
-    serial: str = Field(min_length=1, max_length=128, description="The device's serial number (or name).")
+    serial: SingleLine = Field(min_length=1, max_length=128, description="The device's serial number (or name).")
     kind: rules.DeviceKind = Field(description="Phones, tablets and third-party devices are paid devices; 2N "
                                          "answering units are free; intercoms belong to no apartment (R-MY-2).")
     apartment_id: int | None = Field(default=None, ge=1, le=MAX_ID)
@@ -95,7 +105,7 @@ class VoucherIn(BaseModel):
 class VoucherBatchIn(BaseModel):
     part_number: str = Field(min_length=1, max_length=64,
                              description=f"{rules.PART_DEFAULT}, or {rules.PART_US_APAC} for US & APAC sites.")
-    name: str = Field(min_length=1, max_length=200, description="The batch's name (the distributor's order).")
+    name: SingleLine = Field(min_length=1, max_length=200, description="The batch's name (the distributor's order).")
     years: int = Field(default=1, ge=1, le=10, description="What each code is worth, in years.")
     subscriptions: int = Field(ge=1, le=10_000, description="How many codes.")
     scope: rules.VoucherScope = Field(default="apartment",
@@ -129,7 +139,8 @@ class CardIn(BaseModel):
 class SiteOut(BaseModel):
     id: int
     name: str
-    region: str
+    region: str = Field(description="The site's sales region: it decides the voucher part (02683-001 for US & APAC, "
+                                    "else 9137958), what to order and the price of card payments.")
     model: rules.BusinessModel
     site_type: rules.SiteType | None = Field(description="Chosen by the site's admin once the site has the apartment "
                                                    "model (R-MY-4).")
@@ -150,7 +161,7 @@ class SitePage(BaseModel):
 class OrderOut(BaseModel):
     part_number: str = Field(description="9137958; 02683-001 on US & APAC sites.")
     quantity: int = Field(description="Apartment-years the site lacks to keep every apartment needing a license "
-                                      "working for the next twelve months: those not paid through then, less the "
+                                      "working for the next twelve months: those not paid through then or partly paid, less the "
                                       "credit pool; 0 while recurring payment is on (it pays them).")
 
 
@@ -166,19 +177,34 @@ class RecurringStateOut(BaseModel):
     charge_failing: bool = Field(description="A charge was declined or the renewal is due: being retried.")
 
 
+STATE_DOC = ("no_license_needed, not_paid (never paid), paid, lapsing_soon (ends within 30 days), partly_paid "
+             "(paid per device for fewer devices than it has) or lapsed (its license ended).")
+
+
 class DashboardRowOut(BaseModel):
     id: int
     name: str
     needs_license: bool
     paid_devices: int
     paid_through: str | None
+    state: rules.ApartmentState = Field(description=STATE_DOC)
+    devices_paid_for: int | None = Field(default=None, description="Paid with device-years for this many devices; "
+                                                                   "null: paid per apartment (every device).")
+    devices_not_paid: list[str] = Field(default_factory=list, description="Partly paid: the serials that stop, the "
+                                                                          "last to start counting first.")
 
 
 class DashboardOut(BaseModel):
     site: SiteOut
     apartments: int
     needing_license: int = Field(description="Apartments with a paid device not in local mode (R-MY-3).")
-    lapsed: list[str] = Field(description="Apartments needing a license that is not paid now (R-MY-6).")
+    lapsed: list[str] = Field(description="Apartments needing a license whose license ended: their paid devices "
+                                          "stop (R-MY-6). An apartment never paid is in not_paid.")
+    not_paid: list[str] = Field(default_factory=list, description="Apartments needing a license that was never "
+                                                                  "paid: their paid devices do not work.")
+    partly_paid: list[str] = Field(default_factory=list, description=(
+        "Apartments paid per device (device-years) for fewer devices than they have: the rows' devices_not_paid "
+        "stop (R-MY-5)."))
     lapsing_soon: list[str] = Field(description="Apartments whose license ends within 30 days (R-MY-6).")
     order: OrderOut
     order_basis: str = Field(description="How order is counted: unpaid_less_pool, or recurring (nothing to order).")
@@ -194,8 +220,9 @@ class DeviceOut(BaseModel):
     apartment_id: int | None
     local_mode: bool
     paid: bool = Field(description="A phone, tablet or third-party device (R-MY-2).")
-    works: bool = Field(description="False for a paid device outside local mode whose apartment's license has "
-                                    "lapsed (R-MY-6); intercoms and 2N answering units always work.")
+    works: bool = Field(description="False for a paid device outside local mode whose apartment's license is "
+                                    "not paid or lapsed, or that its apartment's per-device payment does not cover "
+                                    "(R-MY-5, R-MY-6); intercoms and 2N answering units always work.")
     created_at: str
 
 
@@ -211,8 +238,12 @@ class ApartmentOut(BaseModel):
     devices: int
     paid_devices: int = Field(description="At most 4 (R-MY-2).")
     needs_license: bool
-    lapsed: bool = Field(description="Needs a license that is not paid now: its paid devices stop (R-MY-6).")
+    lapsed: bool = Field(description="Needs a license and its license ended: its paid devices stop (R-MY-6). "
+                                     "False for one never paid (state not_paid).")
+    state: rules.ApartmentState = Field(description=STATE_DOC)
     paid_through: str | None
+    devices_paid_for: int | None = Field(default=None, description="Paid with device-years for this many devices; "
+                                                                   "null: paid per apartment (every device).")
     created_at: str
 
 
@@ -256,6 +287,10 @@ class VoucherRedeemedOut(BaseModel):
 class PaidOut(BaseModel):
     apartment: str
     paid_through: str
+    devices_paid_for: int | None = Field(default=None, description="Paid with device-years for this many devices; "
+                                                                   "null: paid per apartment (every device).")
+    top_up: bool = Field(default=False, description="It paid devices the running paid time did not cover, "
+                                                    "through the same date.")
     pool: PoolOut
 
 
@@ -345,8 +380,23 @@ class VoucherBatchOut(BaseModel):
     scope: rules.VoucherScope
     minted_by: str
     purchased_at: str
-    valid_until: str = Field(description="Codes can be activated until then (3 years, R-MY-5).")
+    valid_until: str = Field(description="Codes can be activated until this moment, excluded (3 years from the "
+                                         "purchase, R-MY-5).")
+    valid_until_text: str = Field(description="The same as people read it: the date, with the time and zone when "
+                                              "it is not midnight UTC.")
     codes: CodeStatesOut | None = Field(default=None, description="How many codes are in each state (in lists).")
+
+
+class SiteRolePage(Paged[SiteRoleOut]):
+    pass
+
+
+class PaymentPage(Paged[PaymentOut]):
+    pass
+
+
+class VoucherBatchPage(Paged[VoucherBatchOut]):
+    pass
 
 
 class CodeStatesOut(BaseModel):
@@ -374,7 +424,7 @@ def _device_out(db: Session, site: Site, d: SiteDevice, now: datetime) -> dict[s
             "created_at": d.created_at.isoformat()}
 
 
-def _apartments_out(db: Session, apartments: list[Apartment], now: datetime) -> list[dict[str, Any]]:
+def _apartments_out(db: Session, site: Site, apartments: list[Apartment], now: datetime) -> list[dict[str, Any]]:
     """Apartment rows with their device counts and need (R-MY-2, R-MY-3, R-MY-6), one query for
     the devices of the whole page."""
     devices: dict[int, list[rules.Device]] = defaultdict(list)
@@ -382,12 +432,14 @@ def _apartments_out(db: Session, apartments: list[Apartment], now: datetime) -> 
         for d in db.scalars(select(SiteDevice).where(SiteDevice.apartment_id.in_([a.id for a in apartments]))):
             devices[d.apartment_id or 0].append(my2n.rule_device(d))
     out = []
+    recurring = my2n.recurring_of(db, site)
     for a in apartments:
         mine = devices[a.id]
         needs = rules.needs_license(mine)
+        state = rules.apartment_state(my2n.rule_apartment(a), mine, now, recurring)
         out.append({"id": a.id, "site_id": a.site_id, "name": a.name, "devices": len(mine),
                     "paid_devices": sum(1 for d in mine if rules.is_paid_device(d)), "needs_license": needs,
-                    "lapsed": needs and rules.is_lapsed(a.paid_through, now),
+                    "lapsed": state == "lapsed", "state": state, "devices_paid_for": a.devices_paid_for,
                     "paid_through": a.paid_through.isoformat() if a.paid_through else None,
                     "created_at": a.created_at.isoformat()})
     return out
@@ -424,14 +476,25 @@ def list_sites(org_id: int, actor: CurrentActor, db: DB, now: Now, page: Paging)
 @router.post("/orgs/{org_id}/sites", response_model=SiteOut, status_code=status.HTTP_201_CREATED,
              responses=REFUSALS)
 def create_site(org_id: int, body: SiteIn, actor: CurrentActor, db: DB, now: Now) -> dict[str, Any]:
-    """A new site, with the apartment model; the site takes the organization's region, which
-    decides the part number to order (R-MY-1, R-MY-3). Refusals: site_exists, model_retired
-    (the custom model is retired: only the vendor records a legacy custom site),
-    custom_expiry_required, model_unknown."""
+    """A new site, with the apartment model, in the region given (the organization's when left
+    out), which decides the voucher part it accepts, the part number to order and the price of
+    its card payments (R-MY-1, R-MY-3, R-MY-5). Refusals: site_exists, model_retired (the custom
+    model is retired: only the vendor records a legacy custom site), custom_expiry_required,
+    model_unknown."""
     expires = body.custom_expires_at.astimezone(UTC) if body.custom_expires_at else None
     site = my2n.create_site(db, org_id=org_id, name=body.name, model=body.model, custom_expires_at=expires,
-                            site_type=body.site_type, actor=actor, now=now)
+                            site_type=body.site_type, region=body.region, actor=actor, now=now)
     return my2n.site_to_dict(site, now)
+
+
+@router.put("/orgs/{org_id}/sites/{site_id}/region", response_model=SiteOut, responses=REFUSALS)
+def change_region(org_id: int, site_id: SiteId, body: RegionIn, actor: CurrentActor, db: DB,
+                  now: Now) -> dict[str, Any]:
+    """Change the site's region (company admins only), until a voucher code has been activated
+    into its credit pool, and not while recurring payment is on. Refusals: region_locked
+    (detail.reason: voucher_redeemed or recurring_payment_active), role_insufficient."""
+    site = _site(db, actor, org_id, site_id)
+    return my2n.site_to_dict(my2n.change_region(db, site=site, region=body.region, actor=actor, now=now), now)
 
 
 @router.get("/orgs/{org_id}/sites/{site_id}", response_model=SiteOut)
@@ -500,7 +563,7 @@ def list_apartments(org_id: int, site_id: SiteId, actor: CurrentActor, db: DB, n
     if page.cursor is not None:
         stmt = stmt.where(Apartment.id > page.cursor)
     rows = list(db.scalars(stmt.order_by(Apartment.id).limit(page.limit + 1)))
-    return _page(rows, page.limit, _apartments_out(db, rows[: page.limit], now))
+    return _page(rows, page.limit, _apartments_out(db, site, rows[: page.limit], now))
 
 
 @router.post("/orgs/{org_id}/sites/{site_id}/apartments", response_model=ApartmentOut,
@@ -510,7 +573,7 @@ def create_apartment(org_id: int, site_id: SiteId, body: ApartmentIn, actor: Cur
     """A new apartment of the site. Refusal: apartment_exists."""
     site = _site(db, actor, org_id, site_id)
     apt = my2n.create_apartment(db, site=site, name=body.name, actor=actor, now=now)
-    return _apartments_out(db, [apt], now)[0]
+    return _apartments_out(db, site, [apt], now)[0]
 
 
 @router.get("/orgs/{org_id}/sites/{site_id}/apartments/{apartment_id}", response_model=ApartmentDetailOut)
@@ -520,7 +583,7 @@ def get_apartment(org_id: int, site_id: SiteId, apartment_id: ApartmentId, actor
     site = _site(db, actor, org_id, site_id)
     apt = my2n.get_apartment(db, site, apartment_id)
     devices = db.scalars(select(SiteDevice).where(SiteDevice.apartment_id == apt.id).order_by(SiteDevice.serial))
-    return {**_apartments_out(db, [apt], now)[0], "device_list": [_device_out(db, site, d, now) for d in devices]}
+    return {**_apartments_out(db, site, [apt], now)[0], "device_list": [_device_out(db, site, d, now) for d in devices]}
 
 
 # --- devices (R-MY-2, R-MY-3) --------------------------------------------------------------------
@@ -542,9 +605,10 @@ def list_devices(org_id: int, site_id: SiteId, actor: CurrentActor, db: DB, now:
 def add_device(org_id: int, site_id: SiteId, body: DeviceIn, actor: CurrentActor, db: DB,
                now: Now) -> dict[str, Any]:
     """Add a device to the site, into an apartment or not. An apartment holds at most 4 paid
-    devices, whoever adds them (R-MY-2). Refusals: apartment_paid_device_limit (create another
-    apartment; detail.paid_devices, detail.limit), intercom_not_in_apartment, device_exists,
-    apartment_not_found."""
+    devices, whoever adds them (R-MY-2). A device is on one site of the organization at a time.
+    Refusals: apartment_paid_device_limit (create another apartment; detail.paid_devices,
+    detail.limit), intercom_not_in_apartment, device_exists (on this site),
+    device_on_other_site (detail.site, detail.site_id: where it is), apartment_not_found."""
     site = _site(db, actor, org_id, site_id)
     device = my2n.add_device(db, site=site, serial=body.serial, kind=body.kind, apartment_id=body.apartment_id,
                              local_mode=body.local_mode, actor=actor, now=now)
@@ -590,13 +654,14 @@ def _payer_site(ctx: Context, actor: Actor, org_id: int, site_id: int) -> None:
 
 
 @router.post("/orgs/{org_id}/sites/{site_id}/vouchers/redeem", response_model=VoucherRedeemedOut,
-             responses={**REFUSALS, 429: {}})
+             responses=refusals(403, 409, 429))
 def redeem_voucher(org_id: int, site_id: SiteId, body: VoucherIn, actor: CurrentActor, ctx: Ctx,
                    request: Request, response: Response, idempotency_key: IdemKey = None) -> dict[str, Any]:
     """Activate a voucher code into the site credit pool (R-MY-5): one code, its years. Activating
     is paying: company admins and site admins with the payments permission. Refusals:
-    voucher_expired (the batch is past its 3 years), key_already_redeemed, key_cancelled,
-    key_wrong_region (02683-001 only on US & APAC sites), key_not_voucher, key_unknown,
+    voucher_expired (the batch is past its 3 years), key_already_redeemed (detail.site: the site of
+    this company whose pool it went into), key_cancelled,
+    key_wrong_region (02683-001 only on US & APAC sites: the site's region counts), key_not_voucher, key_unknown,
     key_mistyped, payments_permission_required, rate_limited."""
     _payer_site(ctx, actor, org_id, site_id)
     key = idempotency.require_key(idempotency_key)
@@ -611,8 +676,11 @@ def redeem_voucher(org_id: int, site_id: SiteId, body: VoucherIn, actor: Current
 def pay_from_credit(org_id: int, site_id: SiteId, apartment_id: ApartmentId, actor: CurrentActor, ctx: Ctx,
                     request: Request, response: Response, idempotency_key: IdemKey = None) -> dict[str, Any]:
     """Pay one year of the apartment's license from the site credit pool: one apartment-year,
-    else one device-year per billable device; paid-through moves one year on (R-MY-5).
-    Refusals: credit_insufficient (detail.needed_device_years), apartment_needs_no_license,
+    else one device-year per billable device; paid-through moves one year on (R-MY-5). An
+    apartment paid per device for fewer devices than it has is topped up instead: a device-year
+    per device not paid for and paid year left, through the same date (top_up: true).
+    Refusals: credit_insufficient (detail.needed_device_years; for a top-up also
+    detail.devices_not_paid), apartment_needs_no_license,
     model_retired (a custom-model site migrates first), payments_permission_required,
     apartment_not_found."""
     _payer_site(ctx, actor, org_id, site_id)
@@ -624,11 +692,12 @@ def pay_from_credit(org_id: int, site_id: SiteId, apartment_id: ApartmentId, act
 
 # --- site roles (R-MY-2, R-MY-5) -----------------------------------------------------------------
 
-@router.get("/orgs/{org_id}/sites/{site_id}/roles", response_model=list[SiteRoleOut])
-def list_site_roles(org_id: int, site_id: SiteId, actor: CurrentActor, db: DB) -> list[dict[str, Any]]:
-    """The site's admins and apartment admins (company admins are the organization's owners
-    and admins and need no role here)."""
-    return access.site_roles(db, _site(db, actor, org_id, site_id))
+@router.get("/orgs/{org_id}/sites/{site_id}/roles", response_model=SiteRolePage)
+def list_site_roles(org_id: int, site_id: SiteId, actor: CurrentActor, db: DB, page: Paging) -> dict[str, Any]:
+    """The site's admins and apartment admins, oldest grant first (company admins are the
+    organization's owners and admins and need no role here)."""
+    rows = access.site_role_rows(db, _site(db, actor, org_id, site_id), after_id=page.cursor, limit=page.fetch)
+    return page.answer(rows, lambda row: access.site_role_to_dict(*row), key=lambda row: row[0].id)
 
 
 @router.post("/orgs/{org_id}/sites/{site_id}/roles", response_model=SiteRoleOut, responses=REFUSALS)
@@ -664,9 +733,9 @@ def payment_plan(org_id: int, site_id: SiteId, actor: CurrentActor, db: DB, now:
     """The site's card payment set-up: the card, whether recurring payment is on, how many
     apartments need a license; the price only for company admins and site admins with the
     payments permission (R-MY-5)."""
-    return billing.plan_to_dict(db, site=_site(db, actor, org_id, site_id), actor=actor, now=now,
-                                price_minor=ctx.settings.apartment_year_price_minor,
-                                currency=ctx.settings.apartment_year_currency)
+    site = _site(db, actor, org_id, site_id)
+    price_minor, currency = ctx.settings.apartment_year_price(site.region)  # the site's region's
+    return billing.plan_to_dict(db, site=site, actor=actor, now=now, price_minor=price_minor, currency=currency)
 
 
 @router.put("/orgs/{org_id}/sites/{site_id}/payment-plan/card", response_model=CardOut,
@@ -683,7 +752,7 @@ def set_card(org_id: int, site_id: SiteId, body: CardIn, actor: CurrentActor, ct
 
 
 @router.get("/orgs/{org_id}/sites/{site_id}/payment-plan/recurring/preview", response_model=PreviewOut,
-            response_model_by_alias=True)
+            response_model_by_alias=True, responses=refusals(403))
 def preview_recurring(org_id: int, site_id: SiteId, actor: CurrentActor, ctx: Ctx, db: DB,
                       now: Now) -> dict[str, Any]:
     """What turning recurring payment on now would charge, before it does (R-MY-5): each
@@ -734,12 +803,12 @@ def deactivate_recurring(org_id: int, site_id: SiteId, actor: CurrentActor, ctx:
     return billing.deactivate_recurring(db, site=site, actor=actor, now=now, provider=ctx.payments)
 
 
-@router.get("/orgs/{org_id}/sites/{site_id}/payments", response_model=list[PaymentOut])
-def list_payments(org_id: int, site_id: SiteId, actor: CurrentActor, db: DB) -> list[dict[str, Any]]:
+@router.get("/orgs/{org_id}/sites/{site_id}/payments", response_model=PaymentPage, responses=refusals(403))
+def list_payments(org_id: int, site_id: SiteId, actor: CurrentActor, db: DB, page: Paging) -> dict[str, Any]:
     """The site's card payments, newest first (amounts: only for those who may pay, R-MY-5)."""
     site = _site(db, actor, org_id, site_id)
     access.require_payer(db, actor, site)
-    return billing.payments_of(db, site)
+    return page.answer(billing.card_payments(db, site, before_id=page.cursor, limit=page.fetch), billing.payment_to_dict)
 
 
 async def webhook_body(request: Request) -> bytes:
@@ -756,7 +825,7 @@ async def webhook_body(request: Request) -> bytes:
 
 
 @router.post("/my2n/payments/webhook", response_model=WebhookOut, tags=["my2n", "webhooks"],
-             responses={400: {}, 413: {}},
+             responses=refusals(400, 413, 502),
              openapi_extra={"requestBody": {"required": True, "description": "The provider's event, as it sent it.",
                                             "content": {"application/json": {"schema": {"type": "object"}}}}})
 def payments_webhook(ctx: Ctx, payload: Annotated[bytes, Depends(webhook_body)],
@@ -777,16 +846,16 @@ def _issuer_org_id(ctx: Context) -> int:
         return tenancy.issuer_organization(s, now=ctx.clock.now()).id
 
 
-@router.get("/issuer/voucher-batches", response_model=list[VoucherBatchOut], tags=["issuer"])
-def list_voucher_batches(actor: CurrentActor, db: DB,
-                         limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, Any]]:
+@router.get("/issuer/voucher-batches", response_model=VoucherBatchPage, tags=["issuer"], responses=refusals(403))
+def list_voucher_batches(actor: CurrentActor, db: DB, page: Paging) -> dict[str, Any]:
     """The latest voucher batches, newest first, with how many codes are Active, Used and
     Cancelled (R-MY-5). Issuer only; a code is cancelled with POST /api/v1/issuer/keys/cancel."""
-    return [my2n.voucher_batch_to_dict(b, db) for b in my2n.voucher_batches(db, actor=actor, limit=limit)]
+    rows = my2n.voucher_batches(db, actor=actor, before_id=page.cursor, limit=page.fetch)
+    return page.answer(rows, lambda b: my2n.voucher_batch_to_dict(b, db))
 
 
 @router.post("/issuer/voucher-batches", response_model=VoucherMintOut, status_code=status.HTTP_201_CREATED,
-             tags=["issuer"], responses=REFUSALS)
+             tags=["issuer"], responses=refusals(403, 404, 409))
 def mint_vouchers(body: VoucherBatchIn, actor: CurrentActor, ctx: Ctx, request: Request, response: Response,
                   idempotency_key: Annotated[str | None, Header(
                       description="Required: a retry with the same key mints nothing.")] = None) -> dict[str, Any]:

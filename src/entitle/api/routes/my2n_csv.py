@@ -63,8 +63,9 @@ def export_csv(org_id: int, site_id: SiteId, actor: CurrentActor, db: DB) -> Res
 
 
 @router.post("/orgs/{org_id}/sites/{site_id}/import", response_model=ImportedOut,
-             responses={403: {}, 404: {}, 413: {}, 422: {"description": "csv_invalid: detail.rows lists each "
-                                                               "problem (row, column, code, message)"}},
+             responses={403: {}, 404: {}, 409: {}, 413: {},
+                        422: {"description": "csv_invalid: detail.rows lists each problem (row, column, code, "
+                                             "message)"}},
              openapi_extra={"requestBody": {"required": True, "description": CSV_DOC,
                                             "content": {"text/csv": {"schema": {"type": "string"}}}}})
 def import_csv(org_id: int, site_id: SiteId, actor: CurrentActor, db: DB, now: Now, data: CsvBody) -> dict[str, Any]:

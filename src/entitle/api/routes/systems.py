@@ -6,7 +6,8 @@ from fastapi import APIRouter, Header, Request, Response, status
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from entitle.api.deps import DB, Ctx, CurrentActor, Now
+from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, refusals
+from entitle.api.schemas import Paged
 from entitle.db import transaction
 from entitle.platform import idempotency
 from entitle.signing import services as signing
@@ -25,6 +26,10 @@ class SystemOut(BaseModel):
     devices: list[str]
     registered_at: str
     updated_at: str
+
+
+class SystemPage(Paged[SystemOut]):
+    pass
 
 
 class UploadIn(BaseModel):
@@ -50,7 +55,8 @@ class KeyRingOut(BaseModel):
     keys: list[KeyOut]
 
 
-@router.post("/orgs/{org_id}/systems/upload", response_model=UploadOut, status_code=status.HTTP_201_CREATED)
+@router.post("/orgs/{org_id}/systems/upload", response_model=UploadOut, status_code=status.HTTP_201_CREATED,
+             responses=refusals(403, 409))
 def upload_system_file(org_id: int, body: UploadIn, actor: CurrentActor, ctx: Ctx, request: Request,
                        response: Response,
                        idempotency_key: Annotated[str | None, Header(description=(
@@ -81,10 +87,11 @@ def upload_system_file(org_id: int, body: UploadIn, actor: CurrentActor, ctx: Ct
     return outcome.body
 
 
-@router.get("/orgs/{org_id}/systems", response_model=list[SystemOut])
-def list_systems(org_id: int, actor: CurrentActor, db: DB) -> list[dict[str, Any]]:
+@router.get("/orgs/{org_id}/systems", response_model=SystemPage)
+def list_systems(org_id: int, actor: CurrentActor, db: DB, page: Paging) -> dict[str, Any]:
+    """The organization's systems (every licensing model's), oldest first."""
     actor.require_member(org_id)
-    return [systems.to_dict(s) for s in systems.systems_of(db, org_id)]
+    return page.answer(systems.systems_of(db, org_id, after_id=page.cursor, limit=page.fetch), systems.to_dict)
 
 
 @router.get("/orgs/{org_id}/systems/{system_id}", response_model=SystemOut)
@@ -100,7 +107,7 @@ def public_keyring(db: DB) -> dict[str, Any]:
     return signing.public_ring(db)
 
 
-@router.post("/issuer/signing-keys/rotate", response_model=KeyOut, tags=["issuer"])
+@router.post("/issuer/signing-keys/rotate", response_model=KeyOut, tags=["issuer"], responses=refusals(400, 403))
 def rotate_signing_key(actor: CurrentActor, ctx: Ctx, db: DB, now: Now) -> dict[str, Any]:
     """Make a new current signing key (issuer only); files signed before keep verifying."""
     row = signing.rotate(db, secret=ctx.secret, actor=actor, now=now)

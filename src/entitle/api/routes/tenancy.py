@@ -6,9 +6,10 @@ from fastapi import APIRouter, Path, Request, status
 from sqlalchemy.orm import Session
 
 from entitle.actors import Actor
-from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, client_id
-from entitle.api.schemas import (ApiTokenOut, MemberIn, MemberOut, MeOut, OrgIn, OrgOut, OrgPage, PasswordChangedOut,
-                                 PasswordChangeIn, TokenOut, TokenRequest, WebSessionOut)
+from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, client_id, refusals
+from entitle.api.schemas import (ApiTokenOut, MemberIn, MemberOut, MemberPage, MeOut, OrgIn, OrgOut, OrgPage,
+                                 PasswordChangedOut, PasswordChangeIn, SessionPage, TokenOut, TokenPage, TokenRequest,
+                                 WebSessionOut)
 from entitle.db import transaction
 from entitle.errors import NotFound
 from entitle.tenancy import services as tenancy
@@ -17,11 +18,10 @@ from entitle.tenancy.models import Role, User
 router = APIRouter(tags=["organizations"])
 
 DbId = Annotated[int, Path(ge=1, le=2**63 - 1)]  # a database integer
-REFUSALS: dict[int | str, dict[str, Any]] = {400: {}, 403: {}, 422: {}}
 
 
 @router.post("/auth/token", response_model=TokenOut, status_code=status.HTTP_201_CREATED, tags=["auth"],
-             responses={401: {}, 429: {}, 503: {}})
+             responses=refusals(401, 429, 503))
 def create_token(body: TokenRequest, request: Request, ctx: Ctx, now: Now) -> dict[str, object]:
     """Exchange an e-mail and password for an API token (shown once, stored hashed). Refusals:
     credentials_invalid (401), rate_limited (429: too many failed sign-ins for the account or
@@ -50,7 +50,8 @@ def me(actor: CurrentActor, db: DB) -> dict[str, object]:
             "organizations": [tenancy.org_to_dict(o, actor.role_in(o.id)) for o in orgs]}
 
 
-@router.post("/auth/password", response_model=PasswordChangedOut, tags=["auth"], responses=REFUSALS)
+@router.post("/auth/password", response_model=PasswordChangedOut, tags=["auth"],
+             responses=refusals(403, 404, 409, 429, 503))
 def change_password(body: PasswordChangeIn, request: Request, actor: CurrentActor, ctx: Ctx,
                     now: Now) -> dict[str, object]:
     """Choose a new password. Every web session of yours is signed out; API tokens keep working.
@@ -64,10 +65,11 @@ def change_password(body: PasswordChangeIn, request: Request, actor: CurrentActo
 
 
 
-@router.get("/auth/sessions", response_model=list[WebSessionOut], tags=["auth"])
-def list_sessions(actor: CurrentActor, db: DB, now: Now) -> list[dict[str, Any]]:
+@router.get("/auth/sessions", response_model=SessionPage, tags=["auth"])
+def list_sessions(actor: CurrentActor, db: DB, now: Now, page: Paging) -> dict[str, Any]:
     """Your signed-in web sessions, newest first."""
-    return [tenancy.session_to_dict(ws) for ws in tenancy.active_sessions(db, user_id=_me(db, actor).id, now=now)]
+    rows = tenancy.active_sessions(db, user_id=_me(db, actor).id, now=now, before_id=page.cursor, limit=page.fetch)
+    return page.answer(rows, tenancy.session_to_dict)
 
 
 @router.post("/auth/sessions/{session_id}/revoke", response_model=WebSessionOut, tags=["auth"])
@@ -76,10 +78,11 @@ def revoke_session(session_id: DbId, actor: CurrentActor, db: DB, now: Now) -> d
     return tenancy.session_to_dict(tenancy.revoke_session(db, user=_me(db, actor), session_id=session_id, now=now))
 
 
-@router.get("/auth/tokens", response_model=list[ApiTokenOut], tags=["auth"])
-def list_tokens(actor: CurrentActor, db: DB) -> list[dict[str, Any]]:
+@router.get("/auth/tokens", response_model=TokenPage, tags=["auth"])
+def list_tokens(actor: CurrentActor, db: DB, page: Paging) -> dict[str, Any]:
     """Your API tokens that work, newest first (the tokens themselves are never shown again)."""
-    return [tenancy.token_to_dict(t) for t in tenancy.active_tokens(db, user_id=_me(db, actor).id)]
+    rows = tenancy.active_tokens(db, user_id=_me(db, actor).id, before_id=page.cursor, limit=page.fetch)
+    return page.answer(rows, tenancy.token_to_dict)
 
 
 @router.post("/auth/tokens/{token_id}/revoke", response_model=ApiTokenOut, tags=["auth"])
@@ -113,13 +116,16 @@ def get_org(org_id: int, actor: CurrentActor, db: DB) -> dict[str, object]:
     return tenancy.org_to_dict(org, actor.role_in(org_id))
 
 
-@router.get("/orgs/{org_id}/members", response_model=list[MemberOut])
-def list_members(org_id: int, actor: CurrentActor, db: DB) -> list[dict[str, str]]:
+@router.get("/orgs/{org_id}/members", response_model=MemberPage)
+def list_members(org_id: int, actor: CurrentActor, db: DB, page: Paging) -> dict[str, Any]:
+    """The organization's members, oldest first."""
     actor.require_member(org_id)
-    return [{"email": m.user.email, "role": m.role} for m in tenancy.members(db, org_id)]
+    rows = tenancy.members(db, org_id, after_id=page.cursor, limit=page.fetch)
+    return page.answer(rows, lambda m: {"email": m.user.email, "role": m.role})
 
 
-@router.post("/orgs/{org_id}/members", response_model=MemberOut, status_code=status.HTTP_201_CREATED)
+@router.post("/orgs/{org_id}/members", response_model=MemberOut, status_code=status.HTTP_201_CREATED,
+             responses=refusals(403))
 def set_member(org_id: int, body: MemberIn, actor: CurrentActor, db: DB, now: Now) -> dict[str, str]:
     """Add an existing user to the organization, or change their role (owners only)."""
     actor.require_owner(org_id)

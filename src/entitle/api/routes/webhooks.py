@@ -14,20 +14,22 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, Field
 
-from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging
+from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, refusals
 from entitle.delivery import notifications, webhooks
 from entitle.delivery.webhooks import EVENT_TYPES, check_event_types, delivery_detail, send_test_event
+from entitle.text import SingleLine
 
 router = APIRouter(tags=["webhooks"])
 
 MAX_ID = 2**63 - 1  # a database integer
 EndpointId = Annotated[int, Path(ge=1, le=MAX_ID)]
 DeliveryId = Annotated[int, Path(ge=1, le=MAX_ID)]
-REFUSALS: dict[int | str, dict[str, Any]] = {400: {}, 403: {}, 404: {}, 409: {}, 422: {}}
+REFUSALS = refusals(403, 409)  # a viewer may not; at most 20 endpoints, a delivery in flight
 
 # --- bodies --------------------------------------------------------------------------------------
 
-Url = Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^[^\x00-\x20\x7f]+$",
+Url = Annotated[str, Field(min_length=1, max_length=2000,
+                           pattern=r"^[^\x00-\x20\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+$",
                            description="The full http(s) URL deliveries are POSTed to.")]
 EventTypes = Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]], Field(
     max_length=50, description="The types wanted (see GET /api/v1/webhooks/event-types); area.* for every type "
@@ -37,7 +39,7 @@ EventTypes = Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]],
 class EndpointIn(BaseModel):
     url: Url
     event_types: EventTypes = []
-    description: str = Field(default="", max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")
+    description: SingleLine = Field(default="", max_length=200)
 
 
 class EndpointPatch(BaseModel):
@@ -106,7 +108,7 @@ def event_types(actor: CurrentActor) -> list[dict[str, Any]]:
             for t, d in sorted(EVENT_TYPES.items())]
 
 
-@router.get("/orgs/{org_id}/webhooks", response_model=list[EndpointOut])
+@router.get("/orgs/{org_id}/webhooks", response_model=list[EndpointOut], responses=refusals(403))
 def list_endpoints(org_id: int, actor: CurrentActor, db: DB) -> list[dict[str, Any]]:
     """The organization's webhook endpoints (at most 20), oldest first; secrets are never shown again."""
     actor.require_licensing(org_id)
@@ -128,7 +130,7 @@ def create_endpoint(org_id: int, body: EndpointIn, actor: CurrentActor, ctx: Ctx
     return {**webhooks.endpoint_to_dict(endpoint), "secret": secret}
 
 
-@router.get("/orgs/{org_id}/webhooks/{endpoint_id}", response_model=EndpointOut)
+@router.get("/orgs/{org_id}/webhooks/{endpoint_id}", response_model=EndpointOut, responses=refusals(403))
 def get_endpoint(org_id: int, endpoint_id: EndpointId, actor: CurrentActor, db: DB) -> dict[str, Any]:
     actor.require_licensing(org_id)
     return webhooks.endpoint_to_dict(webhooks.get_endpoint(db, org_id, endpoint_id))
@@ -148,7 +150,7 @@ def update_endpoint(org_id: int, endpoint_id: EndpointId, body: EndpointPatch, a
     return webhooks.endpoint_to_dict(endpoint)
 
 
-@router.get("/orgs/{org_id}/webhooks/{endpoint_id}/deliveries", response_model=DeliveryPage)
+@router.get("/orgs/{org_id}/webhooks/{endpoint_id}/deliveries", response_model=DeliveryPage, responses=refusals(403))
 def list_deliveries(org_id: int, endpoint_id: EndpointId, actor: CurrentActor, db: DB,
                     page: Paging) -> dict[str, Any]:
     """The endpoint's deliveries, newest first, each with its attempts (when, the status code

@@ -1,0 +1,152 @@
+"""What an API request costs the database, and what is built once (issue 17; docs/benchmarks.md,
+"The API layer"). Counted, not timed: SQL statements through SQLAlchemy's events, builds of the
+OpenAPI document, the token look-ups a cache saves, and the bound a cached token keeps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import fastapi.applications
+from sqlalchemy import Engine, event, update
+from starlette.responses import JSONResponse
+
+from conftest import auth
+from entitle.tenancy import services as tenancy
+from entitle.tenancy.models import ApiToken, Role
+from helpers import join, org_with_owner, redeem
+
+# The statements of a redeem's transaction besides the history entry's (history.record counts
+# its own, below), on PostgreSQL; SQLite takes no row locks: two fewer. The idempotency record:
+# claim, answer (2). Organization, key (2). The wallet account (1). The key's conditional UPDATE
+# (1). The organization's lock (PostgreSQL) and the wallet figure (2). The event and its webhook
+# endpoints (2). The key batch's account (1). The ledger: the accounts' lock (PostgreSQL), their
+# balances, the transaction, its entries (4). Before issue 17: 19 (and 3 more to authenticate).
+REDEEM_STATEMENTS = {"sqlite": 13, "postgresql": 15}
+
+
+@contextmanager
+def transactions(engine: Engine) -> Iterator[list[list[str]]]:
+    """The statements each transaction ran while the block ran (BEGIN to COMMIT or ROLLBACK)."""
+    done: list[list[str]] = []
+    running: dict[int, list[str]] = {}
+
+    def begin(conn: Any) -> None:
+        running[id(conn)] = []
+
+    def end(conn: Any) -> None:
+        if id(conn) in running:
+            done.append(running.pop(id(conn)))
+
+    def statement(conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        if id(conn) in running and not sql.startswith("BEGIN"):
+            running[id(conn)].append(" ".join(sql.split())[:120])
+
+    hooks = [("begin", begin), ("commit", end), ("rollback", end), ("before_cursor_execute", statement)]
+    for name, hook in hooks:
+        event.listen(engine, name, hook)
+    try:
+        yield done
+    finally:
+        for name, hook in hooks:
+            event.remove(engine, name, hook)
+
+
+def history_statements(ctx: Any, org_id: int) -> int:
+    """What one history entry costs as history.record is now, in a transaction of its own (rolled back)."""
+    from entitle.actors import operator
+    from entitle.history import services as history
+
+    with transactions(ctx.engine) as done:
+        with ctx.sessions() as s, s.begin() as txn:
+            history.record(s, org_id=org_id, actor=operator(), now=ctx.clock.now(), action="test.counted",
+                           object_type="test", object_id=1)
+            s.flush()
+            txn.rollback()
+    [statements] = done
+    return len(statements)
+
+
+def test_a_redeem_stays_within_its_statement_budget(world, client, ctx):
+    org, owner = org_with_owner(world, "Acme", "ann@example.com")
+    first, second = world.mint(count=2)
+    assert redeem(client, owner.token, org, first).status_code == 200  # the wallet account exists now
+    with transactions(ctx.engine) as done:
+        r = redeem(client, owner.token, org, second)
+    assert r.status_code == 200, r.text
+    [txn] = [t for t in done if any(s.startswith("INSERT INTO idempotency_records") for s in t)]
+    budget = REDEEM_STATEMENTS[ctx.engine.dialect.name] + history_statements(ctx, org)
+    assert len(txn) <= budget, f"{len(txn)} statements (budget {budget}):\n" + "\n".join(txn)
+    # The token was looked up by the first redeem: only the rate limits' counters run beside it.
+    assert all("rate_limit_counters" in s for t in done if t is not txn for s in t), done
+
+
+def test_a_read_runs_in_one_transaction_with_its_authentication(world, client, ctx):
+    org, owner = org_with_owner(world, "Acme", "ann@example.com")
+    with transactions(ctx.engine) as done:
+        r = client.get(f"/api/v1/orgs/{org}/wallet", headers=auth(owner.token))  # the token is new here
+    assert r.status_code == 200, r.text
+    assert len(done) == 1 and len(done[0]) == 2, done  # the token's actor, then the wallet
+    with transactions(ctx.engine) as done:
+        assert client.get(f"/api/v1/orgs/{org}/wallet", headers=auth(owner.token)).status_code == 200
+    assert len(done) == 1 and len(done[0]) == 1, done  # the actor is remembered: the wallet only
+
+
+def test_openapi_json_is_built_and_encoded_once_per_process(ctx, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from entitle.api.app import create_app
+
+    built, encoded = [], []
+    real_build, real_render = fastapi.applications.get_openapi, JSONResponse.render
+    monkeypatch.setattr(fastapi.applications, "get_openapi", lambda **kw: built.append(1) or real_build(**kw))
+    monkeypatch.setattr(JSONResponse, "render", lambda self, content: encoded.append(1) or real_render(self, content))
+    with TestClient(create_app(ctx=ctx)) as c:
+        answers = [c.get("/openapi.json") for _ in range(3)]
+    assert {r.status_code for r in answers} == {200} and len({r.content for r in answers}) == 1
+    assert answers[0].headers["content-type"] == "application/json"
+    assert answers[0].json()["info"]["title"] == "Entitle"
+    assert (len(built), len(encoded)) == (1, 1)
+
+
+def test_a_token_revoked_here_stops_at_once_and_elsewhere_within_the_bound(world, client, ctx):
+    # docs/architecture.md, "Authentication": a process remembers a token's actor for
+    # heartbeat_token_ttl_seconds; its own changes are seen at once.
+    clock = [0.0]
+    ctx._token_actors = tenancy.TokenActors(30.0, monotonic=lambda: clock[0])
+    org, owner = org_with_owner(world, "Acme", "ann@example.com")
+    viewer = join(world, org, "val@example.com", Role.viewer)
+    me = f"/api/v1/orgs/{org}"
+    assert client.get(me, headers=auth(owner.token)).status_code == 200
+    assert client.get(me, headers=auth(viewer.token)).status_code == 200
+
+    # This process revokes the owner's token (the API, the services): refused at once.
+    with ctx.sessions() as s:
+        [token_id] = [t.id for t in tenancy.active_tokens(s, user_id=owner.user.id)]
+    assert client.post(f"/api/v1/auth/tokens/{token_id}/revoke", headers=auth(owner.token)).status_code == 200
+    assert client.get(me, headers=auth(owner.token)).json()["error"]["code"] == "token_invalid"
+
+    # Another process revokes the viewer's token (here: a statement outside any session): this
+    # process trusts what it looked up until the bound has passed, then refuses.
+    assert client.get(me, headers=auth(viewer.token)).status_code == 200  # looked up at 0.0
+    with ctx.engine.begin() as conn:
+        conn.execute(update(ApiToken).where(ApiToken.user_id == viewer.user.id).values(revoked_at=world.now))
+    clock[0] = 29.0
+    assert client.get(me, headers=auth(viewer.token)).status_code == 200
+    clock[0] = 30.0
+    assert client.get(me, headers=auth(viewer.token)).json()["error"]["code"] == "token_invalid"
+
+
+def test_a_role_changed_here_applies_to_the_next_request(world, client, ctx):
+    org, owner = org_with_owner(world, "Acme", "ann@example.com")
+    admin = join(world, org, "adm@example.com", Role.admin)
+    body = {"email": "new@example.com", "role": "viewer"}
+    tenancy_user = world.user("new@example.com")
+    assert tenancy_user.id
+    r = client.post(f"/api/v1/orgs/{org}/members", json=body, headers=auth(admin.token))
+    assert r.status_code == 403  # an admin does not manage members; the actor is now remembered
+    world.member(org, admin.user, Role.owner)  # another session of this process makes them owner
+    r = client.post(f"/api/v1/orgs/{org}/members", json=body, headers=auth(admin.token))
+    assert r.status_code == 201, r.text
+    assert client.get(f"/api/v1/orgs/{org}", headers=auth(owner.token)).status_code == 200
