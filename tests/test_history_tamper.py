@@ -196,16 +196,22 @@ def test_the_newest_entry_removed_is_detected(world: World) -> None:
     broken(verify(world, org), 5, "removed from the end: the head records 5 entries, 4 are left")
 
 
-@pytest.mark.parametrize("head", ["moved back", "removed"])
-def test_the_newest_entries_removed_with_the_head_moved_back_or_removed_are_detected(world: World, head: str) -> None:
-    org = five_entries(world)
+def cut_after_3(world: World, org: int, head: str) -> None:
+    """Someone with write access removes the entries after seq 3, and with the head row does as
+    ``head`` says: "kept" (as it was), "moved back" (to entry 3) or "removed"."""
     kept = rows(world.ctx.engine, org)[2]
     with world.ctx.engine.begin() as conn:
         conn.execute(delete(E).where((E.c.org_id == org) & (E.c.seq > 3)))
         if head == "moved back":
             conn.execute(update(H).where(H.c.org_id == org).values(seq=3, hash=kept.hash))
-        else:
+        elif head == "removed":
             conn.execute(delete(H).where(H.c.org_id == org))
+
+
+@pytest.mark.parametrize("head", ["moved back", "removed"])
+def test_the_newest_entries_removed_with_the_head_moved_back_or_removed_are_detected(world: World, head: str) -> None:
+    org = five_entries(world)
+    cut_after_3(world, org, head)
     broken(verify(world, org), 4, "head record")
 
 
@@ -214,13 +220,7 @@ def test_a_truncation_stays_detected_after_the_software_appends_again(world: Wor
     # The next business write must not heal the cut: it follows the head (leaving the gap), or,
     # when the head cannot be trusted, carries that fact in its own key check.
     org = five_entries(world)
-    kept = rows(world.ctx.engine, org)[2]
-    with world.ctx.engine.begin() as conn:
-        conn.execute(delete(E).where((E.c.org_id == org) & (E.c.seq > 3)))
-        if head == "moved back":
-            conn.execute(update(H).where(H.c.org_id == org).values(seq=3, hash=kept.hash))
-        elif head == "removed":
-            conn.execute(delete(H).where(H.c.org_id == org))
+    cut_after_3(world, org, head)
     append(world, org, 2)
     result = verify(world, org)
     if head == "kept":
