@@ -150,7 +150,9 @@ def uvicorn_process(database_url: str, **settings: str) -> Iterator[str]:
 
     The port is bound here and handed over as a file descriptor (``--fd``, as a process manager
     does): a parallel test worker can never take it in between, nor answer in its place."""
+    # Test servers share one PostgreSQL (100 connections) with the other test workers' servers.
     env = {**os.environ, "ENTITLE_DATABASE_URL": database_url, "ENTITLE_LOG_LEVEL": "WARNING",
+           "ENTITLE_DATABASE_MAX_CONNECTIONS": "15",
            **{f"ENTITLE_{k.upper()}": v for k, v in settings.items()}}
     sock = bound_socket()
     sock.set_inheritable(True)

@@ -15,6 +15,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ENTITLE_", env_file=".env", extra="ignore")
 
     database_url: str = f"sqlite:///{Path('var/entitle.db').absolute()}"
+    # PostgreSQL: the most connections one process opens (10 of them kept). Every process of every
+    # machine shares the server's max_connections (100 by default): processes x this must stay
+    # under it. A request beyond waits for a connection (up to 30 s) rather than failing.
+    database_max_connections: int = Field(default=50, ge=1, le=1000)
     # When set, rate-limit counters live in Redis instead of the database.
     redis_url: str | None = None
     # Rate limits for redeeming keys, in the `limits` notation ("N/period").

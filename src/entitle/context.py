@@ -126,7 +126,7 @@ def build(settings: Settings | None = None, clock: Clock | None = None,
     settings = settings or get_settings()
     if clock is None:
         clock = FrozenClock(settings.now) if settings.now is not None else SystemClock()
-    engine = engine or make_engine(settings.database_url)
+    engine = engine or make_engine(settings.database_url, max_connections=settings.database_max_connections)
     ctx = Context(settings, engine, make_session_factory(engine), clock)
     # History appends and checks need the secret key (the chain key is derived from it): every
     # session of this context loads it, from these settings, when first needed.

@@ -90,7 +90,9 @@ class Base(DeclarativeBase):
 THREADPOOL = 40
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, max_connections: int = 50, **kwargs: Any) -> Engine:
+    """The engine of ``url``; on PostgreSQL at most ``max_connections`` at once, 10 of them kept
+    (``ENTITLE_DATABASE_MAX_CONNECTIONS``)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -115,8 +117,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         # (server processes, sweeps, the CLI): 20 kept ran two servers and a test run out of
         # them ("too many clients already", a 500) under load. A busier deployment raises
         # max_connections or puts PgBouncer in front (docs/architecture.md).
-        kwargs.setdefault("pool_size", 10)
-        kwargs.setdefault("max_overflow", 40)
+        kwargs.setdefault("pool_size", min(10, max_connections))
+        kwargs.setdefault("max_overflow", max_connections - kwargs["pool_size"])
     # No ping per checkout (a round trip per request): a connection the server dropped fails the
     # one statement that finds it, and SQLAlchemy then renews every connection of the pool.
     return create_engine(url, json_serializer=_dumps, **kwargs)
