@@ -6,6 +6,9 @@ critical violation. Nothing is written to the repository (no screenshots are kep
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from playwright.sync_api import expect
@@ -64,14 +67,23 @@ def _widest(page) -> list[str]:
                        + ' ' + Math.round(e.getBoundingClientRect().right))""")
 
 
-@pytest.mark.parametrize("width", [LAPTOP, PHONE], ids=["1280px", "390px"])
-def test_no_main_page_scrolls_sideways_and_axe_finds_nothing_serious(world, live_server, chromium, width):
-    sc = build_scenario(world)
-    context = chromium.new_context(viewport={"width": width, "height": 900})
+@contextmanager
+def signed_in(chromium: Any, url: str, email: str, *, width: int, height: int) -> Iterator[Any]:
+    """A page of a new browser context ``width`` px wide, signed in as ``email``; closed after."""
+    context = chromium.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
     page.set_default_timeout(10_000)
     try:
-        sign_in(page, live_server.url, "ann@example.com", PASSWORD)
+        sign_in(page, url, email, PASSWORD)
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("width", [LAPTOP, PHONE], ids=["1280px", "390px"])
+def test_no_main_page_scrolls_sideways_and_axe_finds_nothing_serious(world, live_server, chromium, width):
+    sc = build_scenario(world)
+    with signed_in(chromium, live_server.url, "ann@example.com", width=width, height=900) as page:
         expect(page.get_by_role("heading", name="Acme", level=1)).to_be_visible()
         overflowing, violations = {}, {}
         for name, path in main_pages(sc).items():
@@ -85,17 +97,11 @@ def test_no_main_page_scrolls_sideways_and_axe_finds_nothing_serious(world, live
                 violations[name] = found
         assert not overflowing, f"wider than {width} px: {overflowing}"
         assert not violations, violations
-    finally:
-        context.close()
 
 
 def test_on_a_phone_the_navigation_collapses_and_a_skip_link_reaches_the_content(world, live_server, chromium):
     sc = build_scenario(world)
-    context = chromium.new_context(viewport={"width": PHONE, "height": 800})
-    page = context.new_page()
-    page.set_default_timeout(10_000)
-    try:
-        sign_in(page, live_server.url, "ann@example.com", PASSWORD)
+    with signed_in(chromium, live_server.url, "ann@example.com", width=PHONE, height=800) as page:
         nav = page.get_by_role("navigation", name="Main")
         # Collapsed: the pages are behind the menus' buttons until one is opened.
         expect(nav.get_by_role("link", name="Wallet")).to_be_hidden()
@@ -121,19 +127,13 @@ def test_on_a_phone_the_navigation_collapses_and_a_skip_link_reaches_the_content
             expect(cell).to_be_visible()
             box = cell.bounding_box()
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE, (label, box)
-    finally:
-        context.close()
 
 
 @pytest.mark.parametrize("width", [LAPTOP, PHONE], ids=["1280px", "390px"])
 def test_the_vendors_pages_fit_too(world, live_server, chromium, width):
     # The issuer's pages (license keys, vouchers, My2N support), reached through the Vendor menu.
     world.user("vendor@example.com", issuer=True)
-    context = chromium.new_context(viewport={"width": width, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(10_000)
-    try:
-        sign_in(page, live_server.url, "vendor@example.com", PASSWORD)
+    with signed_in(chromium, live_server.url, "vendor@example.com", width=width, height=900) as page:
         menu = page.locator('header details[data-menu="vendor"]')
         menu.locator("> summary").click()
         menu.get_by_role("link", name="License keys").click()
@@ -155,5 +155,3 @@ def test_the_vendors_pages_fit_too(world, live_server, chromium, width):
                 violations[name] = found
         assert not overflowing, f"wider than {width} px: {overflowing}"
         assert not violations, violations
-    finally:
-        context.close()
