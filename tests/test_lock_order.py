@@ -60,3 +60,36 @@ def test_redeems_and_license_generation_in_one_organization_never_deadlock(world
     with ctx.sessions() as s:
         licenses: list[Any] = ac.licenses_of(s, ac.get_installation(s, site.org, site.id))
     assert len(licenses) == 1 + ROUNDS
+
+
+def test_the_organization_lock_is_taken_once_per_transaction_and_again_after_a_savepoint_rolls_back(world: World) -> None:
+    # A redeem locks the organization before its wallet figure, then records its history entry,
+    # which locks it too: one statement. A savepoint rolled back releases the locks it took, so
+    # the lock is taken again after one (docs/benchmarks.md, "The API layer").
+    from sqlalchemy import event
+
+    from entitle.history import services as history
+
+    org = world.org("Locks")
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        if "FOR NO KEY UPDATE" in sql:
+            statements.append(sql)
+
+    event.listen(world.ctx.engine, "before_cursor_execute", seen)
+    try:
+        with transaction(world.ctx.sessions) as s:
+            history.lock_organization(s, org)
+            history.lock_organization(s, org)  # held: no statement
+            with s.begin_nested() as nested:
+                history.lock_organization(s, org)  # in the savepoint: taken there
+                nested.rollback()
+            history.lock_organization(s, org)  # the savepoint's is gone: taken again
+            history.lock_organization(s, org)
+        with transaction(world.ctx.sessions) as s:  # a new transaction holds no lock yet
+            history.lock_organization(s, org)
+    finally:
+        event.remove(world.ctx.engine, "before_cursor_execute", seen)
+    postgres = world.ctx.engine.dialect.name == "postgresql"
+    assert len(statements) == (4 if postgres else 0)

@@ -55,6 +55,9 @@ def _chain_key(session: Session) -> bytes:
     return chain.chain_key(_secret(session))
 
 
+_LOCKS_HELD = "entitle.organizations_locked"  # session.info: (transaction, the organizations it locked)
+
+
 def lock_organization(session: Session, org_id: int) -> None:
     """Serialise writers of one organization (history order, wallet checks).
 
@@ -63,9 +66,19 @@ def lock_organization(session: Session, org_id: int) -> None:
     checks take on the row (an idempotency record or an account inserted earlier in another
     transaction); FOR UPDATE would deadlock with those.
     """
-    if is_postgres(session):
-        session.execute(select(Organization.id).where(Organization.id == org_id)
-                        .with_for_update(key_share=True))
+    if not is_postgres(session):
+        return
+    # Taken once per transaction (a redeem locks before its wallet figure, then records history):
+    # remembered per innermost transaction, since a savepoint rolled back releases its locks.
+    txn = session.get_nested_transaction() or session.get_transaction()
+    held = session.info.get(_LOCKS_HELD)
+    if held is None or held[0] is not txn:
+        held = (txn, set())
+        session.info[_LOCKS_HELD] = held
+    if org_id in held[1]:
+        return
+    session.execute(select(Organization.id).where(Organization.id == org_id).with_for_update(key_share=True))
+    held[1].add(org_id)
 
 
 # Built once: an append is part of every business write.
