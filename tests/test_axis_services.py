@@ -1053,7 +1053,7 @@ def test_an_upgrade_never_leaves_a_need_uncovered(world: World) -> None:  # R-AX
         s, org_id=org.id, product_code=P, year=0, units=2, actor=OP, now=s0 + DAY))
     assert e.detail == {"license_type": "core", "year": 0, "need": 10, "allocated": 10, "requested": 2,
                         "allowed": 0}
-    assert "would leave 2 core device(s) unlicensed" in e.message and "Upgrade at most 0" in e.message
+    assert "would leave 2 core devices unlicensed" in e.message and "Upgrade at most 0" in e.message
     assert org.status(s0 + DAY)["state"] == "fully_licensed"
     # Year 1 has two units beyond its need: two convert, a third would not.
     org.refused("upgrade_leaves_need_uncovered", lambda s: axis.upgrade(

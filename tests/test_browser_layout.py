@@ -41,6 +41,7 @@ def main_pages(sc) -> dict[str, str]:
         "history": "/history",
         "wallet": "/wallet",
         "systems": "/systems",
+        "people": "/people",
         "account": "/account",
         "tokens": "/tokens",
     }
@@ -129,6 +130,28 @@ def test_on_a_phone_the_navigation_collapses_and_a_skip_link_reaches_the_content
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE, (label, box)
 
 
+def test_one_menu_is_open_at_a_time_and_a_click_elsewhere_or_escape_closes_it(world, live_server, chromium):
+    build_scenario(world)
+    with signed_in(chromium, live_server.url, "ann@example.com", width=LAPTOP, height=900) as page:
+        organization = page.locator('header details[data-menu="organization"]')
+        account = page.locator('header details[data-menu="account"]')
+        organization.locator("> summary").click()
+        expect(organization).to_have_attribute("open", "")
+        account.locator("> summary").click()  # opening another menu closes the first
+        expect(account).to_have_attribute("open", "")
+        expect(organization).not_to_have_attribute("open", "")
+        page.locator("main h1").click()  # a click outside closes it
+        expect(account).not_to_have_attribute("open", "")
+        organization.locator("> summary").click()
+        expect(organization.get_by_role("link", name="People")).to_be_visible()
+        page.keyboard.press("Escape")  # Escape closes it and gives the focus back to its button
+        expect(organization).not_to_have_attribute("open", "")
+        expect(organization.locator("> summary")).to_be_focused()
+        organization.locator("> summary").click()
+        organization.get_by_role("link", name="People").click()
+        expect(page.get_by_role("heading", name="People", level=1)).to_be_visible()
+
+
 @pytest.mark.parametrize("width", [LAPTOP, PHONE], ids=["1280px", "390px"])
 def test_the_vendors_pages_fit_too(world, live_server, chromium, width):
     # The issuer's pages (license keys, vouchers, My2N support), reached through the Vendor menu.
@@ -144,7 +167,7 @@ def test_the_vendors_pages_fit_too(world, live_server, chromium, width):
         expect(page.get_by_role("button", name="Download the keys as CSV")).to_be_visible()
         overflowing, violations = {}, {}
         for name, path in {"license keys": None, "vouchers": "/issuer/my2n/vouchers",
-                           "my2n support": "/issuer/my2n"}.items():
+                           "catalog": "/issuer/catalog", "my2n support": "/issuer/my2n"}.items():
             if path:
                 page.goto(live_server.url + path)
             expect(page.locator("main h1")).to_be_visible()

@@ -181,14 +181,14 @@ def test_export_and_import_round_trip_with_a_progress_bar(world: World, cli: Cli
     assert printed == exported.replace("\r\n", "\n")  # CliRunner's stdout has plain newlines
     target = tmp_path / "site.csv"
     result = cli(*("site", "export", *co.at, "--out", str(target)))
-    assert result.exit_code == 0 and result.stdout == "" and "Exported 4 row(s)" in result.stderr
+    assert result.exit_code == 0 and result.stdout == "" and "Exported 4 rows" in result.stderr
     assert target.read_bytes() == exported.encode()
 
     # Into another company's site: within one company a serial is on one site at a time (issue 14).
     other = Company(world, cli, name="Elsewhere", site="Block B")
     done = cli("site", "import", *other.at, "--file", str(target))
     assert done.exit_code == 0, done.output
-    assert "Imported 4 row(s)" in done.stdout and "3 apartment(s) created, 3 device(s) added" in done.stdout
+    assert "Imported 4 rows" in done.stdout and "3 apartments created, 3 devices added" in done.stdout
     assert "importing" in done.stderr and "4/4" in done.stderr  # the progress bar, on stderr
     assert cli.ok("site", "export", *other.at) == printed
 
@@ -244,7 +244,7 @@ def test_vouchers_fill_the_credit_pool_that_pays_apartment_years(  # R-MY-5
     assert paid["paid_through"] == START.replace(year=2027).isoformat()
     assert "paid through 2028-01-15" in cli.ok("apartment", "pay", *co.at, "--apartment", "1A")
     assert cli.json("voucher", "pool", *co.at) == {"apartment_years": 0, "device_years": 0}
-    assert "0 apartment-year(s)" in cli.ok("voucher", "pool", *co.at)
+    assert "0 apartment-years" in cli.ok("voucher", "pool", *co.at)
     assert cli.json("site", "dashboard", *co.at)["lapsed"] == []
 
 

@@ -221,7 +221,7 @@ def test_migration_lists_unassigned_non_intercom_devices() -> None:
         rules.check_model_change(current="custom", chosen="apartment", devices=devices)
     assert refused.value.code == "migration_devices_unassigned"
     assert (refused.value.detail["count"], refused.value.detail["device_ids"]) == (2, [2, 3])
-    assert refused.value.message.startswith("2 device(s)")
+    assert refused.value.message.startswith("2 devices are not in an apartment yet")
 
     assigned = [Device(100, "intercom"), phone(1, 1), Device(2, "answering_unit", 1), Device(3, "tablet", 2)]
     assert rules.unassigned_devices(assigned) == []

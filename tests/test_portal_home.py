@@ -371,6 +371,14 @@ def test_the_api_answers_the_same_attention_list(world, client):
     assert body["models"] == ["access_commander", "axis", "my2n"]
     assert body["access_commander"][0]["state"] == "protective"
     assert body["my2n"][0]["lapsing_soon"] == ["A1"]
+    totals = {name: len(body[name]) for name in ("attention", "access_commander", "axis", "my2n")}
+    assert body["totals"] == totals and totals["attention"] >= 2
+    # Each list is bounded: the most urgent first, the totals whole.
+    cut = client.get(f"/api/v1/orgs/{sc.org}/attention", params={"limit": 1}, headers=auth(sc.token)).json()
+    assert cut["attention"] == body["attention"][:1] and cut["totals"] == totals
+    assert all(len(cut[name]) == min(1, totals[name]) for name in totals)
+    assert client.get(f"/api/v1/orgs/{sc.org}/attention", params={"limit": 501},
+                      headers=auth(sc.token)).status_code == 422
     # Another organization's attention is not found (R-CORE-1).
     other, bob = org_with_owner(world, "Other", "bob@example.com")
     assert client.get(f"/api/v1/orgs/{sc.org}/attention", headers=auth(bob.token)).status_code == 404

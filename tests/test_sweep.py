@@ -711,9 +711,9 @@ def test_entitle_sweep_records_what_is_due_once(world: World, cli: ClockedCli) -
     assert cli.json("sweep")["recorded"] == 0
     cli.now = s0 + 30 * DAY
     text = cli.ok("sweep")
-    assert "1 transition(s) due, 1 recorded now, 0 recorded by earlier sweeps" in text
+    assert "1 transition due, 1 recorded now, 0 recorded by earlier sweeps" in text
     text = cli.ok("sweep")
-    assert "1 transition(s) due, 0 recorded now, 1 recorded by earlier sweeps" in text
+    assert "1 transition due, 0 recorded now, 1 recorded by earlier sweeps" in text
     assert len(recorded(world.ctx, "axis.grace.ending")) == 1 and len(recorded(world.ctx, "axis.grace.ended")) == 1
     result = cli("sweep", "--batch", "0")
     assert result.exit_code != 0

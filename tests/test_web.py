@@ -410,7 +410,8 @@ def test_static_files_are_served_locally(client):
     assert css.status_code == 200 and "MIT" in css.text[:200]
     assert client.get("/static/app.css").status_code == 200
     login = client.get("/login").text
-    for asset in ("/static/htmx.min.js", "/static/simple.min.css", "/static/app.css"):
+    assert client.get("/static/app.js").status_code == 200
+    for asset in ("/static/htmx.min.js", "/static/simple.min.css", "/static/app.css", "/static/app.js"):
         assert f'"{asset}"' in login
     templates = list(TEMPLATES.rglob("*.html"))
     assert templates

@@ -394,7 +394,7 @@ def test_system_setup_devices_hardware_and_expansion(world, client):  # R-AX-2 R
     nonce = re.search(r'name="nonce" value="([^"]+)"', r.text).group(1)
     r = pages.post("hardware/allocate", {"serial": "S30-1", "units": "2", "nonce": nonce})
     assert r.status_code == 409 and error_text(r.text).startswith(
-        "insufficient_units The wallet holds 0 core expansion unit(s); 2 missing.")
+        "insufficient_units The wallet holds 0 core expansion units; 2 missing.")
     [exp] = world.mint("AXIS-ACS-CORE-EXP", quantity=2)
     pages.redeem(exp)
     nonce = re.search(r'name="nonce" value="([^"]+)"', pages.get("setup")).group(1)

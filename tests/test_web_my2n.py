@@ -335,7 +335,7 @@ def test_migration_checklist_then_the_vendor_changes_the_model(world, client):  
     assert "Old" in page and "(Legacy)" in page and "2 devices not in an apartment" in field(page, "unassigned")
     r = client.post(f"/issuer/my2n/sites/{site_id}/model", data={"csrf_token": support, "model": "apartment"},
                     headers=HTMX)
-    assert r.status_code == 409 and error_text(r.text).startswith("migration_devices_unassigned 2 device(s)")
+    assert r.status_code == 409 and error_text(r.text).startswith("migration_devices_unassigned 2 devices are")
 
     # The admin assigns them from the checklist; it empties and says to contact 2N Tech Support.
     ann.csrf = sign_in(client, "ann@example.com")

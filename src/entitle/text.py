@@ -82,15 +82,21 @@ def control_message(what: str, found: ControlCharacter) -> str:
             "one line of visible text; remove it.")
 
 
-def single_line(value: str, what: str, *, field: str = "name") -> str:
-    """``value`` unchanged when it is one line of visible text (see above); else the refusal
-    ``text_control_characters`` (422), naming the character, where it is and the ``field``.
-    ``what`` names the text in the sentence ("site name", "device serial number")."""
+def single_line(value: str, what: str, *, field: str = "name", max_length: int | None = None) -> str:
+    """``value`` unchanged when it is one line of visible text (see above), of at most
+    ``max_length`` characters when given (its column's size: 200 for names); else the refusal
+    ``text_control_characters`` (422), naming the character, where it is and the ``field``, or
+    ``text_too_long`` (422). ``what`` names the text in the sentence ("site name", "device serial
+    number"). The console and the web UI reach the services without the API's schema: this is
+    where every interface gets the same bounds (SQLite does not enforce a column's size)."""
     found = control_character(value)
-    if found is None:
-        return value
-    raise EntitleError(CONTROL_CHARACTERS, control_message(what, found), status=422, field=field,
-                       character=found.code_point, position=found.position)
+    if found is not None:
+        raise EntitleError(CONTROL_CHARACTERS, control_message(what, found), status=422, field=field,
+                           character=found.code_point, position=found.position)
+    if max_length is not None and len(value) > max_length:
+        raise EntitleError("text_too_long", f"The {what} is {len(value):,} characters long: shorten it to at most "
+                           f"{max_length:,}.", status=422, field=field, length=len(value), max_length=max_length)
+    return value
 
 
 def _single_line(value: str) -> str:

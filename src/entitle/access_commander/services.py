@@ -104,7 +104,7 @@ def add_device(session: Session, *, installation: Installation, serial: str, typ
                now: datetime, name: str = "") -> Device:
     actor.require_licensing(installation.org_id)
     serial = single_line(serial, "device serial number", field="serial").strip()
-    single_line(name, "device name")
+    single_line(name, "device name", max_length=200)
     if not 1 <= len(serial) <= 64:
         raise EntitleError("serial_invalid", "A serial number is 1 to 64 characters.")
     if type not in DEVICE_TYPES:

@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
 
     s = ctx.settings
     app.add_middleware(Guard, default=s.max_request_bytes, hsts=s.cookie_secure, larger=[
-        (r"/api/v1/catalog", s.max_catalog_bytes),
+        (r"/api/v1/catalog", s.max_catalog_bytes), (r"/issuer/catalog", s.max_catalog_bytes),
         # A batch of up to 100,000 devices (axis.MAX_DEVICES_PER_CALL) is about 8 MB of JSON.
         (r"/api/v1/orgs/[^/]+/axis/systems/[^/]+/devices(/remove)?", DEVICE_BATCH_BYTES),
         (r"/api/v1/orgs/[^/]+/sites/[^/]+/import", CSV_BYTES), (r"/my2n/sites/[^/]+/import", CSV_BYTES)])
@@ -123,7 +123,8 @@ ERROR_STATUSES = {
     429: "rate_limited: try again after Retry-After seconds.",
     500: "internal_error: a failure on the server; quote detail.request_id (also in the server's log).",
     502: "payment_provider_error: the payment provider answered with an error.",
-    503: "Busy or unreachable (password_checks_busy, payment_provider_unreachable): retry after Retry-After.",
+    503: "Busy or unreachable (database_unavailable, password_checks_busy, payment_provider_unreachable): retry "
+         "after Retry-After.",
 }
 
 
@@ -139,13 +140,13 @@ def shape_statuses(route: Any) -> set[int]:
     with any parameter or body (validation); 400 with a body, a path or a query parameter other
     than ``limit`` and ``cursor`` (a value the database cannot store; a body that is not UTF-8
     JSON); 413 with a body (over its limit); 404 with a path parameter; 401 with an API token;
-    500 for every one."""
+    500 and 503 (the database unreachable or busy: database_unavailable) for every one."""
     every = list(route_dependants(route.dependant))
     path = [p for d in every for p in d.path_params]
     query = [p for d in every for p in d.query_params]
     body = [p for d in every for p in d.body_params]
     others = [p for d in every for p in (*d.header_params, *d.cookie_params)]
-    statuses = {500}
+    statuses = {500, 503}
     if path or query or body or others:
         statuses.add(422)
     if body or path or [p for p in query if p.name not in ("limit", "cursor")]:  # paging: in range by design

@@ -10,7 +10,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 
 from entitle.api.guard import BodyTooLarge
@@ -77,6 +77,23 @@ async def _data_error(request: Request, exc: Exception) -> JSONResponse:
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database cannot be reached or is busy (a PostgreSQL server restarted under the pool's
+    connections, a network cut, SQLite's lock held past the busy timeout): 503 with Retry-After,
+    not a 500 — the transaction was rolled back (unless the connection died during its commit,
+    which an Idempotency-Key makes safe to repeat), and trying again shortly works. A connection found dead is
+    dropped from the pool with every other connection of its age (SQLAlchemy's pool invalidation),
+    so the next request opens a fresh one: no per-checkout ping is needed (docs/architecture.md)."""
+    assert isinstance(exc, DBAPIError)
+    if not (isinstance(exc, OperationalError) or exc.connection_invalidated):
+        return await _unhandled(request, exc)
+    structlog.get_logger("entitle").warning("database.unavailable", method=request.method, path=request.url.path,
+                                            error=type(exc.orig).__name__ if exc.orig else type(exc).__name__,
+                                            invalidated=exc.connection_invalidated)
+    return JSONResponse(error_body("database_unavailable", "The database cannot be reached just now. Try again in "
+                                   "a moment; a request with an Idempotency-Key is safe to repeat."), status_code=503, headers={"Retry-After": "1"})
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     """Any error no handler knows: the error shape with a request id that the log line carries
     too, never a plain-text 500 (Starlette's last-resort middleware calls this, then re-raises
@@ -95,6 +112,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unhandled)
     app.add_exception_handler(EntitleError, _entitle_error)
     app.add_exception_handler(DataError, _data_error)
+    app.add_exception_handler(DBAPIError, _database_unavailable)
     # SQLite's driver raises a bare OverflowError for an integer beyond 64 bits.
     app.add_exception_handler(OverflowError, _data_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -160,6 +160,7 @@ class HistoryOut(BaseModel):
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     hash: str
+    summary: str = Field(description="What happened, in one sentence, as the History page says it.")
 
 
 class HistoryPage(BaseModel):

@@ -33,7 +33,7 @@ from entitle.platform import events
 from entitle.platform.models import Event
 from entitle.systems.models import System
 from entitle.tenancy.models import Organization
-from entitle.text import single_line
+from entitle.text import plural, single_line
 
 MODEL = "axis"
 TRIAL = timedelta(days=90)  # R-AX-13: a product's trial from its registration
@@ -723,7 +723,7 @@ def upgrade(session: Session, *, org_id: int, product_code: str, year: int, unit
     pool = [lot for lot in lots(session, org_id, product, now=now) if lot.sku.grant_kind == "upgrade"]
     if sum(lot.units for lot in pool) < units:
         have = sum(lot.units for lot in pool)
-        raise Conflict("insufficient_units", f"The wallet holds {have} upgrade unit(s); {units - have} missing.",
+        raise Conflict("insufficient_units", f"The wallet holds {plural(have, 'upgrade unit')}; {units - have:,} missing.",
                        missing=units - have, available=have, needed=units)
     take = _take(pool, units)
     year_need = next(y for y in status(session, org_id=org_id, product=product, now=now)["years"] if y["index"] == year)
@@ -741,7 +741,8 @@ def upgrade(session: Session, *, org_id: int, product_code: str, year: int, unit
         have_old = sum(held.values())
         if have_old < n:
             raise Conflict("upgrade_nothing_to_convert",
-                           f"Year {year} has {have_old} one-year {from_type} unit(s) allocated; {n} needed to upgrade.",
+                           f"Year {year} has {plural(have_old, f'one-year {from_type} unit')} allocated; {n:,} needed to "
+                           "upgrade.",
                            license_type=from_type, year=year, available=have_old, needed=n)
         converted[from_type] += n
         counts = year_need["license_types"].get(from_type, {"need": 0, "allocated": 0})
@@ -749,9 +750,9 @@ def upgrade(session: Session, *, org_id: int, product_code: str, year: int, unit
         if converted[from_type] > allowed:
             asked = converted[from_type]
             raise Conflict("upgrade_leaves_need_uncovered",
-                           f"Year {year} needs {counts['need']} {from_type} license(s) and has {counts['allocated']} "
+                           f"Year {year} needs {plural(counts['need'], f'{from_type} license')} and has {counts['allocated']:,} "
                            f"allocated: upgrading {asked} to {to_type} would leave "
-                           f"{counts['need'] - (counts['allocated'] - asked)} {from_type} device(s) unlicensed. Upgrade "
+                           f"{plural(counts['need'] - (counts['allocated'] - asked), f'{from_type} device')} unlicensed. Upgrade "
                            f"at most {allowed}, or first allocate more {from_type} units to year {year} (a {to_type} "
                            f"unit does not license a {from_type} device).",
                            license_type=from_type, year=year, need=counts["need"], allocated=counts["allocated"],
@@ -793,7 +794,7 @@ def register_hardware(session: Session, *, org_id: int, product_code: str, seria
     actor.require_licensing(org_id)
     product = product_by_code(session, product_code)
     serial = single_line(serial, "hardware serial number", field="serial").strip()
-    single_line(name, "hardware name")
+    single_line(name, "hardware name", max_length=200)
     if not 1 <= len(serial) <= 128:
         raise EntitleError("serial_invalid", "A hardware serial number is 1 to 128 characters.")
     if license_type is not None:
@@ -885,7 +886,7 @@ def allocate_to_hardware(session: Session, *, org_id: int, serial: str, units: i
     have = sum(lot.units for lot in pool)
     if have < units:
         raise Conflict("insufficient_units",
-                       f"The wallet holds {have} {hw.license_type} expansion unit(s); {units - have} missing. "
+                       f"The wallet holds {plural(have, f'{hw.license_type} expansion unit')}; {units - have:,} missing. "
                        "Redeem an expansion license key first.", missing=units - have, available=have, needed=units)
     take = _take(pool, units)
     moves: list[tuple[Account, int]] = []

@@ -33,6 +33,7 @@ from entitle.systems import services as systems
 from entitle.systems.models import System
 from entitle.tenancy import services as tenancy
 from entitle.tenancy.models import Organization
+from entitle.text import plural
 
 subscription_app = typer.Typer(help="AXIS subscriptions: start one (fixes its years), show its licensing status.",
                                no_args_is_help=True)
@@ -74,7 +75,7 @@ def _relative(iso: str, now: datetime) -> str:
     """"in 30 days" / "ended 70 days ago", in whole days (hours when under a day)."""
     delta = datetime.fromisoformat(iso) - now
     seconds = abs(delta.total_seconds())
-    amount = f"{int(seconds // 86400)} day(s)" if seconds >= 86400 else f"{int(seconds // 3600)} hour(s)"
+    amount = plural(int(seconds // 86400), "day") if seconds >= 86400 else plural(int(seconds // 3600), "hour")
     return f"in {amount}" if delta.total_seconds() > 0 else f"ended {amount} ago"
 
 
@@ -214,15 +215,16 @@ def _print_status(st: dict[str, Any], org_id: int, org_ref: str, now: datetime) 
 
     for h in st["hardware"]:
         if h["missing"]:
-            plain(f"Hardware {h['serial']} runs {h['devices']:,} {h['license_type']} device(s) on {h['licenses']:,} "
-                  f"license(s): {h['missing']:,} need expansion licenses on it.")
+            plain(f"Hardware {h['serial']} runs {plural(h['devices'], h['license_type'] + ' device')} on "
+                  f"{plural(h['licenses'], 'license')}: {h['missing']:,} need expansion licenses on it.")
     expansions = [h for h in st["hardware"] if h["missing"]]
     for h in expansions:
         if h["from_wallet"]:
-            plain(f"Buying guidance: allocate {h['from_wallet']:,} expansion license(s) from the wallet to "
+            plain(f"Buying guidance: allocate {plural(h['from_wallet'], 'expansion license')} from the wallet to "
                   f"{h['serial']} (`entitle axis hardware allocate --serial {h['serial']} --units {h['from_wallet']}`).")
         if h["to_buy"]:
-            plain(f"Buying guidance: buy {h['to_buy']:,} {h['license_type']} expansion license(s) for {h['serial']}.")
+            plain(f"Buying guidance: buy {plural(h['to_buy'], h['license_type'] + ' expansion license')} for "
+                  f"{h['serial']}.")
     guidance = st["buying_guidance"]
     if any(n for g in guidance.values() for n in g.values()):
         indexes = sorted({int(k) for g in guidance.values() for k in g})
@@ -290,7 +292,7 @@ def _print_allocated(result: dict[str, Any], product_name: str, org_id: int) -> 
     if days:
         units = sum(a["compensation_units"] for a in allocations)
         kept = ", ".join(f"{d:,} license-days of {p}" for p, d in result["remainder_license_days"].items()) or "none"
-        plain(f"Compensation for the time already past: {days:,} license-days; {units:,} whole unit(s) "
+        plain(f"Compensation for the time already past: {plural(days, 'license-day')}; {plural(units, 'whole unit')} "
                f"credited to the wallet; remainder kept toward the next unit: {kept}.")
     plain(f"State: {_state(result['state'])}")
 
@@ -428,7 +430,7 @@ def upgrade(
         print_json(result)
         return
     for u in result["upgrades"]:
-        plain(f"Upgraded {u['units']:,} unit(s) of year {u['year']} from {u['from']} to {u['to']}.")
+        plain(f"Upgraded {plural(u['units'], 'unit')} of year {u['year']} from {u['from']} to {u['to']}.")
 
 
 # --- systems -----------------------------------------------------------------------------------
@@ -549,7 +551,7 @@ def devices_add(
         print_json({**result, "growth": st["growth"]})
         return
     counts = ", ".join(f"{n:,} {t}" for t, n in sorted(result["device_counts"].items()))
-    plain(f"Added {len(devices):,} device(s) to system {found.uid}; it now has {counts}.")
+    plain(f"Added {plural(len(devices), 'device')} to system {found.uid}; it now has {counts}.")
     for t, g in st["growth"]["license_types"].items():
         out.print(f"[bold yellow]Growth allowance exceeded[/] for {escape(t)}: {g['need']:,} devices need a license, "
                   f"more than 2 × {g['allocated']:,} allocated; allocate more.", highlight=False)
@@ -578,7 +580,7 @@ def devices_remove(
     if as_json:
         print_json(result)
     else:
-        plain(f"Removed {removed:,} device(s) from system {found.uid}.")
+        plain(f"Removed {plural(removed, 'device')} from system {found.uid}.")
 
 
 @devices_app.command("list")
@@ -608,8 +610,8 @@ def devices_list(org: OrgRef, system: SystemRef, database_url: DatabaseUrl = Non
 def _hardware_line(h: dict[str, Any]) -> str:
     return (f"Hardware {h['serial']}" + (f" ({h['name']})" if h["name"] else "") + f": {h['license_type']} "
             f"licenses {h['licenses']:,} ({h['preloaded_units']:,} preloaded, {h['expansion_units']:,} expansion), "
-            f"{h['devices']:,} device(s), " + ("licensed." if h["licensed"] else
-                                               f"NOT licensed: {h['missing']:,} expansion license(s) missing."))
+            f"{plural(h['devices'], 'device')}, " + ("licensed." if h["licensed"] else
+                                                 f"NOT licensed: {plural(h['missing'], 'expansion license')} missing."))
 
 
 @hardware_app.command("register")
@@ -679,4 +681,4 @@ def hardware_allocate(
     if as_json:
         print_json(result)
     else:
-        plain(f"Allocated {units:,} expansion unit(s) for good. " + _hardware_line(result))
+        plain(f"Allocated {plural(units, 'expansion unit')} for good. " + _hardware_line(result))

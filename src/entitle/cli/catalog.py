@@ -12,6 +12,7 @@ from rich.table import Table
 from entitle.catalog import services as catalog
 from entitle.cli.common import DatabaseUrl, JsonOut, console_actor, context, handles_errors, out, print_json
 from entitle.db import reading, transaction
+from entitle.text import plural
 
 catalog_app = typer.Typer(help="Products and SKUs (the issuer's catalog).", no_args_is_help=True)
 
@@ -31,9 +32,9 @@ def catalog_load(
     if as_json:
         print_json(counts)
     else:
-        out.print(f"Catalog loaded from {file}: {counts['products_created']} product(s) created, "
-                  f"{counts['products_updated']} updated; {counts['skus_created']} SKU(s) created, "
-                  f"{counts['skus_updated']} updated.", markup=False, highlight=False)
+        out.print(f"Catalog loaded from {file}: {plural(counts['products_created'], 'product')} created, "
+                  f"{counts['products_updated']:,} updated; {plural(counts['skus_created'], 'SKU')} created, "
+                  f"{counts['skus_updated']:,} updated.", markup=False, highlight=False)
 
 
 @catalog_app.command("show")

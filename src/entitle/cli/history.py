@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -57,6 +56,7 @@ def show_history(
     if org is None:
         raise EntitleError("org_required", "Name the organization with --org (its id or its exact name).")
     from entitle.db import reading
+    from entitle.history import sentences
     from entitle.history import services as history
 
     with context(database_url) as ctx:
@@ -65,7 +65,8 @@ def show_history(
             if verify:
                 result = history.verify(s, org_id)
             elif export is None:
-                entries = [history.to_dict(e) for e in history.page(s, org_id, limit=limit)]
+                entries = [{**history.to_dict(line.entry), "summary": line.sentence.text}
+                           for line in sentences.lines(s, org_id, history.page(s, org_id, limit=limit))]
         if export is not None:
             with staged_file(export, undone="no export was written",
                              saved="The history was exported and signed in") as f:
@@ -140,22 +141,9 @@ def _table(org: int, entries: list[dict[str, object]]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table("seq", "at (UTC)", "actor", "action", "object", "change",
+    # What happened, in the sentences of the History page; --json has each entry's before and after.
+    table = Table("seq", "when (UTC)", "what happened",
                   title=f"History of organization {org}, newest first", title_justify="left")
     for e in entries:
-        change = " -> ".join(_compact(v) for v in (e["before"], e["after"]) if v is not None)
-        table.add_row(str(e["seq"]), str(e["at"])[:19].replace("T", " "), escape(str(e["actor"])),
-                      str(e["action"]), escape(f"{e['object_type']} {e['object_id']}"), change)
+        table.add_row(str(e["seq"]), str(e["at"])[:16].replace("T", " "), escape(str(e["summary"])))
     out.print(table)
-
-
-def _compact(value: object) -> str:
-    from rich.markup import escape
-
-    if isinstance(value, dict):
-        return escape(", ".join(f"{k}={_scalar(v)}" for k, v in value.items()))
-    return escape(_scalar(value))
-
-
-def _scalar(value: object) -> str:
-    return value if isinstance(value, str) else json.dumps(value, default=str)

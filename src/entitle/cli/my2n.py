@@ -33,6 +33,7 @@ from entitle.errors import EntitleError
 from entitle.my2n import billing, board, csvio
 from entitle.my2n import services as my2n
 from entitle.my2n.models import Apartment, Site, SiteDevice
+from entitle.text import plural
 
 site_app = typer.Typer(help="My2N sites: create, dashboard, migration, CSV import/export, devices, card payment.",
                        no_args_is_help=True)
@@ -79,7 +80,7 @@ def _words(value: str | None) -> str:
 
 
 def _pool(pool: dict[str, int]) -> str:
-    return f"{pool['apartment_years']:,} apartment-year(s) and {pool['device_years']:,} device-year(s)"
+    return f"{plural(pool['apartment_years'], 'apartment-year')} and {plural(pool['device_years'], 'device-year')}"
 
 
 def _cut(rows: list[Any], what: str) -> list[Any]:
@@ -267,7 +268,7 @@ def _state(row: dict[str, Any]) -> str:
     paid names the devices that stop."""
     words = STATE_WORDS[row["state"]]
     if row["state"] == "partly_paid":
-        words += f" for {row['devices_paid_for']} device(s); stopped: {', '.join(row['devices_not_paid'])}"
+        words += f" for {plural(row['devices_paid_for'], 'device')}; stopped: {', '.join(row['devices_not_paid'])}"
     return words
 
 
@@ -288,7 +289,8 @@ def site_migration_check(org: OrgRef, site: SiteRef, database_url: DatabaseUrl =
         plain(f"Every device of site {found.id} ({found.name}) that belongs in an apartment is in one: the site is "
                "ready for the apartment model (2N Tech Support changes it: `entitle site change-model`).")
         return
-    table = make_table(f"{len(left):,} device(s) of site {found.id} still outside apartments", "serial=", "kind=")
+    table = make_table(f"{plural(len(left), 'device')} of site {found.id} still outside apartments", "serial=",
+                       "kind=")
     for d in _cut(left, "devices"):
         table.add_row(escape(d["serial"]), _words(d["kind"]))
     out.print(table)
@@ -312,8 +314,9 @@ def site_change_model(
         print_json(result)
         return
     plain(f"Site {found.id} ({found.name}) now has the {result['site']['model']} model. "
-           f"{result['users_logged_out']:,} user(s) were logged out ({result['sessions_revoked']:,} session(s) and "
-           "token(s) revoked) and log in again.")
+           f"{plural(result['users_logged_out'], 'user')} {'was' if result['users_logged_out'] == 1 else 'were'} "
+           f"logged out ({plural(result['sessions_revoked'], 'session or token', 'sessions and tokens')} revoked) "
+           "and log in again.")
     plain("Next, choose the site type: `entitle site type`.")
 
 
@@ -380,9 +383,10 @@ def site_import(
     if as_json:
         print_json(result)
         return
-    plain(f"Imported {result['rows']:,} row(s) into site {found.id} ({found.name}): "
-           f"{result['apartments_created']:,} apartment(s) created, {result['devices_added']:,} device(s) added, "
-           f"{result['devices_assigned']:,} assigned, {result['local_mode_changed']:,} local mode(s) changed.")
+    plain(f"Imported {plural(result['rows'], 'row')} into site {found.id} ({found.name}): "
+           f"{plural(result['apartments_created'], 'apartment')} created, {plural(result['devices_added'], 'device')} "
+           f"added, {result['devices_assigned']:,} assigned, local mode changed on "
+           f"{plural(result['local_mode_changed'], 'device')}.")
 
 
 @site_app.command("export")
@@ -404,7 +408,7 @@ def site_export(
                          saved="The site was exported to") as f:
             rows = list(csvio.export_rows(s, found))
             csv.writer(f, lineterminator="\r\n").writerows(rows)
-    err.print(f"Exported {len(rows) - 1:,} row(s) of site {found.id} ({found.name}) to {out_file}.",
+    err.print(f"Exported {plural(len(rows) - 1, 'row')} of site {found.id} ({found.name}) to {out_file}.",
               markup=False, highlight=False)
 
 
@@ -543,7 +547,7 @@ def apartment_create(
         print_json(result)
     else:
         names = ", ".join(f"{a['name']} ({a['id']})" for a in result)
-        plain(f"Created {len(result):,} apartment(s) in site {found.id}: {names}.")
+        plain(f"Created {plural(len(result), 'apartment')} in site {found.id}: {names}.")
 
 
 @apartment_app.command("list")
@@ -582,7 +586,7 @@ def apartment_pay(org: OrgRef, site: SiteRef, apartment: ApartmentRef, database_
     if as_json:
         print_json(result)
     else:
-        devices = (f" for {result['devices_paid_for']} paid device(s)" if result["devices_paid_for"] is not None
+        devices = (f" for {plural(result['devices_paid_for'], 'paid device')}" if result["devices_paid_for"] is not None
                    else "")
         plain(f"Apartment {result['apartment']} is paid through {day(result['paid_through'])} UTC{devices}; the "
               f"credit pool holds {_pool(result['pool'])}.")
@@ -620,7 +624,7 @@ def voucher_mint(
         with staged_file(out_file, newline="", undone="no codes were minted",
                          saved="The codes were minted and saved in") as f:
             result, codes = _mint(database_url, part, name, years, subscriptions, scope, into=f)
-    summary = (f"Minted {len(codes):,} voucher code(s) of part {part}, {years} {scope}-year(s) each (batch "
+    summary = (f"Minted {plural(len(codes), 'voucher code')} of part {part}, {plural(years, scope + '-year')} each (batch "
                f"{result['batch']}, valid until {result['valid_until_text']}).")
     if out_file is not None:
         if as_json:
@@ -671,7 +675,7 @@ def voucher_redeem(
     if as_json:
         print_json(result)
     else:
-        plain(f"Activated: {result['years']} {result['scope']}-year(s) added to site {found.id}'s credit pool, "
+        plain(f"Activated: {plural(result['years'], result['scope'] + '-year')} added to site {found.id}'s credit pool, "
                f"which holds {_pool(result['pool'])}. Pay an apartment with `entitle apartment pay`.")
 
 
@@ -742,9 +746,10 @@ def pay_status(org: OrgRef, site: SiteRef, database_url: DatabaseUrl = None, as_
         print_json(result)
         return
     rows = [("card", result["card"] or "none"),
-            ("recurring payment", f"on since {day(result['activated_at'])}, {result['apartments_covered']:,} "
-                                  "apartment(s) a year" if result["recurring"] else "off"),
-            ("need a license", f"{result['needing_license']:,} apartment(s)")]
+            ("recurring payment", f"on since {day(result['activated_at'])}, "
+                                  f"{plural(result['apartments_covered'], 'apartment')} a year"
+                                  if result["recurring"] else "off"),
+            ("need a license", plural(result['needing_license'], 'apartment'))]
     if "price" in result:
         price = result["price"]
         rows.append(("price", f"{_money(price['per_apartment_year_minor'], price['currency'])} per apartment-year; "
@@ -805,12 +810,12 @@ def pay_activate(
         return
     if preview:
         plain(f"Turning recurring payment on now charges {_money(result['amount_minor'], result['currency'])} for "
-              f"{len(result['lines']):,} apartment(s) not paid through {day(result['renews_at'])} (the site's "
+              f"{plural(len(result['lines']), 'apartment')} not paid through {day(result['renews_at'])} (the site's "
               f"anniversary; price × unpaid days ÷ {result['year_days']}). Confirm with "
               f"`entitle site pay activate --expect {result['amount_minor']}`.")
         return
     paid = ", ".join(result["paid"]) or "none (everything is paid through the anniversary)"
-    plain(f"Recurring payment is on for site {found.id}: {result['apartments_covered']:,} apartment(s), renewing on "
+    plain(f"Recurring payment is on for site {found.id}: {plural(result['apartments_covered'], 'apartment')}, renewing on "
           f"{day(result['renews_at'])}. Charged now: {_money(result['charged_minor'], result['currency'])}; "
           f"paid now: {paid}.")
 

@@ -29,6 +29,7 @@ from entitle.context import Context
 from entitle.delivery import mail, webhooks
 from entitle.delivery import sweep as sweeping
 from entitle.logs import log
+from entitle.text import plural
 
 Batch = Annotated[int, typer.Option(
     "--batch", min=1, max=10_000,
@@ -62,7 +63,7 @@ def sweep(batch: Batch = 200, database_url: DatabaseUrl = None, as_json: JsonOut
         print_json({"at": now.isoformat(), **result})
         return
     earlier = result["found"] - result["recorded"] - result["skipped"]
-    plain(f"Swept at {now.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC: {result['found']} transition(s) due, "
+    plain(f"Swept at {now.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC: {plural(result['found'], 'transition')} due, "
           f"{result['recorded']} recorded now, {earlier} recorded by earlier sweeps, "
           f"{result['skipped']} recorded meanwhile by another sweep.")
 

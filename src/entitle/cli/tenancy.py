@@ -199,6 +199,26 @@ def member_add(
                   highlight=False, markup=False)
 
 
+@member_app.command("remove")
+@handles_errors
+def member_remove(
+    org: OrgRef,
+    email: Email,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Take a user out of an organization (their account and other organizations stay)."""
+    with context(database_url) as ctx, transaction(ctx.sessions) as s:
+        m = tenancy.remove_member(s, org_id=org_ref(s, org), email_or_user=email, actor=console_actor(),
+                                  now=ctx.clock.now())
+        result = {"org_id": m.org_id, "email": email.strip().lower(), "role": m.role}
+    if as_json:
+        print_json(result)
+    else:
+        out.print(f"{result['email']} (was {result['role']}) is no longer a member of organization "
+                  f"{result['org_id']}.", highlight=False, markup=False)
+
+
 @token_app.command("create")
 @handles_errors
 def token_create(

@@ -113,7 +113,7 @@ def create_endpoint(session: Session, *, org_id: int, url: str, event_types: lis
     """A new endpoint and its secret (shown once; sealed at rest)."""
     actor.require_licensing(org_id)
     url, types = _check_url(url), _check_types(event_types)
-    single_line(description, "endpoint description", field="description")
+    single_line(description, "endpoint description", field="description", max_length=200)
     history.lock_organization(session, org_id)
     count = session.scalar(select(func.count()).select_from(WebhookEndpoint).where(WebhookEndpoint.org_id == org_id))
     if (count or 0) >= MAX_ENDPOINTS:

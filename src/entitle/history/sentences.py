@@ -393,6 +393,13 @@ def _member_set(e: Entry, n: Names) -> list[Part]:
     return [e.who, f" made {e.object_id} {_article(role)} of the organization"]
 
 
+@renders("member.removed")
+def _member_removed(e: Entry, n: Names) -> list[Part]:
+    role = _ROLES.get(str(e.before.get("role")), "") if e.before.get("role") else ""
+    was = f" (they were {_article(role)})" if role else ""
+    return [e.who, f" removed {e.object_id} from the organization{was}"]
+
+
 @renders("webhook.endpoint.created")
 def _webhook_created(e: Entry, n: Names) -> list[Part]:
     types = e.after.get("event_types") or []
@@ -604,7 +611,7 @@ def _axis_allocated(e: Entry, n: Names) -> list[Part]:
 def _axis_upgraded(e: Entry, n: Names) -> list[Part]:
     a = e.after
     part = f"{a['part_number']}, " if a.get("part_number") else ""
-    return [e.who, f" upgraded {_int(a.get('units')) or 0:,} {_type(a.get('from'))} license(s) of "
+    return [e.who, f" upgraded {plural(_int(a.get('units')) or 0, _type(a.get('from')) + ' license')} of "
             f"{_year(n, e.object_id, a.get('year'))} to {_type(a.get('to'))} ({part}", n.product(e.object_id), ")"]
 
 

@@ -68,7 +68,7 @@ def mint(session: Session, *, sku_part: str, quantity_per_key: int, count: int, 
     if not 1 <= count <= MAX_KEYS_PER_BATCH:
         raise EntitleError("count_invalid", f"Mint between 1 and {MAX_KEYS_PER_BATCH:,} keys at once.",
                            count=count)
-    single_line(name, "key batch name")
+    single_line(name, "key batch name", max_length=200)
     sku = sku_to_mint(session, sku_part, voucher_batch=voucher_batch)
     issuer = tenancy.issuer_organization(session, now=now)
     batch = KeyBatch(org_id=issuer.id, sku_id=sku.id, name=name, quantity_per_key=quantity_per_key,

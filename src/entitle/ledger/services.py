@@ -21,6 +21,7 @@ from entitle.catalog.models import Sku
 from entitle.db import is_postgres
 from entitle.errors import Conflict
 from entitle.ledger.models import Account, Entry, LedgerTransaction
+from entitle.text import plural
 
 # The source of minted units: the only account allowed to be negative besides sinks' mirrors.
 UNBOUNDED_KINDS = frozenset({"issued"})
@@ -106,7 +107,7 @@ def post(session: Session, *, org_id: int, kind: str, actor: Actor, now: datetim
         if amount < 0 and acct.kind not in UNBOUNDED_KINDS and available + amount < 0:
             raise Conflict(
                 "insufficient_units",
-                f"The {acct.kind.replace('_', ' ')} holds {available} unit(s) of "
+                f"The {acct.kind.replace('_', ' ')} holds {plural(available, 'unit')} of "
                 f"{acct.sku.part_number}; {-amount} needed, {-amount - available} missing.",
                 available=available, needed=-amount, missing=-amount - available,
                 part_number=acct.sku.part_number,

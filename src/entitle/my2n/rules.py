@@ -63,6 +63,7 @@ from typing import Literal, get_args
 
 from entitle.clock import add_years  # one calendar-year rule for every licensing model
 from entitle.errors import EntitleError
+from entitle.text import plural
 
 BusinessModel = Literal["custom", "apartment"]
 Region = Literal["EU", "US", "APAC", "LATAM", "MEA"]
@@ -470,8 +471,9 @@ def check_migration(devices: Iterable[Device]) -> None:
     left = unassigned_devices(devices)
     if left:
         raise Refusal("migration_devices_unassigned",
-                      f"{len(left)} device(s) are not in an apartment yet; assign every device except "
-                      "the intercoms to an apartment, then ask for the model change again.",
+                      f"{plural(len(left), 'device')} {'is' if len(left) == 1 else 'are'} not in an apartment "
+                      "yet; assign every device except the intercoms to an apartment, then ask for the model "
+                      "change again.",
                       count=len(left), device_ids=[d.device_id for d in left])
 
 
@@ -551,7 +553,7 @@ def charge_apartment_year(pool: Credit, apartment_devices: Iterable[Device]) -> 
     if pool.device_years >= billable:
         return Credit(0, pool.device_years - billable)
     raise Refusal("credit_insufficient",
-                  f"The site credit pool holds no apartment-year and {pool.device_years} device-year(s), "
+                  f"The site credit pool holds no apartment-year and {plural(pool.device_years, 'device-year')}, "
                   f"and this apartment needs {billable}; activate a voucher code or pay by card.",
                   needed_device_years=billable, device_years=pool.device_years)
 
@@ -588,7 +590,7 @@ def pay_from_pool(apartment: Apartment, apartment_devices: Sequence[Device], poo
             raise Refusal("credit_insufficient",
                           f"This apartment is paid through {moment_text(apartment.paid_through)} for "
                           f"{billable - len(unpaid)} of its {billable} paid devices outside local mode; paying the "
-                          f"other {len(unpaid)} through then takes {need} device-year(s) and the site credit pool "
+                          f"other {len(unpaid)} through then takes {plural(need, 'device-year')} and the site credit pool "
                           f"holds {pool.device_years}: activate a per-device voucher code, or put a device in local "
                           "mode.", needed_device_years=need, device_years=pool.device_years,
                           devices_paid_for=billable - len(unpaid), billable_devices=billable,

@@ -108,14 +108,17 @@ def create_organization(session: Session, *, name: str, region: str, actor: Acto
     name = single_line(name, "organization name").strip()
     if not name:
         raise EntitleError("name_required", "Give the organization a name.")
+    if len(name) > 200:  # the column's size, which SQLite does not enforce (the API's schema does)
+        raise EntitleError("name_invalid", "Give the organization a name of at most 200 characters.",
+                           length=len(name))
     org = Organization(name=name, region=_region(region), created_at=now)
     session.add(org)
     session.flush()
     history.record(session, org_id=org.id, actor=actor, now=now, action="organization.created",
                    object_type="organization", object_id=org.id,
                    after={"name": org.name, "region": org.region})
-    if owner is not None:
-        add_member(session, org_id=org.id, user=owner, role=Role.owner, actor=actor, now=now)
+    if owner is not None:  # the first member: there is no owner yet to add them, nor one to keep
+        _new_member(session, org_id=org.id, user=owner, role=Role.owner, actor=actor, now=now)
     return org
 
 
@@ -169,7 +172,7 @@ def check_new_password(password: str) -> None:
 
 def create_user(session: Session, *, email: str, password: str, now: datetime,
                 is_issuer: bool = False, must_change_password: bool = False) -> User:
-    email = single_line(email, "e-mail address", field="email").strip().lower()
+    email = single_line(email, "e-mail address", field="email", max_length=320).strip().lower()
     if "@" not in email:
         raise EntitleError("email_invalid", "Give a valid e-mail address.")
     check_new_password(password)
@@ -188,19 +191,88 @@ def user_by_email(session: Session, email: str) -> User | None:
 
 def add_member(session: Session, *, org_id: int, user: User, role: Role, actor: Actor,
                now: datetime) -> Membership:
-    existing = session.scalars(select(Membership).where(Membership.org_id == org_id,
-                                                        Membership.user_id == user.id)).one_or_none()
-    before = {"role": existing.role} if existing else None
-    if existing:
-        existing.role = role.value
-        m = existing
-    else:
-        m = Membership(org_id=org_id, user_id=user.id, role=role.value, created_at=now)
-        session.add(m)
+    """Add a user to the organization, or change their role there (owners only, R-CORE-2).
+    Refusals: ``organization_not_found`` (not a member: R-CORE-1), ``role_insufficient`` (not an
+    owner), ``last_owner`` (it would demote the organization's only owner)."""
+    actor.require_owner(org_id)
+    return _put_member(session, org_id=org_id, user=user, role=role, actor=actor, now=now)
+
+
+def _put_member(session: Session, *, org_id: int, user: User, role: Role, actor: Actor,
+                now: datetime) -> Membership:
+    history.lock_organization(session, org_id)  # the owners counted below stay so until commit
+    existing = membership(session, org_id, user.id)
+    if existing is None:
+        return _new_member(session, org_id=org_id, user=user, role=role, actor=actor, now=now)
+    if existing.role == Role.owner.value and role is not Role.owner:
+        _keep_an_owner(session, org_id, user)
+    before = {"role": existing.role}
+    existing.role = role.value
     session.flush()
     history.record(session, org_id=org_id, actor=actor, now=now, action="member.set",
                    object_type="user", object_id=user.email, before=before, after={"role": role.value})
+    return existing
+
+
+def _new_member(session: Session, *, org_id: int, user: User, role: Role, actor: Actor,
+                now: datetime) -> Membership:
+    m = Membership(org_id=org_id, user_id=user.id, role=role.value, created_at=now)
+    session.add(m)
+    session.flush()
+    history.record(session, org_id=org_id, actor=actor, now=now, action="member.set",
+                   object_type="user", object_id=user.email, before=None, after={"role": role.value})
     return m
+
+
+def remove_member(session: Session, *, org_id: int, email_or_user: str | User, actor: Actor,
+                  now: datetime) -> Membership:
+    """Take a user out of the organization (owners only, R-CORE-2); their account stays, and so
+    do their other organizations. Returns the membership removed. Refusals:
+    ``organization_not_found``, ``role_insufficient``, ``member_not_found`` (the e-mail is not a
+    member here), ``last_owner`` (the organization's only owner)."""
+    actor.require_owner(org_id)
+    history.lock_organization(session, org_id)
+    if isinstance(email_or_user, User):
+        user: User | None = email_or_user
+        email = email_or_user.email
+    else:
+        email = email_or_user.strip().lower()
+        user = user_by_email(session, email)
+    m = membership(session, org_id, user.id) if user is not None else None
+    if user is None or m is None:
+        org = session.get(Organization, org_id)
+        raise NotFound("member", f"{email} is not a member of {org.name if org else 'this organization'}: "
+                       "check the e-mail address in the list of members.", email=email)
+    if m.role == Role.owner.value:
+        _keep_an_owner(session, org_id, user)
+    session.delete(m)
+    session.flush()
+    history.record(session, org_id=org_id, actor=actor, now=now, action="member.removed",
+                   object_type="user", object_id=user.email, before={"role": m.role}, after=None)
+    return m
+
+
+def membership(session: Session, org_id: int, user_id: int) -> Membership | None:
+    return session.scalars(select(Membership).where(Membership.org_id == org_id,
+                                                    Membership.user_id == user_id)).one_or_none()
+
+
+def _keep_an_owner(session: Session, org_id: int, user: User) -> None:
+    """Refuse a change that would leave the organization without an owner (``last_owner``):
+    nobody could manage its members any more."""
+    owners = session.scalar(select(func.count()).select_from(Membership).where(
+        Membership.org_id == org_id, Membership.role == Role.owner.value, Membership.user_id != user.id))
+    if not owners:
+        org = session.get(Organization, org_id)
+        name = org.name if org else "this organization"
+        raise Conflict("last_owner", f"{user.email} is the only owner of {name}. Make another member an owner "
+                       "first.", email=user.email, org_id=org_id)
+
+
+def member_counts(session: Session, org_id: int) -> dict[str, int]:
+    """How many members the organization has in each role (roles without any left out)."""
+    return {role: int(n) for role, n in session.execute(
+        select(Membership.role, func.count()).where(Membership.org_id == org_id).group_by(Membership.role))}
 
 
 def members(session: Session, org_id: int, *, after_id: int | None = None,
@@ -342,7 +414,7 @@ def _DUMMY_HASH() -> str:  # noqa: N802 - cached constant
 
 def create_token(session: Session, *, user: User, name: str, now: datetime) -> tuple[str, ApiToken]:
     """Return the token (shown once) and its stored row (which holds only the hash)."""
-    single_line(name, "token name")
+    single_line(name, "token name", max_length=200)
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(user_id=user.id, name=name or "token", token_hash=sha256(secret),
                    prefix=secret[:10], created_at=now)

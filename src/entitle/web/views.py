@@ -245,7 +245,7 @@ def navigation(request: Request, viewer: Viewer | None) -> list[NavGroup]:
         groups.append(NavGroup("Licenses", [NavLink(label, href, active, name in used)
                                             for name, label, href, active in MODELS]))
         organization = [NavLink("Wallet", "/wallet", "wallet"), NavLink("History", "/history", "history"),
-                        NavLink("Systems", "/systems", "systems")]
+                        NavLink("People", "/people", "people"), NavLink("Systems", "/systems", "systems")]
         if viewer.org.role.may_license:
             organization.append(NavLink("Webhooks", "/webhooks", "webhooks"))
         organization += [NavLink("Notifications", "/notifications", "notifications"),
@@ -254,6 +254,7 @@ def navigation(request: Request, viewer: Viewer | None) -> list[NavGroup]:
     if viewer.is_issuer:
         groups.append(NavGroup("Vendor", [NavLink("License keys", "/issuer/keys", "issuer"),
                                           NavLink("Vouchers", "/issuer/my2n/vouchers", "vouchers"),
+                                          NavLink("Catalog", "/issuer/catalog", "catalog"),
                                           NavLink("My2N support", "/issuer/my2n", "my2n-support")]))
     return groups
 
@@ -854,7 +855,7 @@ def upload_system_file(request: Request, viewer: PostingViewer,
 
 
 def install(app: FastAPI) -> None:
-    from entitle.web import access_commander, axis, events, my2n
+    from entitle.web import access_commander, axis, catalog, events, my2n, people
 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(router)
@@ -862,3 +863,5 @@ def install(app: FastAPI) -> None:
     app.include_router(axis.router)
     app.include_router(my2n.router)
     app.include_router(events.router)
+    app.include_router(people.router)
+    app.include_router(catalog.router)

@@ -4,6 +4,7 @@ from fastapi import APIRouter
 
 from entitle.api.deps import DB, CurrentActor, Paging
 from entitle.api.schemas import HistoryPage, VerifyOut
+from entitle.history import sentences
 from entitle.history import services as history
 
 router = APIRouter(tags=["history"])
@@ -11,12 +12,16 @@ router = APIRouter(tags=["history"])
 
 @router.get("/orgs/{org_id}/history", response_model=HistoryPage)
 def list_history(org_id: int, actor: CurrentActor, db: DB, page: Paging) -> dict[str, object]:
-    """Who changed what and when, newest first. Read-only: history cannot be edited."""
+    """Who changed what and when, newest first, each entry also as the sentence the web UI shows
+    (``summary``: "Ann allocated 12 Core licenses to the year …"). Read-only: history cannot be
+    edited."""
     actor.require_member(org_id)
     rows = history.page(db, org_id, limit=page.limit + 1, before_seq=page.cursor)
     more = len(rows) > page.limit
     rows = rows[: page.limit]
-    return {"items": [history.to_dict(e) for e in rows], "next_cursor": rows[-1].seq if more else None}
+    return {"items": [{**history.to_dict(line.entry), "summary": line.sentence.text}
+                      for line in sentences.lines(db, org_id, rows)],
+            "next_cursor": rows[-1].seq if more else None}
 
 
 @router.get("/orgs/{org_id}/history/verify", response_model=VerifyOut)

@@ -273,11 +273,6 @@ class ModelChangeOut(BaseModel):
     sessions_revoked: int
 
 
-class PoolOut(BaseModel):
-    apartment_years: int
-    device_years: int
-
-
 class VoucherRedeemedOut(BaseModel):
     scope: rules.VoucherScope
     years: int

@@ -125,9 +125,10 @@ def list_members(org_id: int, actor: CurrentActor, db: DB, page: Paging) -> dict
 
 
 @router.post("/orgs/{org_id}/members", response_model=MemberOut, status_code=status.HTTP_201_CREATED,
-             responses=refusals(403))
+             responses=refusals(403, 409))
 def set_member(org_id: int, body: MemberIn, actor: CurrentActor, db: DB, now: Now) -> dict[str, str]:
-    """Add an existing user to the organization, or change their role (owners only)."""
+    """Add an existing user to the organization, or change their role (owners only). Refusals:
+    role_insufficient (403), user_not_found (404), last_owner (409: it would demote the only owner)."""
     actor.require_owner(org_id)
     user = tenancy.user_by_email(db, body.email)
     if user is None:
@@ -135,3 +136,13 @@ def set_member(org_id: int, body: MemberIn, actor: CurrentActor, db: DB, now: No
     m = tenancy.add_member(db, org_id=org_id, user=user, role=Role(body.role), actor=actor,
                            now=now)
     return {"email": user.email, "role": m.role}
+
+
+@router.delete("/orgs/{org_id}/members/{email}", response_model=MemberOut, responses=refusals(403, 409))
+def remove_member(org_id: int, email: Annotated[str, Path(max_length=320)], actor: CurrentActor, db: DB,
+                  now: Now) -> dict[str, str]:
+    """Take a user out of the organization (owners only); their account and their other
+    organizations stay. Answers the membership removed. Refusals: role_insufficient (403),
+    member_not_found (404), last_owner (409: the organization's only owner)."""
+    m = tenancy.remove_member(db, org_id=org_id, email_or_user=email, actor=actor, now=now)
+    return {"email": m.user.email, "role": m.role}
