@@ -77,6 +77,16 @@ async def _data_error(request: Request, exc: Exception) -> JSONResponse:
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
+def unavailable(exc: DBAPIError) -> bool:
+    """The database is away or busy, not refusing this request: a connection found dead (the
+    dialect's disconnect check invalidated it), a connection that could not be made (no statement
+    ran), or SQLite's lock held past the busy timeout. Anything else (a statement past
+    PostgreSQL's 65,535 parameters is an OperationalError too) is a failure of the server's own."""
+    if exc.connection_invalidated or (isinstance(exc, OperationalError) and exc.statement is None):
+        return True
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
+
+
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """The database cannot be reached or is busy (a PostgreSQL server restarted under the pool's
     connections, a network cut, SQLite's lock held past the busy timeout): 503 with Retry-After,
@@ -85,7 +95,7 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     dropped from the pool with every other connection of its age (SQLAlchemy's pool invalidation),
     so the next request opens a fresh one: no per-checkout ping is needed (docs/architecture.md)."""
     assert isinstance(exc, DBAPIError)
-    if not (isinstance(exc, OperationalError) or exc.connection_invalidated):
+    if not unavailable(exc):
         return await _unhandled(request, exc)
     structlog.get_logger("entitle").warning("database.unavailable", method=request.method, path=request.url.path,
                                             error=type(exc.orig).__name__ if exc.orig else type(exc).__name__,

@@ -500,6 +500,26 @@ def device_local_mode(
         plain(line)
 
 
+@site_device_app.command("remove")
+@handles_errors
+def device_remove(
+    org: OrgRef, site: SiteRef, serial: Serial,
+    database_url: DatabaseUrl = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Take a device off the site (it may then be added to another site); what was paid stays paid."""
+    with context(database_url) as ctx, transaction(ctx.sessions) as s:
+        found = _site(s, org, site)
+        result = my2n.remove_device(s, site=found, serial=serial, actor=console_actor(), now=ctx.clock.now())
+        apt = s.get(Apartment, result["apartment"]) if result["apartment"] else None
+        where = f" (it was in apartment {apt.name})" if apt else ""
+        line = f"Device {result['serial']} is removed from site {found.id} ({found.name}){where}."
+    if as_json:
+        print_json(result)
+    else:
+        plain(line)
+
+
 @site_device_app.command("list")
 @handles_errors
 def device_list(

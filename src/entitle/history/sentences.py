@@ -722,7 +722,7 @@ def _my2n_apartment_paid(e: Entry, n: Names) -> list[Part]:
 
 
 def _my2n_site_of_device(e: Entry, n: Names) -> Part:
-    return n.site(e.after.get("site") or n.my2n_devices.get(e.object_id))
+    return n.site(e.after.get("site") or e.before.get("site") or n.my2n_devices.get(e.object_id))
 
 
 @renders("my2n.device.added")
@@ -743,6 +743,14 @@ def _my2n_device_assigned(e: Entry, n: Names) -> list[Part]:
     if new:
         return [e.who, f" assigned the device {e.object_id} to the apartment ", n.apartment(new)]
     return [e.who, f" took the device {e.object_id} out of the apartment ", n.apartment(old)]
+
+
+@renders("my2n.device.removed")
+def _my2n_device_removed(e: Entry, n: Names) -> list[Part]:
+    b = e.before
+    kind = _MY2N_KINDS.get(str(b.get("kind")), "device")
+    out_of = [" (it was in the apartment ", n.apartment(b["apartment"]), ")"] if b.get("apartment") else []
+    return [e.who, f" removed the {kind} {e.object_id} from ", _my2n_site_of_device(e, n), *out_of]
 
 
 @renders("my2n.device.local_mode")

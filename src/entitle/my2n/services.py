@@ -396,6 +396,23 @@ def set_local_mode(session: Session, *, site: Site, serial: str, local_mode: boo
     return device
 
 
+def remove_device(session: Session, *, site: Site, serial: str, actor: Actor, now: datetime) -> dict[str, Any]:
+    """Take a device off the site: whoever may add it may remove it (a site admin, or the
+    apartment's own admin for a device of their apartment). It may then be added to another site
+    (one device, one site). What was paid stays paid: the apartment keeps its paid-through, and
+    an apartment left needing no license is not renewed (the subscription follows the apartments,
+    R-MY-5). Returns what the device was."""
+    history.lock_organization(session, site.org_id)
+    device = get_device(session, site, serial.strip())
+    access.require_apartment_admin(session, actor, site, device.apartment_id)
+    was = {"site": site.id, "kind": device.kind, "apartment": device.apartment_id, "local_mode": device.local_mode}
+    session.delete(device)
+    session.flush()
+    history.record(session, org_id=site.org_id, actor=actor, now=now, action="my2n.device.removed",
+                   object_type="my2n_device", object_id=device.serial, before=was, after=None)
+    return {"serial": device.serial, **was}
+
+
 # --- migration (R-MY-4) --------------------------------------------------------------------------
 
 def migration_check(session: Session, *, site: Site) -> list[dict[str, Any]]:

@@ -347,6 +347,17 @@ def set_local_mode(request: Request, viewer: PostingViewer, site_id: int, serial
     return _act(request, viewer, site_id, "apartments", "devices", action)
 
 
+@router.post("/my2n/sites/{site_id}/devices/remove")
+def remove_device(request: Request, viewer: PostingViewer, site_id: int,
+                  serial: Annotated[str, Form(max_length=128)] = "") -> Response:
+    """Take a device off the site; what was paid stays paid."""
+    def action(s: Session, site: Site, now: datetime) -> str:
+        my2n.remove_device(s, site=site, serial=serial, actor=viewer.actor, now=now)
+        return f"Device {serial.strip()} is removed from the site; it may now be added to another site."
+
+    return _act(request, viewer, site_id, "apartments", "devices", action)
+
+
 @router.post("/my2n/sites/{site_id}/region")
 def change_region(request: Request, viewer: PostingViewer, site_id: int,
                   region: Annotated[str, Form()] = "") -> Response:

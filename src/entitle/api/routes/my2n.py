@@ -273,6 +273,13 @@ class ModelChangeOut(BaseModel):
     sessions_revoked: int
 
 
+class DeviceRemovedOut(BaseModel):
+    serial: str
+    kind: str
+    apartment: int | None = Field(description="The apartment it was in (its id), if any.")
+    local_mode: bool
+
+
 class VoucherRedeemedOut(BaseModel):
     scope: rules.VoucherScope
     years: int
@@ -631,6 +638,17 @@ def set_local_mode(org_id: int, site_id: SiteId, serial: Serial, body: LocalMode
     site = _site(db, actor, org_id, site_id)
     return _device_out(db, site, my2n.set_local_mode(db, site=site, serial=serial, local_mode=body.local_mode,
                                                      actor=actor, now=now), now)
+
+
+@router.delete("/orgs/{org_id}/sites/{site_id}/devices/{serial}", response_model=DeviceRemovedOut,
+               responses=REFUSALS)
+def remove_device(org_id: int, site_id: SiteId, serial: Serial, actor: CurrentActor, db: DB,
+                  now: Now) -> dict[str, Any]:
+    """Take a device off the site (it may then be added to another site). What was paid stays
+    paid; an apartment left needing no license is not renewed. Refusals: device_not_found,
+    apartment_admin_required (another apartment's device)."""
+    site = _site(db, actor, org_id, site_id)
+    return my2n.remove_device(db, site=site, serial=serial, actor=actor, now=now)
 
 
 # --- vouchers and the site credit pool (R-MY-5) --------------------------------------------------
