@@ -234,8 +234,9 @@ def products(session: Session, org_id: int, now: datetime) -> Axis:
                                                           registered_at=op.registered_at)}
         hw = hardware.get(pid, [])
         # The product page's own rule for one state out of its license types' and its hardware's.
-        state = axis._combine(per_type, now=now, grace_end=grace_end, trial=bool(trial_until and now < trial_until),
-                              started=year is not None, hardware=hw)
+        state = axis.combine_state(per_type, now=now, grace_end=grace_end,
+                                   trial=bool(trial_until and now < trial_until), started=year is not None,
+                                   hardware=hw)
         growth = {t: (v["need_now"], v["allocated"], rules.GROWTH_FACTOR * v["allocated"])
                   for t, v in per_type.items() if year is not None and v["allocated"] > 0
                   and rules.over_growth_allowance(v["need_now"], v["allocated"])}

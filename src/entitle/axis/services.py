@@ -942,7 +942,7 @@ def status(session: Session, *, org_id: int, product: Product, now: datetime) ->
         }
     wallet = lots(session, org_id, product, now=now) if op else []
     hardware = _hardware_need(session, org_id, product, wallet, now) if op else []
-    state = "not_registered" if op is None else _combine(
+    state = "not_registered" if op is None else combine_state(
         per_type, now=now, grace_end=grace_end, trial=bool(trial_until and now < trial_until), started=current is not None,
         hardware=hardware)
     years_out = []
@@ -1017,8 +1017,8 @@ def _hardware_need(session: Session, org_id: int, product: Product, wallet: Sequ
     return rows
 
 
-def _combine(per_type: dict[str, dict[str, Any]], *, now: datetime, grace_end: datetime | None, trial: bool,
-             started: bool, hardware: Sequence[dict[str, Any]] = ()) -> str:
+def combine_state(per_type: dict[str, dict[str, Any]], *, now: datetime, grace_end: datetime | None, trial: bool,
+                  started: bool, hardware: Sequence[dict[str, Any]] = ()) -> str:
     """One state for the product from its license types' (R-AX-5, R-AX-6, R-AX-13): fully
     licensed when every type's allocation covers its need; else in grace, a trial, partially
     licensed (some needed type has units allocated) or not licensed. Devices on hardware beyond
