@@ -133,8 +133,12 @@ def test_people_page_lists_members_and_an_owner_manages_them(world, client):  # 
     join(world, org, "val@example.com", Role.viewer)
     person(world, "new@example.com")
     csrf = sign_in(client, "ann@example.com")
-    page = text_of(content_of(client.get("/people").text))
+    html = content_of(client.get("/people").text)
+    page = text_of(html)
     assert "2 members (1 owner, 1 viewer)" in page and "ann@example.com (you)" in page
+    # The list first, then the form to add someone; each member's role and Remove in their row
+    assert page.index("Members") < page.index("Add a person")
+    assert 'aria-label="Remove val@example.com"' in html and 'aria-label="Save the role of val@example.com"' in html
 
     r = client.post("/people", data={"csrf_token": csrf, "email": "new@example.com", "role": "admin"}, headers=HTMX)
     assert r.status_code == 200 and "new@example.com is now a member of Acme, as an admin." in text_of(r.text)

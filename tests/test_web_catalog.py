@@ -30,6 +30,10 @@ def test_the_issuer_sees_the_catalog_in_words(world, client):  # R-CORE-3
     assert page.status_code == 200
     text = text_of(content_of(page.text))
     assert "AXIS" in text and "My2N" in text and "2N Access Commander" in text
+    # What one unit grants, in words: a count and its noun, a setting and its value
+    assert "91379041 also 01373-001 Access Commander license for +25 Attendance users Capacity package 25 attendance " \
+           "users perpetual everywhere" in text
+    assert "license type: core" in text
     assert 'href="/issuer/catalog"' in page.text  # in the navigation
 
 
@@ -44,7 +48,7 @@ def test_the_issuer_loads_a_document_and_nothing_is_deleted(world, client):  # R
     text = text_of(r.text)
     assert ("Catalog loaded: 1 product added and 0 products updated, 1 SKU added and 0 SKUs updated. "
             "Nothing was deleted.") in text
-    assert "DP-5 also 01999-001 Door Plus 5 devices Capacity package devices 5 2 years EU" in text
+    assert "DP-5 also 01999-001 Door Plus 5 devices Capacity package 5 devices 2 years EU" in text
     assert counts(world) == (before[0] + 1, before[1] + 1)
 
 

@@ -26,10 +26,18 @@ KIND_NAMES = {"capacity": "Capacity package", "feature": "Feature", "tier": "Tie
 
 
 def grants_in_words(grants: dict[str, Any]) -> str:
-    """What one unit grants, as the page says it: "devices 5, attendance users 10"."""
+    """What one unit grants, as the page says it: "5 devices, 1 attendance user", "license type:
+    core" (the catalog's keys are plural nouns when they count something)."""
     if not grants:
         return "—"
-    return ", ".join(f"{str(k).replace('_', ' ')} {v}" for k, v in grants.items())
+
+    def one(key: str, value: Any) -> str:
+        words = key.replace("_", " ")
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"{words}: {value}"
+        return plural(value, words[:-1] if words.endswith("s") else words)
+
+    return ", ".join(one(str(k), v) for k, v in grants.items())
 
 
 def _catalog(request: Request, viewer: Viewer, *, status: int = 200, message: str | None = None,
