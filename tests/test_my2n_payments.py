@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
@@ -59,6 +59,7 @@ class FakeStripe(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.requests: list[dict[str, Any]] = []
         self.mode: str | None = None  # "decline", "error", "slow"
+        self.invoice_status = "paid"  # the renewal invoice Stripe made at the anniversary
 
     @property
     def base(self) -> str:
@@ -96,10 +97,10 @@ class _Handler(BaseHTTPRequestHandler):
             }})
         if mode == "error":
             return self._send(500, {"error": {"type": "api_error", "message": "Something went wrong."}})
-        self._send(200, self._object(self.command, self.path, form))
+        self._send(200, self._object(self.command, self.path, form, self.server.invoice_status))
 
     @staticmethod
-    def _object(method: str, path: str, form: dict[str, str]) -> dict[str, Any]:
+    def _object(method: str, path: str, form: dict[str, str], invoice_status: str) -> dict[str, Any]:
         if path == "/v1/customers":
             return {"id": "cus_1", "object": "customer", "metadata": {"entitle_site": form["metadata[entitle_site]"]}}
         if path.startswith("/v1/customers/"):
@@ -112,6 +113,22 @@ class _Handler(BaseHTTPRequestHandler):
                     "latest_invoice": {"id": "in_1", "object": "invoice", "amount_paid": quantity * 1200},
                     "items": {"object": "list", "data": [{"object": "subscription_item",
                                                           "quantity": int(form["items[0][quantity]"])}]}}
+        if path.startswith("/v1/subscriptions/sub_1") and method == "GET":  # retrieve, the invoice expanded
+            return {"id": "sub_1", "object": "subscription", "status": "active",
+                    "latest_invoice": {"id": "in_2", "object": "invoice", "status": invoice_status,
+                                       "amount_paid": 12 * 1200 if invoice_status == "paid" else 0,
+                                       "currency": "eur"},
+                    "items": {"object": "list", "data": [{"id": "si_1", "object": "subscription_item",
+                                                          "quantity": 12}]}}
+        if path == "/v1/subscriptions/sub_1" and method == "POST":  # a quantity update
+            invoiced = form.get("proration_behavior") == "always_invoice"
+            return {"id": "sub_1", "object": "subscription", "status": "active",
+                    "latest_invoice": {"id": "in_3", "object": "invoice", "amount_paid": 550 if invoiced else 0,
+                                       "currency": "eur"},
+                    "items": {"object": "list", "data": [{"id": "si_1", "object": "subscription_item",
+                                                          "quantity": int(form["items[0][quantity]"])}]}}
+        if path == "/v1/invoices/in_2/pay":
+            return {"id": "in_2", "object": "invoice", "status": "paid", "amount_paid": 12 * 1200, "currency": "eur"}
         if path.startswith("/v1/subscriptions/") and method == "DELETE":
             return {"id": path.rsplit("/", 1)[1], "object": "subscription", "status": "canceled",
                     "items": {"object": "list", "data": [{"object": "subscription_item", "quantity": 12}]}}
@@ -187,6 +204,57 @@ def test_stopping_recurring_payment_cancels_the_subscription(provider, fake_stri
     sub = provider.stop_recurring("sub_1")
     assert (sub.id, sub.status) == ("sub_1", "canceled")
     assert fake_stripe.requests[0]["method"] == "DELETE"
+
+
+def test_more_apartments_update_the_quantity_with_proration_invoiced_now(provider, fake_stripe):
+    # R-MY-5: the subscription follows the apartments; the rest of the billing year is invoiced at once.
+    sub = provider.update_quantity("sub_1", site_reference="site-42", apartments=14, amount_minor=550,
+                                   idempotency_key="qty:k1")
+    assert (sub.apartments, sub.latest_payment_id, sub.amount_minor, sub.currency) == (14, "in_3", 550, "eur")
+    retrieve, update = fake_stripe.requests
+    assert (retrieve["method"], retrieve["path"]) == ("GET", "/v1/subscriptions/sub_1")
+    assert (update["method"], update["path"]) == ("POST", "/v1/subscriptions/sub_1")
+    assert update["headers"]["Idempotency-Key"] == "qty:k1"
+    form = update["form"]
+    assert (form["items[0][id]"], form["items[0][quantity]"]) == ("si_1", "14")  # the same item, not a new one
+    assert (form["proration_behavior"], form["payment_behavior"]) == ("always_invoice", "error_if_incomplete")
+    assert form["metadata[entitle_apartments]"] == "14"
+
+
+def test_fewer_apartments_lower_the_quantity_and_refund_nothing(provider, fake_stripe):
+    # R-MY-5: an apartment that stops needing a license is not renewed; what was paid stays paid.
+    sub = provider.update_quantity("sub_1", site_reference="site-42", apartments=10, amount_minor=0,
+                                   idempotency_key="qty:k2")
+    assert (sub.apartments, sub.latest_payment_id, sub.amount_minor) == (10, None, None)
+    assert fake_stripe.requests[1]["form"]["proration_behavior"] == "none"
+
+
+def test_a_renewal_pays_the_open_anniversary_invoice_once(provider, fake_stripe):
+    # R-MY-5: at the anniversary Stripe makes the invoice; a retry pays it with the caller's key.
+    fake_stripe.invoice_status = "open"
+    renews = datetime(2027, 1, 15, tzinfo=UTC)
+    sub = provider.renew("sub_1", site_reference="site-42", apartments=12, amount_minor=12 * 1200,
+                         renews_at=renews, idempotency_key="renew:k1")
+    assert (sub.latest_payment_id, sub.amount_minor, sub.currency) == ("in_2", 12 * 1200, "eur")
+    retrieve, pay = fake_stripe.requests
+    assert retrieve["path"].startswith("/v1/subscriptions/sub_1") and "latest_invoice" in retrieve["path"]
+    assert (pay["path"], pay["headers"]["Idempotency-Key"]) == ("/v1/invoices/in_2/pay", "renew:k1")
+
+
+def test_a_renewal_already_paid_by_stripe_is_not_paid_again(provider, fake_stripe):
+    # R-MY-5: nobody pays twice: a paid invoice is only read.
+    sub = provider.renew("sub_1", site_reference="site-42", apartments=12, amount_minor=12 * 1200,
+                         renews_at=datetime(2027, 1, 15, tzinfo=UTC), idempotency_key="renew:k2")
+    assert sub.latest_payment_id == "in_2" and [r["method"] for r in fake_stripe.requests] == ["GET"]
+
+
+def test_a_declined_renewal_is_payment_declined(provider, fake_stripe):
+    # R-MY-5: the retry window's charge fails: the service keeps the apartments and tries again.
+    fake_stripe.invoice_status, fake_stripe.mode = "open", "decline"
+    with pytest.raises(PaymentError) as refused:
+        provider.renew("sub_1", site_reference="site-42", apartments=12, amount_minor=12 * 1200,
+                       renews_at=datetime(2027, 1, 15, tzinfo=UTC), idempotency_key="renew:k3")
+    assert refused.value.code == "payment_declined"
 
 
 def test_a_card_is_attached_and_made_the_default(provider, fake_stripe):
