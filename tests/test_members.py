@@ -39,7 +39,7 @@ def test_the_only_owner_can_be_neither_demoted_nor_removed(world):  # R-CORE-2
             tenancy.add_member(s, org_id=org, user=ann_user, role=Role.admin, actor=ann, now=world.now)
     assert demoted.value.code == "last_owner" and "only owner of Acme" in demoted.value.message
     with transaction(world.ctx.sessions) as s, pytest.raises(Conflict) as removed:
-        tenancy.remove_member(s, org_id=org, email_or_user="ann@example.com", actor=ann,
+        tenancy.remove_member(s, org_id=org, email="ann@example.com", actor=ann,
                               now=world.now)
     assert removed.value.code == "last_owner"
     assert roles_of(world, org) == {"ann@example.com": "owner", "bob@example.com": "admin"}
@@ -61,15 +61,15 @@ def test_only_owners_change_members_and_a_stranger_is_not_found(world):  # R-COR
     _other, outsider = org_with_owner(world, "Other", "olga@example.com")
     ann, adm_actor, olga = world.actor(_owner.user), world.actor(admin.user), world.actor(outsider.user)
     with transaction(world.ctx.sessions) as s, pytest.raises(Forbidden) as refused:
-        tenancy.remove_member(s, org_id=org, email_or_user="val@example.com", actor=adm_actor,
+        tenancy.remove_member(s, org_id=org, email="val@example.com", actor=adm_actor,
                               now=world.now)
     assert refused.value.code == "role_insufficient"
     with transaction(world.ctx.sessions) as s, pytest.raises(NotFound) as hidden:
-        tenancy.remove_member(s, org_id=org, email_or_user="val@example.com", actor=olga,
+        tenancy.remove_member(s, org_id=org, email="val@example.com", actor=olga,
                               now=world.now)
     assert hidden.value.code == "organization_not_found"
     with transaction(world.ctx.sessions) as s, pytest.raises(NotFound) as missing:
-        tenancy.remove_member(s, org_id=org, email_or_user="olga@example.com", actor=ann,
+        tenancy.remove_member(s, org_id=org, email="olga@example.com", actor=ann,
                               now=world.now)
     assert missing.value.code == "member_not_found" and "olga@example.com is not a member of Acme" in missing.value.message
     assert set(roles_of(world, org)) == {"ann@example.com", "adm@example.com", "val@example.com"}
@@ -80,7 +80,7 @@ def test_a_removal_reads_as_a_sentence_in_the_history(world):  # R-CORE-2, R-COR
     join(world, org, "val@example.com", Role.viewer)
     ann = world.actor(owner.user)
     with transaction(world.ctx.sessions) as s:
-        tenancy.remove_member(s, org_id=org, email_or_user="VAL@example.com ", actor=ann,
+        tenancy.remove_member(s, org_id=org, email="VAL@example.com ", actor=ann,
                               now=world.now)
     with reading(world.ctx.sessions) as s:
         last = page(s, org, limit=1)[0]

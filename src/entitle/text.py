@@ -14,6 +14,11 @@ from pydantic_core import CoreSchema, PydanticCustomError
 from entitle.errors import EntitleError
 
 
+def with_article(word: str) -> str:
+    """The word with its indefinite article: "an owner", "a viewer"."""
+    return ("an " if word[:1].lower() in "aeiou" else "a ") + word
+
+
 def plural(n: int | None, one: str, many: str | None = None) -> str:
     """``n`` and the noun in the right number: "1 device", "0 devices", "1,000 devices";
     None is "unlimited devices". ``many`` defaults to ``one`` + "s"."""

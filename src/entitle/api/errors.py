@@ -91,9 +91,10 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     """The database cannot be reached or is busy (a PostgreSQL server restarted under the pool's
     connections, a network cut, SQLite's lock held past the busy timeout): 503 with Retry-After,
     not a 500 — the transaction was rolled back (unless the connection died during its commit,
-    which an Idempotency-Key makes safe to repeat), and trying again shortly works. A connection found dead is
-    dropped from the pool with every other connection of its age (SQLAlchemy's pool invalidation),
-    so the next request opens a fresh one: no per-checkout ping is needed (docs/architecture.md)."""
+    which an Idempotency-Key makes safe to repeat), and trying again shortly works. A connection
+    found dead is dropped from the pool with every other connection of its age (SQLAlchemy's pool
+    invalidation), so the next request opens a fresh one: no per-checkout ping is needed
+    (docs/architecture.md)."""
     assert isinstance(exc, DBAPIError)
     if not unavailable(exc):
         return await _unhandled(request, exc)
@@ -101,7 +102,8 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
                                             error=type(exc.orig).__name__ if exc.orig else type(exc).__name__,
                                             invalidated=exc.connection_invalidated)
     return JSONResponse(error_body("database_unavailable", "The database cannot be reached just now. Try again in "
-                                   "a moment; a request with an Idempotency-Key is safe to repeat."), status_code=503, headers={"Retry-After": "1"})
+                                   "a moment; a request with an Idempotency-Key is safe to repeat."),
+                        status_code=503, headers={"Retry-After": "1"})
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

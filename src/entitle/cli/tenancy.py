@@ -209,7 +209,7 @@ def member_remove(
 ) -> None:
     """Take a user out of an organization (their account and other organizations stay)."""
     with context(database_url) as ctx, transaction(ctx.sessions) as s:
-        m = tenancy.remove_member(s, org_id=org_ref(s, org), email_or_user=email, actor=console_actor(),
+        m = tenancy.remove_member(s, org_id=org_ref(s, org), email=email, actor=console_actor(),
                                   now=ctx.clock.now())
         result = {"org_id": m.org_id, "email": email.strip().lower(), "role": m.role}
     if as_json:

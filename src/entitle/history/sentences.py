@@ -26,7 +26,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from entitle.history.models import HistoryEntry
-from entitle.text import plural
+from entitle.text import plural, with_article
 
 
 # --- sentences ---------------------------------------------------------------------------------
@@ -324,10 +324,6 @@ _ROLES = {"site_admin": "site admin", "apartment_admin": "apartment admin", "own
           "viewer": "viewer"}
 
 
-def _article(word: str) -> str:
-    return ("an " if word[:1].lower() in "aeiou" else "a ") + word
-
-
 def _counts(values: dict[str, Any] | None, noun: str = "device") -> str:
     """{'core': 12, 'universal': 2} -> "12 Core devices and 2 Universal devices" """
     items = [f"{int(n):,} {_type(t)} {noun if int(n) == 1 else noun + 's'}" for t, n in (values or {}).items()]
@@ -390,13 +386,13 @@ def _member_set(e: Entry, n: Names) -> list[Part]:
     if e.before and e.before.get("role"):
         old = _ROLES.get(str(e.before["role"]), str(e.before["role"]))
         return [e.who, f" changed the role of {e.object_id} from {old} to {role}"]
-    return [e.who, f" made {e.object_id} {_article(role)} of the organization"]
+    return [e.who, f" made {e.object_id} {with_article(role)} of the organization"]
 
 
 @renders("member.removed")
 def _member_removed(e: Entry, n: Names) -> list[Part]:
     role = _ROLES.get(str(e.before.get("role")), "") if e.before.get("role") else ""
-    was = f" (they were {_article(role)})" if role else ""
+    was = f" (they were {with_article(role)})" if role else ""
     return [e.who, f" removed {e.object_id} from the organization{was}"]
 
 
@@ -697,7 +693,7 @@ def _my2n_role_granted(e: Entry, n: Names) -> list[Part]:
     role = _ROLES.get(str(a.get("role")), _label(a.get("role")))
     apartment = [" of the apartment ", n.apartment(a["apartment_id"])] if a.get("apartment_id") else []
     payments = " with the payments permission" if a.get("payments") else ""
-    return [e.who, f" made {email} {_article(role)}", *apartment, " on ", n.site(e.object_id), payments]
+    return [e.who, f" made {email} {with_article(role)}", *apartment, " on ", n.site(e.object_id), payments]
 
 
 @renders("my2n.site_role.revoked")

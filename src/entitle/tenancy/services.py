@@ -195,11 +195,6 @@ def add_member(session: Session, *, org_id: int, user: User, role: Role, actor: 
     Refusals: ``organization_not_found`` (not a member: R-CORE-1), ``role_insufficient`` (not an
     owner), ``last_owner`` (it would demote the organization's only owner)."""
     actor.require_owner(org_id)
-    return _put_member(session, org_id=org_id, user=user, role=role, actor=actor, now=now)
-
-
-def _put_member(session: Session, *, org_id: int, user: User, role: Role, actor: Actor,
-                now: datetime) -> Membership:
     history.lock_organization(session, org_id)  # the owners counted below stay so until commit
     existing = membership(session, org_id, user.id)
     if existing is None:
@@ -224,20 +219,15 @@ def _new_member(session: Session, *, org_id: int, user: User, role: Role, actor:
     return m
 
 
-def remove_member(session: Session, *, org_id: int, email_or_user: str | User, actor: Actor,
-                  now: datetime) -> Membership:
+def remove_member(session: Session, *, org_id: int, email: str, actor: Actor, now: datetime) -> Membership:
     """Take a user out of the organization (owners only, R-CORE-2); their account stays, and so
     do their other organizations. Returns the membership removed. Refusals:
     ``organization_not_found``, ``role_insufficient``, ``member_not_found`` (the e-mail is not a
     member here), ``last_owner`` (the organization's only owner)."""
     actor.require_owner(org_id)
     history.lock_organization(session, org_id)
-    if isinstance(email_or_user, User):
-        user: User | None = email_or_user
-        email = email_or_user.email
-    else:
-        email = email_or_user.strip().lower()
-        user = user_by_email(session, email)
+    email = email.strip().lower()
+    user = user_by_email(session, email)
     m = membership(session, org_id, user.id) if user is not None else None
     if user is None or m is None:
         org = session.get(Organization, org_id)

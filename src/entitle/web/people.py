@@ -17,7 +17,7 @@ from entitle.db import reading, transaction
 from entitle.errors import EntitleError, NotFound
 from entitle.tenancy import services as tenancy
 from entitle.tenancy.models import Role
-from entitle.text import plural
+from entitle.text import plural, with_article
 from entitle.web.views import PAGE_SIZE, AnyViewer, PostingViewer, Viewer, WebRoute, _ctx, is_htmx, render
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
@@ -79,8 +79,8 @@ def set_member(request: Request, viewer: PostingViewer, email: Annotated[str, Fo
             new_role = ROLE_NAMES[m.role].lower()
     except EntitleError as exc:
         return _people(request, viewer, status=exc.status, error=exc, form=form)
-    message = (f"{shown} is now a member of {org.name}, as {_a(new_role)}." if added
-               else f"{shown} is now {_a(new_role)} of {org.name}.")
+    message = (f"{shown} is now a member of {org.name}, as {with_article(new_role)}." if added
+               else f"{shown} is now {with_article(new_role)} of {org.name}.")
     if shown == viewer.email and new_role != "owner":  # the page's forms are no longer theirs
         return _away(request)
     return _people(request, viewer, message=message)
@@ -94,7 +94,7 @@ def remove_member(request: Request, viewer: PostingViewer,
     org = viewer.require_org()
     try:
         with transaction(ctx.sessions) as s:
-            m = tenancy.remove_member(s, org_id=org.id, email_or_user=email, actor=viewer.actor,
+            m = tenancy.remove_member(s, org_id=org.id, email=email, actor=viewer.actor,
                                       now=ctx.clock.now())
             removed = m.user.email
     except EntitleError as exc:
@@ -103,10 +103,6 @@ def remove_member(request: Request, viewer: PostingViewer,
         return _away(request)
     return _people(request, viewer, message=f"{removed} is no longer a member of {org.name}; their account "
                                              "stays, with their other organizations.")
-
-
-def _a(role: str) -> str:
-    return f"an {role}" if role[0] in "aeiou" else f"a {role}"
 
 
 def _away(request: Request) -> Response:

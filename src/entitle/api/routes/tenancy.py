@@ -144,5 +144,5 @@ def remove_member(org_id: int, email: Annotated[str, Path(max_length=320)], acto
     """Take a user out of the organization (owners only); their account and their other
     organizations stay. Answers the membership removed. Refusals: role_insufficient (403),
     member_not_found (404), last_owner (409: the organization's only owner)."""
-    m = tenancy.remove_member(db, org_id=org_id, email_or_user=email, actor=actor, now=now)
+    m = tenancy.remove_member(db, org_id=org_id, email=email, actor=actor, now=now)
     return {"email": m.user.email, "role": m.role}
