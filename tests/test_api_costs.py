@@ -151,3 +151,61 @@ def test_a_role_changed_here_applies_to_the_next_request(world, client, ctx):
     r = client.post(f"/api/v1/orgs/{org}/members", json=body, headers=auth(admin.token))
     assert r.status_code == 201, r.text
     assert client.get(f"/api/v1/orgs/{org}", headers=auth(owner.token)).status_code == 200
+
+
+@contextmanager
+def thread_hops(monkeypatch: Any) -> Iterator[list[str]]:
+    """What each hop to the thread pool ran while the block ran (FastAPI's and ours)."""
+    import anyio.to_thread
+
+    hops: list[str] = []
+    real = anyio.to_thread.run_sync
+
+    async def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(func, "__name__", repr(func)))
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    yield hops
+    monkeypatch.setattr(anyio.to_thread, "run_sync", real)
+
+
+def test_a_sync_route_its_answer_and_its_commit_take_one_thread_hop(world, client, ctx, monkeypatch):
+    # entitle.api.routing: the route, then its commit, in one hop; its answer validated on the loop.
+    org, owner = org_with_owner(world, "Acme", "ann@example.com")
+    world.user("new@example.com")
+    assert client.get(f"/api/v1/orgs/{org}", headers=auth(owner.token)).status_code == 200  # the token remembered
+    with thread_hops(monkeypatch) as hops, transactions(ctx.engine) as done:
+        r = client.post(f"/api/v1/orgs/{org}/members", json={"email": "new@example.com", "role": "viewer"},
+                        headers=auth(owner.token))
+    assert r.status_code == 201, r.text
+    assert hops == ["_work"], hops
+    [txn] = done
+    assert any(s.startswith("INSERT INTO memberships") for s in txn), txn
+    with ctx.sessions() as s:  # committed before the answer was sent
+        assert "new@example.com" in {m.user.email for m in tenancy.members(s, org)}
+
+
+def test_a_refused_write_is_rolled_back_whatever_it_wrote(world, client, ctx, monkeypatch):
+    org, owner = org_with_owner(world, "Acme", "ann@example.com")
+    with thread_hops(monkeypatch) as hops:
+        r = client.delete(f"/api/v1/orgs/{org}/members/ann@example.com", headers=auth(owner.token))
+    assert r.status_code == 409 and r.json()["error"]["code"] == "last_owner", r.text
+    assert "_work" in hops and "_finish" in hops, hops  # the route, then the rollback at the request's end
+    with ctx.sessions() as s:
+        assert [m.user.email for m in tenancy.members(s, org)] == ["ann@example.com"]
+
+
+def test_a_quick_read_runs_on_the_event_loop_on_sqlite_only(world, client, ctx, monkeypatch):
+    # entitle.api.routing.quick_read: no hop on SQLite; on PostgreSQL a statement is a round trip
+    # the event loop must not wait for, so the route runs in the thread pool.
+    org, owner = org_with_owner(world, "Acme", "ann@example.com")
+    url = f"/api/v1/orgs/{org}/wallet"
+    assert client.get(url, headers=auth(owner.token)).status_code == 200
+    with thread_hops(monkeypatch) as hops:
+        r = client.get(url, headers=auth(owner.token))
+    assert r.status_code == 200 and r.json() == {"org_id": org, "lines": []}, r.text
+    assert hops == ([] if ctx.engine.dialect.name == "sqlite" else ["_work"]), hops
+    with thread_hops(monkeypatch) as hops:  # a read not marked quick: one hop on both
+        assert client.get(f"/api/v1/orgs/{org}/ledger", headers=auth(owner.token)).status_code == 200
+    assert hops == ["_work"], hops

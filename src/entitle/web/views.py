@@ -27,7 +27,6 @@ from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, Query, Requ
 from fastapi import Path as PathParam  # Path is pathlib's here
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
-from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import exists, func, select
@@ -37,6 +36,7 @@ from entitle import attention
 from entitle.actors import Actor
 from entitle.attention import organization as attention_org
 from entitle.api.deps import client_id
+from entitle.api.routing import OneHopRoute
 from entitle.catalog import services as catalog
 from entitle.context import Context
 from entitle.db import reading, transaction
@@ -311,7 +311,7 @@ def _password_change_redirect(request: Request) -> Response:
     return RedirectResponse(PASSWORD_PAGE, status_code=303)
 
 
-class WebRoute(APIRoute):
+class WebRoute(OneHopRoute):
     """Turns refusals in web handlers into HTML (the API keeps its JSON handlers)."""
 
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:

@@ -9,6 +9,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from entitle.api.routing import OneHopRoute, quick_read
 from entitle.access_commander import services as ac
 from entitle.access_commander.models import DEVICE_TYPES, Installation
 from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, refusals
@@ -17,7 +18,7 @@ from entitle.errors import Unauthorized
 from entitle.platform import idempotency
 from entitle.text import SingleLine
 
-router = APIRouter(tags=["access-commander"])
+router = APIRouter(route_class=OneHopRoute, tags=["access-commander"])
 
 REFUSALS = refusals(403, 409)  # a viewer may not; an Access Commander rule refused (R-AC-1 … R-AC-8)
 
@@ -239,6 +240,7 @@ def create_installation(org_id: int, body: InstallationIn, actor: CurrentActor, 
 
 
 @router.get("/orgs/{org_id}/ac/installations", response_model=InstallationPage)
+@quick_read
 def list_installations(org_id: int, actor: CurrentActor, db: DB, page: Paging) -> dict[str, Any]:
     """The organization's installations, oldest first."""
     actor.require_member(org_id)
@@ -247,6 +249,7 @@ def list_installations(org_id: int, actor: CurrentActor, db: DB, page: Paging) -
 
 
 @router.get("/orgs/{org_id}/ac/installations/{installation_id}", response_model=OverviewOut)
+@quick_read
 def installation_overview(org_id: int, installation_id: int, actor: CurrentActor, db: DB, now: Now) -> dict[str, Any]:
     """License settings: state (trial, active, protective, suspended), the protective period's
     end, required / owned devices and Attendance users, the license device, the device list."""

@@ -5,10 +5,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from entitle.api.routing import OneHopRoute
 from entitle import attention
 from entitle.api.deps import DB, CurrentActor, Now
 
-router = APIRouter(tags=["attention"])
+router = APIRouter(route_class=OneHopRoute, tags=["attention"])
 
 
 class AttentionItem(BaseModel):

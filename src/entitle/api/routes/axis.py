@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from entitle.api.routing import OneHopRoute, quick_read
 from entitle.api.deps import DB, Ctx, CurrentActor, Cursor, Now, Page, Paging, client_id, refusals
 from entitle.api.schemas import Paged
 from entitle.axis import services as axis
@@ -29,7 +30,7 @@ from entitle.platform import idempotency
 from entitle.systems.models import System
 from entitle.text import SingleLine
 
-router = APIRouter(tags=["axis"])
+router = APIRouter(route_class=OneHopRoute, tags=["axis"])
 
 State = Literal["not_registered", "trial", "in_grace", "fully_licensed", "partially_licensed", "not_licensed"]
 LicenseType = Annotated[str, Field(min_length=1, max_length=32, description="e.g. core, universal")]
@@ -335,6 +336,7 @@ def _state(s: Session, org_id: int, product: str, now: datetime) -> str:
 # --- products ------------------------------------------------------------------------------------
 
 @router.get("/orgs/{org_id}/axis/products", response_model=AxisProductPage)
+@quick_read
 def list_products(org_id: int, actor: CurrentActor, db: DB, now: Now, page: Paging) -> dict[str, Any]:
     """The product list: every AXIS product registered to the organization, with its state, in
     the catalog's order."""
@@ -344,6 +346,7 @@ def list_products(org_id: int, actor: CurrentActor, db: DB, now: Now, page: Pagi
 
 
 @router.get("/orgs/{org_id}/axis/products/{product}", response_model=StatusOut)
+@quick_read
 def product_status(org_id: int, product: str, actor: CurrentActor, db: DB, now: Now) -> dict[str, Any]:
     """A product's overview and licensing: state (trial, in_grace, fully_licensed,
     partially_licensed, not_licensed), the current subscription year and its grace end, need and
@@ -441,6 +444,7 @@ def register_system(org_id: int, body: SystemIn, actor: CurrentActor, db: DB, no
 
 
 @router.get("/orgs/{org_id}/axis/systems", response_model=AxisSystemPage)
+@quick_read
 def list_systems(org_id: int, actor: CurrentActor, db: DB, page: Paging) -> dict[str, Any]:
     """The organization's AXIS systems, online and offline, with device counts per license type."""
     actor.require_member(org_id)
@@ -449,6 +453,7 @@ def list_systems(org_id: int, actor: CurrentActor, db: DB, page: Paging) -> dict
 
 
 @router.get("/orgs/{org_id}/axis/systems/{system_id}", response_model=AxisSystemOut)
+@quick_read
 def get_system(org_id: int, system_id: int, actor: CurrentActor, db: DB) -> dict[str, Any]:
     actor.require_member(org_id)
     return _system(db, org_id, system_id)

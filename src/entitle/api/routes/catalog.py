@@ -4,11 +4,12 @@ from typing import Any
 
 from fastapi import APIRouter, Body
 
+from entitle.api.routing import OneHopRoute
 from entitle.api.deps import DB, CurrentActor, Now, Paging, refusals
 from entitle.api.schemas import CatalogLoadOut, CatalogProductPage
 from entitle.catalog import services as catalog
 
-router = APIRouter(tags=["catalog"])
+router = APIRouter(route_class=OneHopRoute, tags=["catalog"])
 
 
 @router.get("/catalog/products", response_model=CatalogProductPage)

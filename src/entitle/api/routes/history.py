@@ -3,11 +3,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from entitle.api.deps import DB, CurrentActor, Paging
+from entitle.api.routing import OneHopRoute
 from entitle.api.schemas import HistoryPage, VerifyOut
 from entitle.history import sentences
 from entitle.history import services as history
 
-router = APIRouter(tags=["history"])
+router = APIRouter(route_class=OneHopRoute, tags=["history"])
 
 
 @router.get("/orgs/{org_id}/history", response_model=HistoryPage)

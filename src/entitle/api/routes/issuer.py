@@ -5,13 +5,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request, Response, status
 
 from entitle.api.deps import DB, Ctx, CurrentActor, Paging, refusals
+from entitle.api.routing import OneHopRoute
 from entitle.api.schemas import BatchPage, CancelIn, CancelOut, MintIn, MintOut
 from entitle.db import transaction
 from entitle.keys import services as keys
 from entitle.platform import idempotency
 from entitle.tenancy import services as tenancy
 
-router = APIRouter(prefix="/issuer", tags=["issuer"])
+router = APIRouter(route_class=OneHopRoute, prefix="/issuer", tags=["issuer"])
 
 IdemKey = Annotated[str | None, Header(description="Required: a retry with the same key mints nothing.")]
 

@@ -5,16 +5,18 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request, Response
 
 from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, client_id
+from entitle.api.routing import OneHopRoute, quick_read
 from entitle.api.schemas import LedgerPage, RedeemIn, RedeemOut, WalletOut
 from entitle.keys import services as keys
 from entitle.ledger import services as ledger
 from entitle.ledger.models import LedgerTransaction
 from entitle.platform import idempotency
 
-router = APIRouter(tags=["wallet"])
+router = APIRouter(route_class=OneHopRoute, tags=["wallet"])
 
 
 @router.get("/orgs/{org_id}/wallet", response_model=WalletOut)
+@quick_read
 def wallet(org_id: int, actor: CurrentActor, db: DB, now: Now) -> dict[str, object]:
     """Units redeemed into the organization and not yet allocated, per part number."""
     actor.require_member(org_id)

@@ -21,6 +21,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from entitle.api.routing import OneHopRoute, quick_read
 from entitle.actors import Actor
 from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, client_id, refusals
 from entitle.api.schemas import Paged
@@ -35,7 +36,7 @@ from entitle.tenancy import services as tenancy
 from entitle.tenancy.models import User
 from entitle.text import SingleLine
 
-router = APIRouter(tags=["my2n"])
+router = APIRouter(route_class=OneHopRoute, tags=["my2n"])
 
 MAX_ID = 2**63 - 1  # a database integer
 SiteId = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -465,6 +466,7 @@ def _idempotent(ctx: Context, request: Request, response: Response, *, org_id: i
 # --- sites (R-MY-1) ------------------------------------------------------------------------------
 
 @router.get("/orgs/{org_id}/sites", response_model=SitePage)
+@quick_read
 def list_sites(org_id: int, actor: CurrentActor, db: DB, now: Now, page: Paging) -> dict[str, Any]:
     """The organization's (company's) sites, oldest first."""
     actor.require_member(org_id)
@@ -500,12 +502,14 @@ def change_region(org_id: int, site_id: SiteId, body: RegionIn, actor: CurrentAc
 
 
 @router.get("/orgs/{org_id}/sites/{site_id}", response_model=SiteOut)
+@quick_read
 def get_site(org_id: int, site_id: SiteId, actor: CurrentActor, db: DB, now: Now) -> dict[str, Any]:
     """A site with its business model; a custom-model site shows when it expires (R-MY-1)."""
     return my2n.site_to_dict(_site(db, actor, org_id, site_id), now)
 
 
 @router.get("/orgs/{org_id}/sites/{site_id}/dashboard", response_model=DashboardOut)
+@quick_read
 def site_dashboard(org_id: int, site_id: SiteId, actor: CurrentActor, db: DB, now: Now,
                    page: Paging) -> dict[str, Any]:
     """The site dashboard: apartments, how many need a license (5 apartments, one empty: 4), which

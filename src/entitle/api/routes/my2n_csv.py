@@ -11,12 +11,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
+from entitle.api.routing import OneHopRoute
 from entitle.api.deps import DB, CurrentActor, Now
 from entitle.errors import EntitleError
 from entitle.my2n import csvio
 from entitle.my2n import services as my2n
 
-router = APIRouter(tags=["my2n"])
+router = APIRouter(route_class=OneHopRoute, tags=["my2n"])
 
 SiteId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 MAX_BYTES = csvio.MAX_BYTES

@@ -9,10 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
+from entitle.api.routing import OneHopRoute
 from entitle.api.deps import DB, CurrentActor, Now, Paging
 from entitle.delivery import inbox
 
-router = APIRouter(tags=["notifications"])
+router = APIRouter(route_class=OneHopRoute, tags=["notifications"])
 
 NotificationId = Annotated[int, Path(ge=1, le=2**63 - 1)]  # a database integer
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Header, Request, Response, status
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from entitle.api.routing import OneHopRoute
 from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, refusals
 from entitle.api.schemas import Paged
 from entitle.db import transaction
@@ -13,7 +14,7 @@ from entitle.platform import idempotency
 from entitle.signing import services as signing
 from entitle.systems import services as systems
 
-router = APIRouter(tags=["systems"])
+router = APIRouter(route_class=OneHopRoute, tags=["systems"])
 
 
 class SystemOut(BaseModel):

@@ -5,6 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request, status
 from sqlalchemy.orm import Session
 
+from entitle.api.routing import OneHopRoute, quick_read
 from entitle.actors import Actor
 from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, client_id, refusals
 from entitle.api.schemas import (ApiTokenOut, MemberIn, MemberOut, MemberPage, MeOut, OrgIn, OrgOut, OrgPage,
@@ -15,7 +16,7 @@ from entitle.errors import NotFound
 from entitle.tenancy import services as tenancy
 from entitle.tenancy.models import Role, User
 
-router = APIRouter(tags=["organizations"])
+router = APIRouter(route_class=OneHopRoute, tags=["organizations"])
 
 DbId = Annotated[int, Path(ge=1, le=2**63 - 1)]  # a database integer
 
@@ -42,6 +43,7 @@ def _me(db: Session, actor: Actor) -> User:
 
 
 @router.get("/me", response_model=MeOut, tags=["auth"])
+@quick_read
 def me(actor: CurrentActor, db: DB) -> dict[str, object]:
     user = _me(db, actor)
     orgs = tenancy.organizations_of(db, actor)
@@ -92,13 +94,10 @@ def revoke_token(token_id: DbId, actor: CurrentActor, db: DB, now: Now) -> dict[
 
 
 @router.get("/orgs", response_model=OrgPage)
+@quick_read
 def list_orgs(actor: CurrentActor, db: DB, page: Paging) -> dict[str, object]:
-    orgs = [o for o in tenancy.organizations_of(db, actor) if page.cursor is None or o.id > page.cursor]
-    orgs.sort(key=lambda o: o.id)
-    items = orgs[: page.limit]
-    more = len(orgs) > page.limit
-    return {"items": [tenancy.org_to_dict(o, actor.role_in(o.id)) for o in items],
-            "next_cursor": items[-1].id if more else None}
+    rows = tenancy.organization_page(db, actor, after=page.cursor, fetch=page.fetch)
+    return page.answer(rows, lambda o: tenancy.org_to_dict(o, actor.role_in(o.id)))
 
 
 @router.post("/orgs", response_model=OrgOut, status_code=status.HTTP_201_CREATED)
@@ -111,12 +110,14 @@ def create_org(body: OrgIn, actor: CurrentActor, db: DB, now: Now) -> dict[str, 
 
 
 @router.get("/orgs/{org_id}", response_model=OrgOut)
+@quick_read
 def get_org(org_id: int, actor: CurrentActor, db: DB) -> dict[str, object]:
     org = tenancy.get_organization(db, org_id, actor=actor)
     return tenancy.org_to_dict(org, actor.role_in(org_id))
 
 
 @router.get("/orgs/{org_id}/members", response_model=MemberPage)
+@quick_read
 def list_members(org_id: int, actor: CurrentActor, db: DB, page: Paging) -> dict[str, Any]:
     """The organization's members, oldest first."""
     actor.require_member(org_id)

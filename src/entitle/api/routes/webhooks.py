@@ -14,12 +14,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, Field
 
+from entitle.api.routing import OneHopRoute
 from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, refusals
 from entitle.delivery import notifications, webhooks
 from entitle.delivery.webhooks import EVENT_TYPES, check_event_types, delivery_detail, send_test_event
 from entitle.text import SingleLine
 
-router = APIRouter(tags=["webhooks"])
+router = APIRouter(route_class=OneHopRoute, tags=["webhooks"])
 
 MAX_ID = 2**63 - 1  # a database integer
 EndpointId = Annotated[int, Path(ge=1, le=MAX_ID)]
