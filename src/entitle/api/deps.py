@@ -57,14 +57,14 @@ class RequestSession:
             self.session = session
         return self.session
 
-    def commit_here(self) -> None:
-        """End the request's transaction now, in the calling thread (the route's own: see
-        ``entitle.api.routing``), when the route has returned; the end then has nothing to do."""
+    def end_here(self, *, ok: bool) -> None:
+        """End the request's transaction now, where the route ran (its thread, or the event loop
+        for a quick read: see ``entitle.api.routing``); the request's end then has nothing to do."""
         session, self.session = self.session, None
         if session is None:
             return
         if session.info.get(_CONNECTED):
-            _finish(session, True)
+            _finish(session, ok)
         else:
             session.close()
 

@@ -47,7 +47,7 @@ def reads_on_loop(request: Request) -> bool:
 def one_hop(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     """``endpoint`` as a coroutine function running it in the thread pool (a quick read on
     SQLite: on the event loop), which also commits the request's transaction when the endpoint
-    returns (``RequestSession.commit_here``): one hop for the work and its commit. FastAPI reads
+    returns (``RequestSession.end_here``): one hop for the work and its commit. FastAPI reads
     the parameters from the signature given here (the endpoint's, and the request under a name
     of its own) and their annotations from the endpoint's module (``inspect.unwrap``)."""
     if inspect.iscoroutinefunction(endpoint) or not inspect.isfunction(endpoint):
@@ -60,9 +60,19 @@ def one_hop(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(endpoint)
     async def run(**values: Any) -> Any:
         request: Request = values[own] if own else values.pop(_REQUEST)
+        held = request.scope.get(REQUEST_SESSION)
         if quick and reads_on_loop(request):
-            return endpoint(**values)
-        return await anyio.to_thread.run_sync(_work, endpoint, values, request.scope.get(REQUEST_SESSION))
+            # Ended before anything else runs on the loop: the loop never holds more than one
+            # connection, so it can never wait for one (the pool outnumbers the threads).
+            ok = False
+            try:
+                answer = endpoint(**values)
+                ok = True
+                return answer
+            finally:
+                if held is not None:
+                    held.end_here(ok=ok)
+        return await anyio.to_thread.run_sync(_work, endpoint, values, held)
 
     if own is None:
         signature = inspect.signature(endpoint)
@@ -75,7 +85,7 @@ def one_hop(endpoint: Callable[..., Any]) -> Callable[..., Any]:
 def _work(endpoint: Callable[..., Any], values: dict[str, Any], held: RequestSession | None) -> Any:
     answer = endpoint(**values)
     if held is not None:
-        held.commit_here()  # an exception leaves it to the request's end: rolled back there
+        held.end_here(ok=True)  # an exception leaves it to the request's end: rolled back there
     return answer
 
 
