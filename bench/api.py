@@ -42,7 +42,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from sqlalchemy import Engine, event, func, make_url, select  # noqa: E402
 
-from bench import databases  # noqa: E402
+from bench import databases, floor  # noqa: E402
 from bench.load import LoadResult, get, post_json, run_load  # noqa: E402
 from bench.server import Server, server_process  # noqa: E402
 
@@ -57,7 +57,11 @@ AXIS_PRODUCT = "axis-camera-station"
 APARTMENTS = 50
 READS = ("orgs", "wallet", "axis_status", "ac_status", "my2n_dashboard")
 WRITES = ("redeem", "allocate", "ac_license")
-CASES = ("ping", "healthz", *READS, "openapi", *WRITES)
+# What every authenticated read pays before its own work (bench/floor.py): the remembered actor
+# alone, then with the request's session and one SELECT 1 through it. Served by bench.floor's app,
+# so not with --server-src.
+FLOOR = ("floor_actor", "floor_statement")
+CASES = ("ping", "healthz", *FLOOR, *READS, "openapi", *WRITES)
 GOALS = {"healthz": 0.5, **{r: 0.3 for r in READS}, "redeem": 0.1}
 STATUS_OK = {"allocate": 201, "ac_license": 201}
 
@@ -92,6 +96,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if set(args.databases) - {"sqlite", "postgresql"}:
         p.error("use sqlite and/or postgresql")
     args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    if args.server_src is not None:  # another tree's app: without bench.floor's routes
+        args.cases = [c for c in args.cases if c not in FLOOR]
     if set(args.cases) - set(CASES):
         p.error(f"unknown case(s): {', '.join(sorted(set(args.cases) - set(CASES)))}")
     if "ping" not in args.cases:
@@ -244,6 +250,8 @@ class Requests:
 
     def source(self, case: str) -> Callable[[int], bytes | None]:
         fixed: dict[str, Callable[[Customer], str]] = {
+            "floor_actor": lambda c: floor.ACTOR,
+            "floor_statement": lambda c: floor.STATEMENT.format(org_id=c.org_id),
             "orgs": lambda c: f"{API}/orgs",
             "wallet": lambda c: f"{API}/orgs/{c.org_id}/wallet",
             "axis_status": lambda c: f"{API}/orgs/{c.org_id}/axis/products/{AXIS_PRODUCT}",
@@ -415,7 +423,11 @@ def bench_database(name: str, args: argparse.Namespace, workdir: Path) -> dict[s
     ok_redeems = 1 if out["statements"] else 0  # the one counted above
     console.print(f"  one server process, {args.connections} connections, {args.rounds} round(s) of "
                   f"{len(args.cases)} cases ({args.warmup:g} s warm-up + {args.duration:g} s each)…")
-    with server_process(db.url, workers=1, workdir=workdir, env=env) as server:
+    factory = "entitle.api.app:app_from_env"
+    if args.server_src is None:
+        factory = floor.FACTORY
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [floor.ROOT, os.environ.get("PYTHONPATH")]))
+    with server_process(db.url, workers=1, workdir=workdir, env=env, factory=factory) as server:
         for _ in range(args.rounds):
             got = {}
             for case in args.cases:

@@ -68,9 +68,11 @@ def serving(database_url: str, *, workers: int, workdir: Path) -> Iterator[int]:
 
 @contextmanager
 def server_process(database_url: str, *, workers: int, workdir: Path,
-                   env: dict[str, str] | None = None) -> Iterator[Server]:
+                   env: dict[str, str] | None = None,
+                   factory: str = "entitle.api.app:app_from_env") -> Iterator[Server]:
     """``serving``, yielding the port and the process (for its CPU time); ``env`` is added to the
-    server's environment (e.g. ``PYTHONPATH`` to serve another source tree)."""
+    server's environment (e.g. ``PYTHONPATH`` to serve another source tree); ``factory``: the app (``bench.floor`` adds
+    the API benchmark's floor routes to the product's)."""
     port = free_port()
     env = {
         **os.environ,
@@ -81,7 +83,7 @@ def server_process(database_url: str, *, workers: int, workdir: Path,
         "ENTITLE_SECRET_KEY_FILE": str(workdir / "secret.key"),
         **(env or {}),
     }
-    cmd = [sys.executable, "-m", "uvicorn", "entitle.api.app:app_from_env", "--factory",
+    cmd = [sys.executable, "-m", "uvicorn", factory, "--factory",
            "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port),
            "--log-level", "warning", "--no-access-log"]
     # Its own session: stopping it stops its worker processes too, and nothing else.

@@ -630,6 +630,26 @@ def test_compensation_in_a_leap_year_and_after_a_renewal(world: World) -> None: 
     assert org.status(y1 + 61 * DAY)["wallet"]["remainder_license_days"] == {"AXIS-ACS-CORE-1Y": 183}
 
 
+def test_a_remainder_becomes_units_with_the_next_compensation_of_its_part(world: World) -> None:  # R-AX-7
+    # The decision in docs/axis.md ("Compensation"): license-days kept from a 366-day year can be
+    # worth a whole unit of a 365-day year; they are paid with the next compensation of the part,
+    # not by an allocation that has none.
+    s0 = utc(2027, 3, 1)  # year 0 holds 29 February 2028: 366 days; year 1 has 365
+    org = subscribed(world, s0, core=1, redeem=[("AXIS-ACS-CORE-1Y", 3)])
+    day365 = s0 + 365 * DAY  # 2028-02-29, the last day of year 0
+    [a] = org.allocate(day365, ("core", 0, 1))["allocations"]
+    assert (a["compensation_license_days"], a["compensation_units"]) == (365, 0)  # less than 366
+    [b] = org.allocate(day365, ("core", 1, 1))["allocations"]  # ahead: nothing overlaps
+    assert (b["compensation_license_days"], b["compensation_units"]) == (0, 0)
+    assert org.status(day365)["wallet"]["remainder_license_days"] == {"AXIS-ACS-CORE-1Y": 365}
+    y1 = utc(2028, 3, 1)
+    [c] = org.allocate(y1 + 31 * DAY, ("core", 1, 1))["allocations"]  # after year 1's grace
+    assert (c["compensation_license_days"], c["compensation_units"]) == (31, 1)  # 365 + 31 = 1 unit + 31
+    st = org.status(y1 + 31 * DAY)
+    assert st["wallet"]["remainder_license_days"] == {"AXIS-ACS-CORE-1Y": 31}
+    assert st["wallet"]["units"]["core"] == {"subscription:1": 1}
+
+
 def test_compensation_for_five_year_units_gives_back_the_overlap_only(world: World) -> None:  # R-AX-7
     s0 = utc(2026, 3, 1)  # year 0: 2026-03-01 .. 2027-03-01, 365 days
     org = subscribed(world, s0, core=10, redeem=[("AXIS-ACS-CORE-5Y", 10)])

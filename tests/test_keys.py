@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from conftest import auth
+from entitle.actors import operator
+from entitle.db import transaction
+from entitle.errors import EntitleError
 from entitle.keys import codes
+from entitle.keys import services as key_services
 from entitle.keys.models import LicenseKey
 from entitle.ledger.models import LedgerTransaction
 from helpers import (
@@ -131,3 +136,25 @@ def test_cancel_moves_a_keys_units_to_cancelled_and_only_the_issuer_cancels(worl
     r = client.post("/api/v1/issuer/keys/cancel", json={"key": b}, headers=auth(issuer.token, "c2"))
     assert (r.status_code, error_code(r)) == (409, "key_not_active")
     assert balances_by_kind(world.ctx.engine) == {"issued": -2, "key_batch": 0, "cancelled": 1, "wallet": 1}
+
+
+def test_an_unknown_organization_is_refused_before_what_is_wrong_with_the_key(world):
+    # R-CORE-4: the organization and the key are read in one statement; the refusals keep their
+    # order (the operator may name any organization, so this is the console's case).
+    org, _owner = org_with_owner(world, "Acme", "ann@example.com")
+    [code] = world.mint("91379040")
+
+    def refusal(org_id: int, typed: str) -> str:
+        with pytest.raises(EntitleError) as caught, transaction(world.ctx.sessions) as s:
+            key_services.redeem(s, org_id=org_id, typed_key=typed, actor=operator(), now=world.now)
+        return caught.value.code
+
+    assert refusal(org + 1000, "not-a-key") == "organization_not_found"
+    assert refusal(org + 1000, unissued_code()) == "organization_not_found"
+    assert refusal(org + 1000, code) == "organization_not_found"
+    assert refusal(org, "not-a-key") == "key_malformed"
+    assert refusal(org, unissued_code()) == "key_unknown"
+    with transaction(world.ctx.sessions) as s:
+        assert key_services.redeem(s, org_id=org, typed_key=code, actor=operator(), now=world.now)["quantity"] == 1
+    assert refusal(org, code) == "key_already_redeemed"
+    assert wallet_of(world.ctx.engine, org) == {"91379040": 1}

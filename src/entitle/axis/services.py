@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, and_, cast, func, insert, or_, select, update
+from sqlalchemy import String, and_, bindparam, cast, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from entitle.actors import Actor, operator
@@ -48,8 +48,15 @@ SWEEP_ACTOR = operator("sweep")
 
 # --- products ------------------------------------------------------------------------------------
 
+# The statements the product status runs on every read, built once: building and cache-keying a
+# select() costs more than running it here (docs/benchmarks.md, "The API layer").
+_PRODUCT = select(Product).where(Product.code == bindparam("code"))
+_ORG_PRODUCT = select(OrgProduct).where(OrgProduct.org_id == bindparam("org_id"),
+                                        OrgProduct.product_id == bindparam("product_id"))
+
+
 def product_by_code(session: Session, code: str) -> Product:
-    product = session.scalars(select(Product).where(Product.code == code)).one_or_none()
+    product = session.scalars(_PRODUCT, {"code": code}).one_or_none()
     if product is None or product.model != MODEL:
         raise NotFound("product", product=code)
     return product
@@ -69,8 +76,7 @@ def _require_type(product: Product, license_type: str) -> None:
 
 
 def org_product(session: Session, org_id: int, product: Product) -> OrgProduct | None:
-    return session.scalars(select(OrgProduct).where(OrgProduct.org_id == org_id,
-                                                    OrgProduct.product_id == product.id)).one_or_none()
+    return session.scalars(_ORG_PRODUCT, {"org_id": org_id, "product_id": product.id}).one_or_none()
 
 
 def _registered(session: Session, org_id: int, product: Product) -> OrgProduct:
@@ -318,28 +324,36 @@ def need(session: Session, org_id: int, product_id: int, *, now: datetime, at: d
     """License type -> (devices needing a license now, devices that did at ``at``), counted in
     one pass over the product's devices (an index-only scan of ``ix_axis_devices_need``).
     Devices on hardware are licensed by the hardware (R-AX-10) and not counted here."""
-    at = at or now
-    present_now = and_(AxisDevice.added_at <= now, or_(AxisDevice.removed_at.is_(None), AxisDevice.removed_at > now))
-    present_at = and_(AxisDevice.added_at <= at, or_(AxisDevice.removed_at.is_(None), AxisDevice.removed_at > at))
-    rows = session.execute(
-        select(AxisDevice.license_type, func.count().filter(present_now), func.count().filter(present_at))
-        .where(AxisDevice.org_id == org_id, AxisDevice.product_id == product_id, AxisDevice.hardware_id.is_(None))
-        .group_by(AxisDevice.license_type)).all()
+    rows = session.execute(_NEED, {"org_id": org_id, "product_id": product_id, "now": now, "at": at or now}).all()
     return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
+
+def _present(at: Any) -> Any:
+    return and_(AxisDevice.added_at <= at, or_(AxisDevice.removed_at.is_(None), AxisDevice.removed_at > at))
+
+
+_MOMENT = AxisDevice.__table__.c.added_at.type
+_NEED = (select(AxisDevice.license_type, func.count().filter(_present(bindparam("now", type_=_MOMENT))),
+                func.count().filter(_present(bindparam("at", type_=_MOMENT))))
+         .where(AxisDevice.org_id == bindparam("org_id"), AxisDevice.product_id == bindparam("product_id"),
+                AxisDevice.hardware_id.is_(None))
+         .group_by(AxisDevice.license_type))
 
 
 def allocated(session: Session, org_id: int, product_id: int) -> dict[str, dict[int, int]]:
     """License type -> {year index: units licensed for that year} (a five-year unit counts in
     each of its five years)."""
-    rows = session.execute(
-        select(Allocation.license_type, Allocation.first_year, Allocation.years, func.sum(Allocation.units))
-        .where(Allocation.org_id == org_id, Allocation.product_id == product_id)
-        .group_by(Allocation.license_type, Allocation.first_year, Allocation.years)).all()
+    rows = session.execute(_ALLOCATED, {"org_id": org_id, "product_id": product_id}).all()
     out: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for license_type, first, years, units in rows:
         for index in range(first, first + years):
             out[license_type][index] += int(units)
     return {t: dict(by_year) for t, by_year in out.items()}
+
+
+_ALLOCATED = (select(Allocation.license_type, Allocation.first_year, Allocation.years, func.sum(Allocation.units))
+              .where(Allocation.org_id == bindparam("org_id"), Allocation.product_id == bindparam("product_id"))
+              .group_by(Allocation.license_type, Allocation.first_year, Allocation.years))
 
 
 # --- the wallet (R-AX-4) --------------------------------------------------------------------------
@@ -368,20 +382,23 @@ class LotView:
                 "received_at": self.received_at.isoformat(), "expires_at": self.expires_at.isoformat()}
 
 
+_LATEST_LOT_ENTRIES = (select(Entry.account_id, func.max(Entry.id).label("entry_id"))
+                       .join(Account, Account.id == Entry.account_id)
+                       .where(Account.org_id == bindparam("org_id"), Account.kind == "wallet",
+                              Account.ref.startswith(ledger.LOT_PREFIX))
+                       .group_by(Entry.account_id).subquery())
+_LOTS = (select(Account, Sku, Entry.balance_after)
+         .join(Sku, Sku.id == Account.sku_id)
+         .join(_LATEST_LOT_ENTRIES, _LATEST_LOT_ENTRIES.c.account_id == Account.id)
+         .join(Entry, Entry.id == _LATEST_LOT_ENTRIES.c.entry_id)
+         .where(Sku.product_id == bindparam("product_id"), Entry.balance_after > 0)
+         .order_by(Account.created_at, Account.id))
+
+
 def lots(session: Session, org_id: int, product: Product, *, now: datetime, expired: bool = False) -> list[LotView]:
     """The product's wallet lots holding units, oldest first: those still usable at ``now``, or
     (``expired=True``) those past their five years whose expiry is not recorded yet."""
-    latest = (select(Entry.account_id, func.max(Entry.id).label("entry_id"))
-              .join(Account, Account.id == Entry.account_id)
-              .where(Account.org_id == org_id, Account.kind == "wallet", Account.ref.startswith(ledger.LOT_PREFIX))
-              .group_by(Entry.account_id).subquery())
-    rows = session.execute(
-        select(Account, Sku, Entry.balance_after)
-        .join(Sku, Sku.id == Account.sku_id)
-        .join(latest, latest.c.account_id == Account.id)
-        .join(Entry, Entry.id == latest.c.entry_id)
-        .where(Sku.product_id == product.id, Entry.balance_after > 0)
-        .order_by(Account.created_at, Account.id)).all()
+    rows = session.execute(_LOTS, {"org_id": org_id, "product_id": product.id}).all()
     out = [LotView(a, s, int(b)) for a, s, b in rows]
     return [lot for lot in out if (lot.expires_at <= now) == expired]
 
@@ -442,10 +459,13 @@ def expiry_transition(org_id: int, product_code: str, lot: LotView) -> Transitio
                       record=lambda session, now: record_swept_expiry(session, account_id=account_id, now=now))
 
 
+_REMAINDERS = (select(Sku.part_number, CompensationRemainder.license_days)
+               .join(Sku, Sku.id == CompensationRemainder.sku_id)
+               .where(CompensationRemainder.org_id == bindparam("org_id"), Sku.product_id == bindparam("product_id")))
+
+
 def _remainders(session: Session, org_id: int, product: Product) -> dict[str, int]:
-    rows = session.execute(select(Sku.part_number, CompensationRemainder.license_days)
-                           .join(Sku, Sku.id == CompensationRemainder.sku_id)
-                           .where(CompensationRemainder.org_id == org_id, Sku.product_id == product.id)).all()
+    rows = session.execute(_REMAINDERS, {"org_id": org_id, "product_id": product.id}).all()
     return {p: int(d) for p, d in rows if d}
 
 
@@ -597,7 +617,7 @@ def _allocate_line(session: Session, *, org_id: int, product: Product, op: OrgPr
         units = sum(n for _, n in parts)
         target = ledger.account(session, org_id=org_id, kind="axis_allocation", sku_id=sku_id,
                                 ref=f"{product.id}/{line.year}", now=now)
-        txn = ledger.post(session, org_id=org_id, kind="allocation", actor=actor, now=now,
+        txn_id = ledger.post(session, org_id=org_id, kind="allocation", actor=actor, now=now,
                           memo=f"{product.code} {line.license_type} year {line.year}",
                           moves=[*((lot.account, -n) for lot, n in parts), (target, units)])
         days = rules.compensation_license_days(units, period, allocated_at=now, registered_at=op.registered_at)
@@ -613,7 +633,7 @@ def _allocate_line(session: Session, *, org_id: int, product: Product, op: OrgPr
         history.record(session, org_id=org_id, actor=actor, now=now, action="axis.allocated",
                        object_type="axis_product", object_id=product.code,
                        after={"license_type": line.license_type, "year": line.year, "term_years": line.term_years,
-                              "units": units, "part_number": sku.part_number, "ledger_txn": txn.id,
+                              "units": units, "part_number": sku.part_number, "ledger_txn": txn_id,
                               "compensation_license_days": days, "compensation_units": credited})
         made.append({"id": row.id, "license_type": line.license_type, "year": line.year, "years": line.term_years,
                      "units": units, "part_number": sku.part_number, "period_start": period.start.isoformat(),
@@ -839,10 +859,15 @@ def register_hardware(session: Session, *, org_id: int, product_code: str, seria
 
 def hardware_of(session: Session, org_id: int, *, after_id: int | None = None,
                 limit: int | None = None) -> list[Hardware]:
+    if after_id is None and limit is None:  # every piece (the product status): built once
+        return list(session.scalars(_HARDWARE_OF, {"org_id": org_id}))
     stmt = select(Hardware).where(Hardware.org_id == org_id)
     if after_id is not None:
         stmt = stmt.where(Hardware.id > after_id)
     return list(session.scalars(stmt.order_by(Hardware.id).limit(limit)))
+
+
+_HARDWARE_OF = select(Hardware).where(Hardware.org_id == bindparam("org_id")).order_by(Hardware.id)
 
 
 def get_hardware(session: Session, org_id: int, serial: str) -> Hardware:

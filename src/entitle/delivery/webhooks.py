@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from entitle.actors import Actor
@@ -172,11 +172,15 @@ def endpoint_to_dict(e: WebhookEndpoint) -> dict[str, Any]:
 
 # --- the outbox: deliveries made with the event ----------------------------------------------------
 
+# Built once: every event of every write runs it.
+_ACTIVE_ENDPOINTS = select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
+    WebhookEndpoint.org_id == bindparam("org_id"), WebhookEndpoint.active.is_(True))
+
+
 def fan_out(session: Session, event: Event) -> int:
     """One pending delivery per active endpoint of the event's organization that wants its type,
     in the caller's transaction (called by ``events.emit``)."""
-    endpoints = session.execute(select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
-        WebhookEndpoint.org_id == event.org_id, WebhookEndpoint.active.is_(True))).all()
+    endpoints = session.execute(_ACTIVE_ENDPOINTS, {"org_id": event.org_id}).all()
     wanted = [endpoint_id for endpoint_id, types in endpoints if matches(list(types), event.type)]
     if not wanted:
         return 0

@@ -66,8 +66,28 @@ def lock_organization(session: Session, org_id: int) -> None:
     checks take on the row (an idempotency record or an account inserted earlier in another
     transaction); FOR UPDATE would deadlock with those.
     """
-    if not is_postgres(session):
-        return
+    if needs_lock(session, org_id):
+        session.execute(select(Organization.id).where(Organization.id == org_id).with_for_update(key_share=True))
+        locked(session, org_id)
+
+
+def needs_lock(session: Session, org_id: int) -> bool:
+    """Whether ``lock_organization`` would lock now. A writer that reads the organization row
+    first can lock it in that same statement (``FOR NO KEY UPDATE OF organizations``, as
+    ``LOCK_OF`` gives), then say so with ``locked``: one statement instead of two."""
+    return is_postgres(session) and org_id not in _held(session)
+
+
+def locked(session: Session, org_id: int) -> None:
+    """Note that this transaction holds the organization's lock (see ``needs_lock``)."""
+    _held(session).add(org_id)
+
+
+# What a statement reading the organization row takes to lock it as ``lock_organization`` does.
+LOCK_OF = {"key_share": True, "of": Organization}
+
+
+def _held(session: Session) -> set[int]:
     # Taken once per transaction (a redeem locks before its wallet figure, then records history):
     # remembered per innermost transaction, since a savepoint rolled back releases its locks.
     txn = session.get_nested_transaction() or session.get_transaction()
@@ -75,14 +95,12 @@ def lock_organization(session: Session, org_id: int) -> None:
     if held is None or held[0] is not txn:
         held = (txn, set())
         session.info[_LOCKS_HELD] = held
-    if org_id in held[1]:
-        return
-    session.execute(select(Organization.id).where(Organization.id == org_id).with_for_update(key_share=True))
-    held[1].add(org_id)
+    return held[1]  # type: ignore[no-any-return]
 
 
 # Built once: an append is part of every business write.
 _HEADS = HistoryHead.__table__
+_INSERT_ENTRY = HistoryEntry.__table__.insert()
 _HEAD = select(_HEADS.c.seq, _HEADS.c.hash, _HEADS.c.mac).where(_HEADS.c.org_id == bindparam("org_id"))
 _MOVE_HEAD = (update(_HEADS).where(_HEADS.c.org_id == bindparam("of_org"))
               .values(seq=bindparam("to_seq"), hash=bindparam("to_hash"), mac=bindparam("to_mac")))
@@ -90,8 +108,9 @@ _MOVE_HEAD = (update(_HEADS).where(_HEADS.c.org_id == bindparam("of_org"))
 
 def record(session: Session, *, org_id: int, actor: Actor, now: datetime, action: str,
            object_type: str, object_id: str | int, before: dict[str, Any] | None = None,
-           after: dict[str, Any] | None = None) -> HistoryEntry:
-    """Append one entry in the caller's transaction, and move the head to it.
+           after: dict[str, Any] | None = None) -> None:
+    """Append one entry in the caller's transaction, and move the head to it (Core statements
+    on the session's connection: nothing reads the entry back as an ORM object).
 
     The entry follows the head, not the last entry found: entries removed from the end stay a gap
     that verify reports. A head that does not verify (changed, removed, another key) is not
@@ -118,16 +137,13 @@ def record(session: Session, *, org_id: int, actor: Actor, now: datetime, action
     fields = dict(seq=seq, at=now, actor=actor.label, action=action, object_type=object_type,
                   object_id=str(object_id), before=before, after=after)
     digest = entry_hash(prev, **fields)
-    entry = HistoryEntry(org_id=org_id, prev_hash=prev, hash=digest,
-                         mac=chain.entry_mac(key, org_id=org_id, seq=seq, hash=digest, head_ok=head_ok), **fields)
-    session.add(entry)
+    conn.execute(_INSERT_ENTRY, {"org_id": org_id, "prev_hash": prev, "hash": digest, **fields,
+                                 "mac": chain.entry_mac(key, org_id=org_id, seq=seq, hash=digest, head_ok=head_ok)})
     mac = chain.head_mac(key, org_id=org_id, seq=seq, hash=digest)
-    session.flush()
     if head is not None:
         conn.execute(_MOVE_HEAD, {"of_org": org_id, "to_seq": seq, "to_hash": digest, "to_mac": mac})
     else:
         conn.execute(_HEADS.insert(), {"org_id": org_id, "seq": seq, "hash": digest, "mac": mac})
-    return entry
 
 
 @dataclass(frozen=True)

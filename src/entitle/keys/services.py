@@ -146,16 +146,44 @@ def batches(session: Session, *, limit: int, before_id: int | None = None) -> li
 
 
 def _find(session: Session, typed: str) -> LicenseKey:
+    key = session.scalars(_KEY_BY_HASH, {"key_hash": _digest(typed)}).one_or_none()
+    if key is None:
+        raise _unknown()
+    return key
+
+
+def _digest(typed: str) -> str:
     try:
-        compact = codes.normalize(typed)
+        return codes.digest(codes.normalize(typed))
     except codes.CodeError as exc:
         raise EntitleError(exc.code, exc.message) from None
-    key = session.scalars(_KEY_BY_HASH, {"key_hash": codes.digest(compact)}).one_or_none()
-    if key is None:
-        raise EntitleError("key_unknown", "No license key matches what you typed. Check that it is "
-                           "the key you received; a key that was never issued cannot be redeemed.",
-                           status=404)
-    return key
+
+
+def _unknown() -> EntitleError:
+    return EntitleError("key_unknown", "No license key matches what you typed. Check that it is "
+                        "the key you received; a key that was never issued cannot be redeemed.", status=404)
+
+
+def _organization_and_key(session: Session, org_id: int, typed: str) -> tuple[Organization, LicenseKey]:
+    """The organization and the key, in one statement; on PostgreSQL it also takes the
+    organization's lock (``history.lock_organization``), which the redeem takes anyway. The
+    refusals keep their order: an unknown organization, then a mistyped key, then an unknown one."""
+    try:
+        digest, mistyped = _digest(typed), None
+    except EntitleError as exc:
+        digest, mistyped = "", exc  # no key table read for it: the organization is still looked up first
+    lock = history.needs_lock(session, org_id)
+    statements = _ORGANIZATION if mistyped else _ORG_AND_KEY
+    row = session.execute(statements[lock], {"org_id": org_id, "key_hash": digest}).first()
+    if row is None:
+        raise NotFound("organization", org_id=org_id)
+    if lock:
+        history.locked(session, org_id)
+    if mistyped is not None:
+        raise mistyped
+    if row.LicenseKey is None:
+        raise _unknown()
+    return row.Organization, row.LicenseKey
 
 
 def _refuse_state(key: LicenseKey, org: Organization) -> None:
@@ -192,6 +220,12 @@ Into = Callable[[Session, Organization, Sku, LicenseKey, datetime], Account]
 
 # Built once (a redeem runs them every time): see ledger.services.
 _KEY_BY_HASH = select(LicenseKey).where(LicenseKey.key_hash == bindparam("key_hash"))
+# The organization and the key (the organization alone for a key mistyped), by "locking?".
+_ORG_AND_KEY = {False: select(Organization, LicenseKey).where(Organization.id == bindparam("org_id"))
+                .outerjoin(LicenseKey, LicenseKey.key_hash == bindparam("key_hash"))}
+_ORG_AND_KEY[True] = _ORG_AND_KEY[False].with_for_update(**history.LOCK_OF)
+_ORGANIZATION = {False: select(Organization).where(Organization.id == bindparam("org_id"))}
+_ORGANIZATION[True] = _ORGANIZATION[False].with_for_update(**history.LOCK_OF)
 _CLAIM = (update(LicenseKey).where(LicenseKey.id == bindparam("key_id"), LicenseKey.state == "active")
           .values(state="used", redeemed_org_id=bindparam("org_id"),
                   redeemed_at=bindparam("now", type_=LicenseKey.__table__.c.redeemed_at.type))
@@ -219,10 +253,7 @@ def redeem(session: Session, *, org_id: int, typed_key: str, actor: Actor, now: 
         actor.require_member(org_id)
     else:
         actor.require_licensing(org_id)
-    org = session.get(Organization, org_id)
-    if org is None:
-        raise NotFound("organization", org_id=org_id)
-    key = _find(session, typed_key)
+    org, key = _organization_and_key(session, org_id, typed_key)
     if into is None:  # the wallet: a voucher code is told where it goes, whatever its state
         refuse_voucher_in_wallet(key.batch.sku)
     _refuse_state(key, org)
@@ -245,7 +276,7 @@ def redeem(session: Session, *, org_id: int, typed_key: str, actor: Actor, now: 
         _refuse_state(key, org)
         raise Conflict("key_already_redeemed", "This key was already redeemed; each key can be redeemed once.")
     qty = key.batch.quantity_per_key
-    history.lock_organization(session, org.id)  # the wallet figure below stays true until commit
+    history.lock_organization(session, org.id)  # held since the first read; the wallet figure stays true until commit
     before = ledger.wallet_units(session, org.id, sku.id, now=now)  # live units only (R-AX-4)
     after = before + qty if target.kind == "wallet" else before
     history.record(session, org_id=org.id, actor=actor, now=now, action="key.redeemed",

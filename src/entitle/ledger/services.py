@@ -40,6 +40,8 @@ _BALANCES = select(Entry.account_id, Entry.balance_after).where(Entry.id.in_(
 _LOCK_ACCOUNTS = (select(Account.id).where(Account.id.in_(bindparam("ids", expanding=True)))
                   .order_by(Account.id).with_for_update())
 _INSERT_ENTRIES = insert(Entry)
+# Core, not a flushed ORM object: nothing reads the transaction back as one (its id is enough).
+_INSERT_TRANSACTION = LedgerTransaction.__table__.insert().returning(LedgerTransaction.__table__.c.id)
 
 
 def account(session: Session, *, org_id: int, kind: str, sku_id: int, ref: str = "",
@@ -88,9 +90,9 @@ class UnbalancedTransaction(ValueError):
 
 
 def post(session: Session, *, org_id: int, kind: str, actor: Actor, now: datetime,
-         moves: Sequence[tuple[Account, int]], memo: str = "") -> LedgerTransaction:
-    """Write one balanced transaction. Refuses, with nothing written, if a bounded account
-    would go negative."""
+         moves: Sequence[tuple[Account, int]], memo: str = "") -> int:
+    """Write one balanced transaction; its id. Refuses, with nothing written, if a bounded
+    account would go negative."""
     if sum(amount for _, amount in moves) != 0:
         raise UnbalancedTransaction(f"entries of {kind} do not sum to zero: {moves}")
     moves = [(a, amount) for a, amount in moves if amount != 0]
@@ -115,17 +117,16 @@ def post(session: Session, *, org_id: int, kind: str, actor: Actor, now: datetim
         running[acct.id] = available + amount
         entries.append({"account_id": acct.id, "amount": amount, "balance_after": running[acct.id],
                         "created_at": now})
-    txn = LedgerTransaction(org_id=org_id, kind=kind, memo=memo, actor=actor.label, created_at=now)
-    session.add(txn)
-    session.flush()
+    txn_id = int(session.execute(_INSERT_TRANSACTION, {"org_id": org_id, "kind": kind, "memo": memo,
+                                                       "actor": actor.label, "created_at": now}).scalar_one())
     # One statement for every entry (executemany); nothing reads them back in this transaction
     # through the ORM but queries, which see them.
-    session.execute(_INSERT_ENTRIES, [{**entry, "transaction_id": txn.id} for entry in entries])
-    return txn
+    session.execute(_INSERT_ENTRIES, [{**entry, "transaction_id": txn_id} for entry in entries])
+    return txn_id
 
 
 def transfer(session: Session, *, source: Account, target: Account, amount: int, org_id: int,
-             kind: str, actor: Actor, now: datetime, memo: str = "") -> LedgerTransaction:
+             kind: str, actor: Actor, now: datetime, memo: str = "") -> int:
     if amount <= 0:
         raise ValueError("a transfer moves a positive amount")
     return post(session, org_id=org_id, kind=kind, actor=actor, now=now, memo=memo,

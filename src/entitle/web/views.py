@@ -34,9 +34,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from entitle import attention
 from entitle.actors import Actor
+from entitle.api.routing import OneHopRoute
 from entitle.attention import organization as attention_org
 from entitle.api.deps import client_id
-from entitle.api.routing import OneHopRoute
 from entitle.catalog import services as catalog
 from entitle.context import Context
 from entitle.db import reading, transaction

@@ -9,10 +9,10 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from entitle.api.routing import OneHopRoute, quick_read
 from entitle.access_commander import services as ac
 from entitle.access_commander.models import DEVICE_TYPES, Installation
 from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, refusals
+from entitle.api.routing import OneHopRoute, quick_read
 from entitle.api.schemas import Paged
 from entitle.errors import Unauthorized
 from entitle.platform import idempotency

@@ -5,9 +5,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from entitle.api.routing import OneHopRoute
 from entitle import attention
 from entitle.api.deps import DB, CurrentActor, Now
+from entitle.api.routing import OneHopRoute
 
 router = APIRouter(route_class=OneHopRoute, tags=["attention"])
 

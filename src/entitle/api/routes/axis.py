@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from entitle.api.routing import OneHopRoute, quick_read
 from entitle.api.deps import DB, Ctx, CurrentActor, Cursor, Now, Page, Paging, client_id, refusals
+from entitle.api.routing import OneHopRoute, quick_read
 from entitle.api.schemas import Paged
 from entitle.axis import services as axis
 from entitle.axis.models import AxisDevice, Hardware
@@ -354,11 +354,12 @@ def product_status(org_id: int, product: str, actor: CurrentActor, db: DB, now: 
     guidance. Refusals: product_not_found, product_not_registered."""
     actor.require_member(org_id)
     prod = axis.product_by_code(db, product)
-    if axis.org_product(db, org_id, prod) is None:
+    answer = axis.status(db, org_id=org_id, product=prod, now=now)  # reads the registration first
+    if not answer["registered"]:
         raise EntitleError("product_not_registered",
                            f"No {prod.name} system is registered to this organization; register one first.",
                            status=404, product=prod.code)
-    return axis.status(db, org_id=org_id, product=prod, now=now)
+    return answer
 
 
 @router.post("/orgs/{org_id}/axis/products/{product}/subscription", response_model=StatusOut,

@@ -4,8 +4,8 @@ from typing import Any
 
 from fastapi import APIRouter, Body
 
-from entitle.api.routing import OneHopRoute
 from entitle.api.deps import DB, CurrentActor, Now, Paging, refusals
+from entitle.api.routing import OneHopRoute
 from entitle.api.schemas import CatalogLoadOut, CatalogProductPage
 from entitle.catalog import services as catalog
 

@@ -21,9 +21,9 @@ from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from entitle.api.routing import OneHopRoute, quick_read
 from entitle.actors import Actor
 from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, client_id, refusals
+from entitle.api.routing import OneHopRoute, quick_read
 from entitle.api.schemas import Paged
 from entitle.context import Context
 from entitle.db import reading, transaction

@@ -11,8 +11,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
-from entitle.api.routing import OneHopRoute
 from entitle.api.deps import DB, CurrentActor, Now
+from entitle.api.routing import OneHopRoute
 from entitle.errors import EntitleError
 from entitle.my2n import csvio
 from entitle.my2n import services as my2n

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
-from entitle.api.routing import OneHopRoute
 from entitle.api.deps import DB, CurrentActor, Now, Paging
+from entitle.api.routing import OneHopRoute
 from entitle.delivery import inbox
 
 router = APIRouter(route_class=OneHopRoute, tags=["notifications"])

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Header, Request, Response, status
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from entitle.api.routing import OneHopRoute
 from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, refusals
+from entitle.api.routing import OneHopRoute
 from entitle.api.schemas import Paged
 from entitle.db import transaction
 from entitle.platform import idempotency

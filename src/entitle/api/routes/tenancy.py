@@ -5,9 +5,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request, status
 from sqlalchemy.orm import Session
 
-from entitle.api.routing import OneHopRoute, quick_read
 from entitle.actors import Actor
 from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, client_id, refusals
+from entitle.api.routing import OneHopRoute, quick_read
 from entitle.api.schemas import (ApiTokenOut, MemberIn, MemberOut, MemberPage, MeOut, OrgIn, OrgOut, OrgPage,
                                  PasswordChangedOut, PasswordChangeIn, SessionPage, TokenOut, TokenPage, TokenRequest,
                                  WebSessionOut)

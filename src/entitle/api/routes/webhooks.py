@@ -14,8 +14,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, Field
 
-from entitle.api.routing import OneHopRoute
 from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, refusals
+from entitle.api.routing import OneHopRoute
 from entitle.delivery import notifications, webhooks
 from entitle.delivery.webhooks import EVENT_TYPES, check_event_types, delivery_detail, send_test_event
 from entitle.text import SingleLine
