@@ -9,10 +9,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import fastapi.applications
-from sqlalchemy import Engine, event, update
+from sqlalchemy import Engine, event, select, update
 from starlette.responses import JSONResponse
 
 from conftest import auth
+from entitle.platform.models import Event
 from entitle.tenancy import services as tenancy
 from entitle.tenancy.models import ApiToken, Role
 from helpers import join, org_with_owner, redeem
@@ -239,3 +240,31 @@ def test_an_axis_product_status_reads_the_registration_once(world, client, ctx):
     other, other_owner = org_with_owner(world, "Other", "other@example.com")
     r = client.get(f"/api/v1/orgs/{other}/axis/products/axis-camera-station", headers=auth(other_owner.token))
     assert r.status_code == 404 and r.json()["error"]["code"] == "product_not_registered", r.text
+
+
+def test_adding_devices_checks_the_growth_allowance_without_the_whole_status(world, client, ctx):
+    # R-AX-9 after a device change: the need now and the year's allocation, not the status's
+    # wallet lots, hardware and compensation remainders.
+    org, owner = org_with_owner(world, "Cams", "cam@example.com")
+    base, h = f"/api/v1/orgs/{org}/axis", auth(owner.token)
+    r = client.post(f"{base}/systems", json={"uid": "ACS-1", "name": "HQ", "product": "axis-camera-station"}, headers=h)
+    assert r.status_code == 201, r.text
+    devices = f"{base}/systems/{r.json()['id']}/devices"
+    assert client.post(f"{base}/products/axis-camera-station/subscription", headers=h).status_code == 201
+    [key] = world.mint("AXIS-ACS-CORE-1Y", quantity=1)
+    assert redeem(client, owner.token, org, key).status_code == 200
+    r = client.post(f"{base}/products/axis-camera-station/allocations", headers={**h, "Idempotency-Key": "a1"},
+                    json={"lines": [{"license_type": "core", "year": 0, "units": 1}]})
+    assert r.status_code == 201, r.text
+    with transactions(ctx.engine) as done:
+        r = client.post(devices, headers=h, json={"devices": [{"serial": f"CAM-{i}", "license_type": "core"}
+                                                              for i in range(3)]})
+    assert r.status_code == 201, r.text
+    [txn] = [t for t in done if any(s.startswith("INSERT INTO axis_devices") for s in t)]
+    assert not [s for s in txn if "axis_compensation_remainders" in s or s.startswith("SELECT axis_hardware.")], txn
+    # 3 devices on 1 unit: past twice the allocation, flagged once.
+    status = client.get(f"{base}/products/axis-camera-station", headers=h).json()
+    assert status["growth"] == {"over": True, "license_types": {"core": {"need": 3, "allocated": 1, "limit": 2}}}
+    with ctx.sessions() as s:
+        flagged = s.scalars(select(Event.id).where(Event.org_id == org, Event.type == "axis.growth_allowance.exceeded"))
+        assert len(flagged.all()) == 1

@@ -934,12 +934,27 @@ def _check_growth(session: Session, org_id: int, product: Product, now: datetime
     op = org_product(session, org_id, product)
     if op is None or op.subscription_start is None:
         return
-    st = status(session, org_id=org_id, product=product, now=now)
-    growth = st["growth"]
-    if growth["over"] and op.growth_flagged_year != st["current_year"]["index"]:
-        op.growth_flagged_year = st["current_year"]["index"]
+    # The need now and the current year's allocation only: not the whole status (its lots,
+    # hardware and remainders), since devices change often (a system file, an upload).
+    year = rules.year_at(op.subscription_start, now).index
+    over = _over_growth(need(session, org_id, product.id, now=now), allocated(session, org_id, product.id), year)
+    if over and op.growth_flagged_year != year:
+        op.growth_flagged_year = year
         events.emit(session, org_id=org_id, type="axis.growth_allowance.exceeded", now=now, product=product.code,
-                    year=st["current_year"]["index"], license_types=growth["license_types"])
+                    year=year, license_types=over)
+
+
+def _over_growth(need_rows: dict[str, tuple[int, int]], alloc: dict[str, dict[int, int]], year: int
+                 ) -> dict[str, dict[str, int]]:
+    """R-AX-9: the license types of the subscription year ``year`` whose need now is past the
+    growth allowance of the units allocated to it (a type with none allocated is not licensed,
+    not over): type -> need, allocated, limit."""
+    out = {}
+    for t in sorted(set(need_rows) | set(alloc)):
+        need_now, units = need_rows.get(t, (0, 0))[0], alloc.get(t, {}).get(year, 0)
+        if units > 0 and rules.over_growth_allowance(need_now, units):
+            out[t] = {"need": need_now, "allocated": units, "limit": rules.GROWTH_FACTOR * units}
+    return out
 
 
 def status(session: Session, *, org_id: int, product: Product, now: datetime) -> dict[str, Any]:
@@ -983,9 +998,7 @@ def status(session: Session, *, org_id: int, product: Product, now: datetime) ->
             years_out.append({"index": index, "start": period.start.isoformat(), "end": period.end.isoformat(),
                               "grace_end": (grace_end if index == current.index else period.grace_end).isoformat(),
                               "fully_licensed": all(v["missing"] == 0 for v in lt.values()), "license_types": lt})
-    over = {t: {"need": v["need_now"], "allocated": v["allocated"], "limit": rules.GROWTH_FACTOR * v["allocated"]}
-            for t, v in per_type.items()
-            if current is not None and v["allocated"] > 0 and rules.over_growth_allowance(v["need_now"], v["allocated"])}
+    over = _over_growth(need_rows, alloc, current.index) if current is not None else {}
     wallet_by_type: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for lot in wallet:
         wallet_by_type[lot.license_type or "-"][f"{lot.sku.grant_kind}:{lot.sku.term_years or 1}"] += lot.units
