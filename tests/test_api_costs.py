@@ -268,3 +268,27 @@ def test_adding_devices_checks_the_growth_allowance_without_the_whole_status(wor
     with ctx.sessions() as s:
         flagged = s.scalars(select(Event.id).where(Event.org_id == org, Event.type == "axis.growth_allowance.exceeded"))
         assert len(flagged.all()) == 1
+
+
+def test_a_license_generation_plans_once_under_the_license_lock(world, client, ctx):
+    # R-AC-3 R-AC-4: the answer's plan is the one the generation made after locking the current
+    # license, not a second one made before it: the current license is read once (the lock).
+    org, owner = org_with_owner(world, "Plant", "plant@example.com")
+    h = auth(owner.token)
+    r = client.post(f"/api/v1/orgs/{org}/ac/installations", json={"name": "Plant"}, headers=h)
+    assert r.status_code == 201, r.text
+    base = f"/api/v1/orgs/{org}/ac/installations/{r.json()['installation']['id']}"
+    assert client.post(f"{base}/devices", json={"serial": "LD-1", "type": "ip_intercom"}, headers=h).status_code == 201
+    assert client.post(f"{base}/devices/LD-1/state", json={"connected": True}, headers=h).status_code == 200
+    for key in world.mint("91379040", count=2, quantity=2):
+        assert redeem(client, owner.token, org, key).status_code == 200
+    body = {"license_device": "LD-1", "packages": [{"part_number": "91379040", "quantity": 1}]}
+    assert client.post(f"{base}/licenses", json=body, headers=auth(owner.token, "lic-1")).status_code == 201
+    with transactions(ctx.engine) as done:
+        r = client.post(f"{base}/licenses", json=body, headers=auth(owner.token, "lic-2"))
+    assert r.status_code == 201, r.text
+    [move] = r.json()["plan"]["moves"]  # the first license's unit back, the new one's out: 3 -> 3
+    assert (move["back_to_wallet"], move["from_wallet"], move["wallet_before"], move["wallet_after"]) == (1, 1, 3, 3)
+    [txn] = [t for t in done if any(s.startswith("INSERT INTO ac_licenses") for s in t)]
+    current = [s for s in txn if s.startswith("SELECT ac_licenses.id")]
+    assert len(current) <= 2, "\n".join(txn)  # the lock, and the device list's license after the change

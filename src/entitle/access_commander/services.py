@@ -454,16 +454,23 @@ def check_license_device(session: Session, installation: Installation, serial: s
     return dev
 
 
+@dataclass(frozen=True)
+class Generated:
+    license: AcLicense
+    file: str  # the signed license file
+    plan: dict[str, Any]  # what it moved: ``plan_license``'s answer, read under the license's lock
+
+
 def generate_license(session: Session, *, installation: Installation, license_device: str,
                      packages: list[tuple[str, int]] | None, actor: Actor, now: datetime,
-                     secret: bytes) -> tuple[AcLicense, str]:
+                     secret: bytes) -> Generated:
     """Sign a license for ``license_device`` (one of the installation's connected devices,
     R-AC-4) and add it, replacing the current license whole (R-AC-3).
 
     Units: the replaced license's units go back to the wallet and the new license's come out of
     it, in one ledger transaction, so a license can carry the old one's packages over. With
     ``packages`` None the license holds what the installation needs now (``default_packages``);
-    ``plan_license`` tells beforehand what moves."""
+    ``plan_license`` tells beforehand what moves, and the answer says what did."""
     org_id = installation.org_id
     actor.require_licensing(org_id)
     check_license_device(session, installation, license_device, now)
@@ -487,7 +494,7 @@ def generate_license(session: Session, *, installation: Installation, license_de
     seen(session, installation, {license_device: (now, now)})
     _license_added(session, installation=installation, lic=lic, old=old, inactive=plan["devices_made_inactive"],
                    actor=actor, now=now, how="generated")
-    return lic, text
+    return Generated(lic, text, plan)
 
 
 def _new_license(session: Session, *, installation: Installation, license_device: str, old: AcLicense | None,

@@ -590,14 +590,13 @@ def license_generate(
         with context(database_url) as ctx, transaction(ctx.sessions) as s:
             inst = _installation(s, org, installation)
             now = ctx.clock.now()
-            plan = ac.plan_license(s, installation=inst, packages=packages, now=now)
-            lic, text = ac.generate_license(s, installation=inst, license_device=license_device, packages=packages,
-                                            actor=console_actor(), now=now, secret=ctx.secret)
+            made = ac.generate_license(s, installation=inst, license_device=license_device, packages=packages,
+                                       actor=console_actor(), now=now, secret=ctx.secret)
             if staged is not None:  # written before the commit: a full disk generates nothing
-                staged.write(text)
+                staged.write(made.file)
                 staged.flush()
                 os.fsync(staged.fileno())
-            return {"license": ac.license_to_dict(lic), "license_file": text, "plan": plan}
+            return {"license": ac.license_to_dict(made.license), "license_file": made.file, "plan": made.plan}
 
     if out_file is None:
         result = generate(None)

@@ -389,8 +389,8 @@ def generate(request: Request, viewer: PostingViewer, installation_id: int,
 
         def work(s: Session) -> tuple[int, dict[str, Any]]:
             inst = ac.get_installation(s, org.id, installation_id)
-            lic, _text = ac.generate_license(s, installation=inst, license_device=license_device,
-                                             packages=packages, actor=viewer.actor, now=now, secret=ctx.secret)
+            lic = ac.generate_license(s, installation=inst, license_device=license_device,
+                                      packages=packages, actor=viewer.actor, now=now, secret=ctx.secret).license
             return 201, {"license": lic.id, "license_device": lic.license_device}
 
         fp = idempotency.fingerprint("POST", request.url.path,

@@ -314,10 +314,9 @@ def generate_license(org_id: int, installation_id: int, body: LicenseIn, actor: 
 
     def work(s: Session) -> tuple[int, dict[str, Any]]:
         inst = ac.get_installation(s, org_id, installation_id)
-        plan = ac.plan_license(s, installation=inst, packages=packages, now=now)
-        lic, text = ac.generate_license(s, installation=inst, license_device=body.license_device, packages=packages,
-                                        actor=actor, now=now, secret=ctx.secret)
-        return 201, {"license": ac.license_to_dict(lic), "license_file": text, "plan": plan}
+        made = ac.generate_license(s, installation=inst, license_device=body.license_device, packages=packages,
+                                   actor=actor, now=now, secret=ctx.secret)
+        return 201, {"license": ac.license_to_dict(made.license), "license_file": made.file, "plan": made.plan}
 
     outcome = idempotency.run(ctx.sessions, org_id=org_id, key=key, now=now, work=work,
                               fp=idempotency.fingerprint("POST", request.url.path, body.model_dump()))
