@@ -292,3 +292,29 @@ def test_a_license_generation_plans_once_under_the_license_lock(world, client, c
     [txn] = [t for t in done if any(s.startswith("INSERT INTO ac_licenses") for s in t)]
     current = [s for s in txn if s.startswith("SELECT ac_licenses.id")]
     assert len(current) <= 2, "\n".join(txn)  # the lock, and the device list's license after the change
+
+
+def test_an_allocation_reads_the_wallet_once_before_it_moves_units(world, client, ctx):
+    # R-AX-4 R-AX-5: expire_lots reads the lots once and hands the usable ones to the status
+    # before and to the allocation: 25 statements (27 when each read them again): the idempotency
+    # record (2), the product and its SKUs (2), the registration (1), the lots (1), the status
+    # before (5), the target account, balances, the ledger transaction and entries (4), the
+    # allocation (1), history (3), the status after for the answer (6).
+    org, owner = org_with_owner(world, "Cams", "cam@example.com")
+    base, h = f"/api/v1/orgs/{org}/axis", auth(owner.token)
+    r = client.post(f"{base}/systems", json={"uid": "ACS-1", "name": "HQ", "product": "axis-camera-station"}, headers=h)
+    assert r.status_code == 201, r.text
+    assert client.post(f"{base}/products/axis-camera-station/subscription", headers=h).status_code == 201
+    for key in world.mint("AXIS-ACS-CORE-1Y", quantity=5, count=2):
+        assert redeem(client, owner.token, org, key).status_code == 200
+    url, body = f"{base}/products/axis-camera-station/allocations", {"lines": [{"license_type": "core", "year": 0, "units": 1}]}
+    assert client.post(url, headers={**h, "Idempotency-Key": "a0"}, json=body).status_code == 201
+    with transactions(ctx.engine) as done:
+        r = client.post(url, headers={**h, "Idempotency-Key": "a1"}, json=body)
+    assert r.status_code == 201, r.text
+    [txn] = [t for t in done if any(s.startswith("INSERT INTO axis_allocations") for s in t)]
+    # PostgreSQL also locks the organization and, in the ledger, the accounts: 2 more.
+    budget = 25 + (2 if ctx.engine.dialect.name == "postgresql" else 0)
+    assert len(txn) <= budget, "\n".join(txn)
+    assert client.get(f"{base}/products/axis-camera-station", headers=h).json()["wallet"]["units"]["core"] == {
+        "subscription:1": 8}

@@ -398,21 +398,26 @@ _LOTS = (select(Account, Sku, Entry.balance_after)
 def lots(session: Session, org_id: int, product: Product, *, now: datetime, expired: bool = False) -> list[LotView]:
     """The product's wallet lots holding units, oldest first: those still usable at ``now``, or
     (``expired=True``) those past their five years whose expiry is not recorded yet."""
+    return [lot for lot in _every_lot(session, org_id, product) if (lot.expires_at <= now) == expired]
+
+
+def _every_lot(session: Session, org_id: int, product: Product) -> list[LotView]:
     rows = session.execute(_LOTS, {"org_id": org_id, "product_id": product.id}).all()
-    out = [LotView(a, s, int(b)) for a, s, b in rows]
-    return [lot for lot in out if (lot.expires_at <= now) == expired]
+    return [LotView(a, s, int(b)) for a, s, b in rows]
 
 
-def expire_lots(session: Session, *, org_id: int, product: Product, actor: Actor, now: datetime) -> int:
+def expire_lots(session: Session, *, org_id: int, product: Product, actor: Actor, now: datetime) -> list[LotView]:
     """Record the expiry of wallet units older than five years (R-AX-4) in the ledger and
     history. Reads are right without it (``lots`` leaves expired lots out); every writer that
     takes units from the wallet calls it first, after the organization's lock, and the sweep
     records the expiry of quiet wallets (``record_swept_expiry``). Whichever comes first records
-    it; the others find the lot empty."""
-    gone = lots(session, org_id, product, now=now, expired=True)
-    for lot in gone:
-        _record_expiry(session, org_id=org_id, product_code=product.code, lot=lot, actor=actor, now=now)
-    return sum(lot.units for lot in gone)
+    it; the others find the lot empty. Returns the lots still usable at ``now`` (``lots``), read
+    by the same statement: recording an expiry changes none of them."""
+    every = _every_lot(session, org_id, product)
+    for lot in every:
+        if lot.expires_at <= now:
+            _record_expiry(session, org_id=org_id, product_code=product.code, lot=lot, actor=actor, now=now)
+    return [lot for lot in every if lot.expires_at > now]
 
 
 def _record_expiry(session: Session, *, org_id: int, product_code: str, lot: LotView, actor: Actor,
@@ -547,10 +552,9 @@ def allocate(session: Session, *, org_id: int, product_code: str, lines: Sequenc
             raise EntitleError("year_out_of_range",
                                f"Allocate to the current subscription year ({years.start}) or up to five years "
                                f"ahead ({years.stop - 1}).", year=line.year, first=years.start, last=years.stop - 1)
-    expire_lots(session, org_id=org_id, product=product, actor=actor, now=now)
+    usable = expire_lots(session, org_id=org_id, product=product, actor=actor, now=now)
     if state_before is None:  # renew has just read it
-        state_before = status(session, org_id=org_id, product=product, now=now)["state"]
-    usable = lots(session, org_id, product, now=now)
+        state_before = status(session, org_id=org_id, product=product, now=now, wallet=usable)["state"]
     wanted: dict[tuple[str, int], int] = defaultdict(int)
     for line in lines:
         wanted[(line.license_type, line.term_years)] += line.units
@@ -739,8 +743,8 @@ def upgrade(session: Session, *, org_id: int, product_code: str, year: int, unit
     if year not in years:
         raise EntitleError("year_out_of_range", f"Upgrade units of the current year ({years.start}) or up to five "
                            f"years ahead ({years.stop - 1}).", year=year, first=years.start, last=years.stop - 1)
-    expire_lots(session, org_id=org_id, product=product, actor=actor, now=now)
-    pool = [lot for lot in lots(session, org_id, product, now=now) if lot.sku.grant_kind == "upgrade"]
+    pool = [lot for lot in expire_lots(session, org_id=org_id, product=product, actor=actor, now=now)
+            if lot.sku.grant_kind == "upgrade"]
     if sum(lot.units for lot in pool) < units:
         have = sum(lot.units for lot in pool)
         raise Conflict("insufficient_units", f"The wallet holds {plural(have, 'upgrade unit')}; {units - have:,} missing.",
@@ -905,8 +909,7 @@ def allocate_to_hardware(session: Session, *, org_id: int, serial: str, units: i
     if not 1 <= units <= MAX_UNITS:
         raise EntitleError("units_invalid", f"Allocate 1 to {MAX_UNITS:,} units.", units=units)
     history.lock_organization(session, org_id)
-    expire_lots(session, org_id=org_id, product=product, actor=actor, now=now)
-    pool = [lot for lot in lots(session, org_id, product, now=now)
+    pool = [lot for lot in expire_lots(session, org_id=org_id, product=product, actor=actor, now=now)
             if lot.sku.grant_kind == "expansion" and lot.license_type == hw.license_type]
     have = sum(lot.units for lot in pool)
     if have < units:
@@ -957,7 +960,8 @@ def _over_growth(need_rows: dict[str, tuple[int, int]], alloc: dict[str, dict[in
     return out
 
 
-def status(session: Session, *, org_id: int, product: Product, now: datetime) -> dict[str, Any]:
+def status(session: Session, *, org_id: int, product: Product, now: datetime,
+           wallet: Sequence[LotView] | None = None) -> dict[str, Any]:
     """Everything about one product's licensing at ``now``, right whenever it is read: state,
     the current year and its grace end, need and allocation per year and license type, the
     wallet, growth allowance and buying guidance."""
@@ -980,7 +984,8 @@ def status(session: Session, *, org_id: int, product: Product, now: datetime) ->
             "state": rules.licensing_state(now=now, subscription_start=start, need=need_lock, allocated=units,
                                            trial_until=trial_until, registered_at=op.registered_at if op else None),
         }
-    wallet = lots(session, org_id, product, now=now) if op else []
+    # ``wallet``: the usable lots when the caller has just read them (``expire_lots``).
+    wallet = (lots(session, org_id, product, now=now) if wallet is None else list(wallet)) if op else []
     hardware = _hardware_need(session, org_id, product, wallet, now) if op else []
     state = "not_registered" if op is None else combine_state(
         per_type, now=now, grace_end=grace_end, trial=bool(trial_until and now < trial_until), started=current is not None,
