@@ -395,10 +395,10 @@ _LOTS = (select(Account, Sku, Entry.balance_after)
          .order_by(Account.created_at, Account.id))
 
 
-def lots(session: Session, org_id: int, product: Product, *, now: datetime, expired: bool = False) -> list[LotView]:
-    """The product's wallet lots holding units, oldest first: those still usable at ``now``, or
-    (``expired=True``) those past their five years whose expiry is not recorded yet."""
-    return [lot for lot in _every_lot(session, org_id, product) if (lot.expires_at <= now) == expired]
+def lots(session: Session, org_id: int, product: Product, *, now: datetime) -> list[LotView]:
+    """The product's wallet lots holding units and still usable at ``now``, oldest first (a lot
+    past its five years whose expiry is not recorded yet is left out: ``expire_lots``)."""
+    return [lot for lot in _every_lot(session, org_id, product) if lot.expires_at > now]
 
 
 def _every_lot(session: Session, org_id: int, product: Product) -> list[LotView]:
@@ -985,7 +985,10 @@ def status(session: Session, *, org_id: int, product: Product, now: datetime,
                                            trial_until=trial_until, registered_at=op.registered_at if op else None),
         }
     # ``wallet``: the usable lots when the caller has just read them (``expire_lots``).
-    wallet = (lots(session, org_id, product, now=now) if wallet is None else list(wallet)) if op else []
+    if op is None:
+        wallet = []
+    elif wallet is None:
+        wallet = lots(session, org_id, product, now=now)
     hardware = _hardware_need(session, org_id, product, wallet, now) if op else []
     state = "not_registered" if op is None else combine_state(
         per_type, now=now, grace_end=grace_end, trial=bool(trial_until and now < trial_until), started=current is not None,

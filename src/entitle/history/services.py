@@ -67,7 +67,7 @@ def lock_organization(session: Session, org_id: int) -> None:
     transaction); FOR UPDATE would deadlock with those.
     """
     if needs_lock(session, org_id):
-        session.execute(select(Organization.id).where(Organization.id == org_id).with_for_update(key_share=True))
+        session.execute(_LOCK, {"org_id": org_id})
         locked(session, org_id)
 
 
@@ -85,6 +85,7 @@ def locked(session: Session, org_id: int) -> None:
 
 # What a statement reading the organization row takes to lock it as ``lock_organization`` does.
 LOCK_OF = {"key_share": True, "of": Organization}
+_LOCK = select(Organization.id).where(Organization.id == bindparam("org_id")).with_for_update(**LOCK_OF)
 
 
 def _held(session: Session) -> set[int]:
