@@ -123,6 +123,34 @@ def test_fifty_clients_with_one_idempotency_key_get_the_same_answer(world, one_s
     assert_ledger_sound(world)
 
 
+def test_fifty_keys_redeemed_at_once_record_one_chain_of_wallet_figures(world, one_server):
+    # R-CORE-5, R-CORE-6: the redeem reads the wallet, the history head and the batch account in
+    # its first statement, after the organization's lock (issue 17): redeems of one SKU into one
+    # organization at once, and of the same batch into a second one, each see what the one before
+    # committed. Every "wallet before" is the "wallet after" of the one before, the chain
+    # links each entry to the one before, and the batch's shared account ends where its entries say.
+    [url] = one_server
+    acme, ann = org_with_owner(world, "Acme", "ann@example.com")
+    beta, bob = org_with_owner(world, "Beta", "bob@example.com")
+    codes = world.mint("91379040", count=CLIENTS)
+    into = [(acme, ann) if i % 5 else (beta, bob) for i in range(CLIENTS)]  # 40 into Acme, 10 into Beta
+    results = at_once(CLIENTS, lambda c, i: c.post(f"{url}/api/v1/orgs/{into[i][0]}/wallet/redeem",
+                                                   json={"key": codes[i]}, headers=auth(into[i][1].token, f"m{i}")))
+    assert Counter(outcome(r) for r in results) == {(200, ""): CLIENTS}
+    assert wallet_of(world.ctx.engine, acme) == {"91379040": 40}
+    assert wallet_of(world.ctx.engine, beta) == {"91379040": 10}
+    with world.ctx.sessions() as s:
+        for org, n in ((acme, 40), (beta, 10)):
+            figures = [(e.before["wallet"], e.after["wallet"]) for e in s.query(HistoryEntry)
+                       .filter_by(org_id=org, action="key.redeemed").order_by(HistoryEntry.seq)]
+            assert figures == [(i, i + 1) for i in range(n)], figures
+            chain = s.query(HistoryEntry).filter_by(org_id=org).order_by(HistoryEntry.seq).all()
+            assert [e.seq for e in chain] == list(range(1, len(chain) + 1))
+            assert all(e.prev_hash == p.hash for p, e in zip(chain, chain[1:]))  # the servers' key is their own
+    assert sorted(r.json()["wallet_units"] for r, (org, _) in zip(results, into) if org == acme) == list(range(1, 41))
+    assert_ledger_sound(world)
+
+
 def test_two_processes_share_one_key_and_one_rate_limit(world, two_servers):
     # R-CORE-4 / R-CORE-5: two server processes on one database behave as one.
     urls = two_servers

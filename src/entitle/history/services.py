@@ -101,17 +101,43 @@ def _held(session: Session) -> set[int]:
 
 # Built once: an append is part of every business write.
 _HEADS = HistoryHead.__table__
-_INSERT_ENTRY = HistoryEntry.__table__.insert()
+_ENTRIES = HistoryEntry.__table__
+_INSERT_ENTRY = _ENTRIES.insert()
 _HEAD = select(_HEADS.c.seq, _HEADS.c.hash, _HEADS.c.mac).where(_HEADS.c.org_id == bindparam("org_id"))
 _MOVE_HEAD = (update(_HEADS).where(_HEADS.c.org_id == bindparam("of_org"))
               .values(seq=bindparam("to_seq"), hash=bindparam("to_hash"), mac=bindparam("to_mac")))
+# PostgreSQL: the entry and the head's move in one statement (a data-modifying CTE).
+_APPEND = _MOVE_HEAD.add_cte(_INSERT_ENTRY.values(
+    {c: bindparam(f"e_{c.name}", type_=c.type) for c in _ENTRIES.c if c.name != "id"}).cte("appended"))
+
+
+@dataclass(frozen=True)
+class Head:
+    """The head as a writer read it with its first statement (``HEAD_COLUMNS``), while holding
+    the organization's lock (PostgreSQL) or the write lock (SQLite): ``record`` then does not
+    read it again."""
+
+    seq: int
+    hash: str
+    mac: str
+
+
+# The head's columns, outer-joined to a statement that reads the organization row (``head_of``).
+HEAD_COLUMNS = (_HEADS.c.seq.label("head_seq"), _HEADS.c.hash.label("head_hash"), _HEADS.c.mac.label("head_mac"))
+HEADS = _HEADS
+
+
+def head_of(row: Any) -> Head | None:
+    """The ``Head`` in a row read with ``HEAD_COLUMNS`` (None: the organization has none yet)."""
+    return None if row.head_seq is None else Head(row.head_seq, row.head_hash, row.head_mac)
 
 
 def record(session: Session, *, org_id: int, actor: Actor, now: datetime, action: str,
            object_type: str, object_id: str | int, before: dict[str, Any] | None = None,
-           after: dict[str, Any] | None = None) -> None:
+           after: dict[str, Any] | None = None, head: Head | None = None) -> None:
     """Append one entry in the caller's transaction, and move the head to it (Core statements
-    on the session's connection: nothing reads the entry back as an ORM object).
+    on the session's connection: nothing reads the entry back as an ORM object; on PostgreSQL
+    one statement). ``head``: the head the caller read under the lock (``Head``), else read here.
 
     The entry follows the head, not the last entry found: entries removed from the end stay a gap
     that verify reports. A head that does not verify (changed, removed, another key) is not
@@ -119,7 +145,9 @@ def record(session: Session, *, org_id: int, actor: Actor, now: datetime, action
     lock_organization(session, org_id)
     key = _chain_key(session)
     conn = session.connection()  # Core on the session's connection: no ORM work for the head
-    head = conn.execute(_HEAD, {"org_id": org_id}).first()
+    if head is None:
+        read = conn.execute(_HEAD, {"org_id": org_id}).first()
+        head = None if read is None else Head(read.seq, read.hash, read.mac)
     if head is not None:
         seq, prev = head.seq + 1, head.hash
         head_ok = chain.same(head.mac, chain.head_mac(key, org_id=org_id, seq=head.seq, hash=head.hash))
@@ -138,13 +166,18 @@ def record(session: Session, *, org_id: int, actor: Actor, now: datetime, action
     fields = dict(seq=seq, at=now, actor=actor.label, action=action, object_type=object_type,
                   object_id=str(object_id), before=before, after=after)
     digest = entry_hash(prev, **fields)
-    conn.execute(_INSERT_ENTRY, {"org_id": org_id, "prev_hash": prev, "hash": digest, **fields,
-                                 "mac": chain.entry_mac(key, org_id=org_id, seq=seq, hash=digest, head_ok=head_ok)})
-    mac = chain.head_mac(key, org_id=org_id, seq=seq, hash=digest)
-    if head is not None:
-        conn.execute(_MOVE_HEAD, {"of_org": org_id, "to_seq": seq, "to_hash": digest, "to_mac": mac})
+    entry = {"org_id": org_id, "prev_hash": prev, "hash": digest, **fields,
+             "mac": chain.entry_mac(key, org_id=org_id, seq=seq, hash=digest, head_ok=head_ok)}
+    moved = {"of_org": org_id, "to_seq": seq, "to_hash": digest,
+             "to_mac": chain.head_mac(key, org_id=org_id, seq=seq, hash=digest)}
+    if head is None:
+        conn.execute(_INSERT_ENTRY, entry)
+        conn.execute(_HEADS.insert(), {"org_id": org_id, "seq": seq, "hash": digest, "mac": moved["to_mac"]})
+    elif conn.dialect.name == "postgresql":
+        conn.execute(_APPEND, {**{f"e_{name}": value for name, value in entry.items()}, **moved})
     else:
-        conn.execute(_HEADS.insert(), {"org_id": org_id, "seq": seq, "hash": digest, "mac": mac})
+        conn.execute(_INSERT_ENTRY, entry)
+        conn.execute(_MOVE_HEAD, moved)
 
 
 @dataclass(frozen=True)

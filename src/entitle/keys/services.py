@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
-from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import String, and_, bindparam, cast, exists, insert, or_, select, update
+from sqlalchemy.orm import Session, aliased, lazyload
 
 from entitle.actors import Actor
 from entitle.catalog import services as catalog
@@ -18,7 +18,8 @@ from entitle.history import services as history
 from entitle.keys import codes
 from entitle.catalog.models import Sku
 from entitle.keys.models import KeyBatch, LicenseKey
-from entitle.ledger.models import Account
+from entitle.delivery.models import WebhookEndpoint
+from entitle.ledger.models import Account, Entry
 from entitle.ledger import services as ledger
 from entitle.platform import events
 from entitle.tenancy import services as tenancy
@@ -164,26 +165,59 @@ def _unknown() -> EntitleError:
                         "the key you received; a key that was never issued cannot be redeemed.", status=404)
 
 
-def _organization_and_key(session: Session, org_id: int, typed: str) -> tuple[Organization, LicenseKey]:
-    """The organization and the key, in one statement; on PostgreSQL it also takes the
-    organization's lock (``history.lock_organization``), which the redeem takes anyway. The
-    refusals keep their order: an unknown organization, then a mistyped key, then an unknown one."""
+@dataclass
+class _Read:
+    """What a redeem reads in its first statement: the organization and the key, and when the
+    statement was the whole read (``whole``, ``_REDEEM_READ``) what the wallet, the history and
+    the ledger need next."""
+
+    org: Organization
+    key: LicenseKey
+    whole: bool = False
+    head: history.Head | None = None  # None: the organization has none yet (or not read)
+    wallet: list[tuple[Account, int]] = field(default_factory=list)  # the SKU's wallet accounts that count, with units
+    batch: tuple[Account, int] | None = None  # the key's batch account (its shard), with units
+    webhooks: bool = True  # the organization has an active webhook endpoint (True: not read)
+
+    def units(self) -> dict[int, int]:
+        return {a.id: units for a, units in [*self.wallet, *([self.batch] if self.batch else [])]}
+
+
+def _organization_and_key(session: Session, org_id: int, typed: str) -> _Read:
+    """The organization and the key, in one statement, with what the redeem needs next: the
+    history head, the wallet's accounts of the key's SKU and the batch account with their units,
+    whether the organization has webhooks. On PostgreSQL the statement also takes the
+    organization's lock unless this transaction holds it (``idempotency.run(lock=True)``), and
+    then only the organization and the key are read with it: what else a statement reads while
+    it waits for a lock is what was committed before it waited. The refusals keep their order: an
+    unknown organization, then a mistyped key, then an unknown one."""
     try:
         digest, mistyped = _digest(typed), None
     except EntitleError as exc:
         digest, mistyped = "", exc  # no key table read for it: the organization is still looked up first
     lock = history.needs_lock(session, org_id)
-    statements = _ORGANIZATION if mistyped else _ORG_AND_KEY
-    row = session.execute(statements[lock], {"org_id": org_id, "key_hash": digest}).first()
-    if row is None:
+    if mistyped is not None or lock:
+        statements = _ORGANIZATION if mistyped else _ORG_AND_KEY
+        row = session.execute(statements[lock], {"org_id": org_id, "key_hash": digest}).first()
+        rows = [] if row is None else [row]
+    else:
+        rows = session.execute(_REDEEM_READ, {"org_id": org_id, "key_hash": digest,
+                                              "shard": f"/{shard_of(digest)}"}).all()
+    if not rows:
         raise NotFound("organization", org_id=org_id)
     if lock:
         history.locked(session, org_id)
     if mistyped is not None:
         raise mistyped
-    if row.LicenseKey is None:
+    first = rows[0]
+    if first.LicenseKey is None:
         raise _unknown()
-    return row.Organization, row.LicenseKey
+    if lock:
+        return _Read(first.Organization, first.LicenseKey)
+    return _Read(first.Organization, first.LicenseKey, whole=True, head=history.head_of(first),
+                 wallet=[(r.wallet_account, int(r.wallet_units or 0)) for r in rows if r.wallet_account is not None],
+                 batch=None if first.batch_account is None else (first.batch_account, int(first.batch_units or 0)),
+                 webhooks=bool(first.webhooks))
 
 
 def _refuse_state(key: LicenseKey, org: Organization) -> None:
@@ -226,6 +260,41 @@ _ORG_AND_KEY = {False: select(Organization, LicenseKey).where(Organization.id ==
 _ORG_AND_KEY[True] = _ORG_AND_KEY[False].with_for_update(**history.LOCK_OF)
 _ORGANIZATION = {False: select(Organization).where(Organization.id == bindparam("org_id"))}
 _ORGANIZATION[True] = _ORGANIZATION[False].with_for_update(**history.LOCK_OF)
+# The redeem's first read, when this transaction already holds the organization's lock (or on
+# SQLite, the write lock): the organization and the key, and one row per wallet account of the
+# key's SKU that holds units (or is the SKU's one account, ref ""), with the history head, the
+# batch account and whether there are webhooks. Units: each account's latest running balance.
+_WALLET_ACCOUNT = aliased(Account, name="wallet_account")
+_BATCH_ACCOUNT = aliased(Account, name="batch_account")
+_KEY_BATCH = aliased(KeyBatch, name="key_batch")
+
+
+def _units_of(account: Any) -> Any:
+    return (select(Entry.balance_after).where(Entry.account_id == account.id)
+            .order_by(Entry.id.desc()).limit(1).scalar_subquery())
+
+
+_REDEEM_READ = (
+    select(Organization, LicenseKey, *history.HEAD_COLUMNS,
+           _WALLET_ACCOUNT, _units_of(_WALLET_ACCOUNT).label("wallet_units"),
+           _BATCH_ACCOUNT, _units_of(_BATCH_ACCOUNT).label("batch_units"),
+           exists().where(WebhookEndpoint.org_id == Organization.id, WebhookEndpoint.active.is_(True))
+           .label("webhooks"))
+    .select_from(Organization)
+    .outerjoin(LicenseKey, LicenseKey.key_hash == bindparam("key_hash"))
+    .outerjoin(_KEY_BATCH, _KEY_BATCH.id == LicenseKey.batch_id)
+    .outerjoin(history.HEADS, history.HEADS.c.org_id == Organization.id)
+    .outerjoin(_WALLET_ACCOUNT, and_(_WALLET_ACCOUNT.org_id == Organization.id, _WALLET_ACCOUNT.kind == "wallet",
+                                     _WALLET_ACCOUNT.sku_id == _KEY_BATCH.sku_id,
+                                     or_(_WALLET_ACCOUNT.ref == "", _units_of(_WALLET_ACCOUNT) != 0)))
+    .outerjoin(_BATCH_ACCOUNT, and_(_BATCH_ACCOUNT.org_id == _KEY_BATCH.org_id, _BATCH_ACCOUNT.kind == "key_batch",
+                                    _BATCH_ACCOUNT.sku_id == _KEY_BATCH.sku_id,
+                                    _BATCH_ACCOUNT.ref == cast(_KEY_BATCH.id, String).concat(
+                                        bindparam("shard", type_=String))))
+    .where(Organization.id == bindparam("org_id"))
+    # The accounts' SKU is the key's (loaded with it): no join for it again.
+    .options(lazyload(_WALLET_ACCOUNT.sku), lazyload(_BATCH_ACCOUNT.sku))
+)
 _CLAIM = (update(LicenseKey).where(LicenseKey.id == bindparam("key_id"), LicenseKey.state == "active")
           .values(state="used", redeemed_org_id=bindparam("org_id"),
                   redeemed_at=bindparam("now", type_=LicenseKey.__table__.c.redeemed_at.type))
@@ -242,6 +311,22 @@ def wallet_target(session: Session, org: Organization, sku: Sku, key: LicenseKey
     return ledger.wallet_account(session, org_id=org.id, sku=sku, source=f"key/{key.id}", now=now)
 
 
+def _wallet_target(session: Session, read: _Read, sku: Sku, now: datetime) -> tuple[Account, int | None]:
+    """``wallet_target`` with what the first read found, and the account's units when known: the
+    SKU's one wallet account as read, or a lot, new for every key, inserted in one statement (0)."""
+    if read.whole and sku.grant_kind not in NOT_FOR_WALLET | VOUCHER_KINDS:
+        if sku.grant_kind in ledger.LOT_KINDS:
+            lot = ledger.new_account(session, org_id=read.org.id, kind="wallet", sku_id=sku.id,
+                                     ref=ledger.lot_ref(f"key/{read.key.id}"), now=now)
+            if lot is not None:
+                return lot, 0
+        else:
+            found = next(((a, units) for a, units in read.wallet if a.ref == ""), None)
+            if found is not None:
+                return found
+    return wallet_target(session, read.org, sku, read.key, now), None  # refuses, or finds or makes it
+
+
 def redeem(session: Session, *, org_id: int, typed_key: str, actor: Actor, now: datetime,
            into: Into | None = None, authorized: bool = False, site_region: str | None = None) -> dict[str, Any]:
     """Move a key's units into the organization's wallet (or the account ``into`` picks, which
@@ -253,7 +338,8 @@ def redeem(session: Session, *, org_id: int, typed_key: str, actor: Actor, now: 
         actor.require_member(org_id)
     else:
         actor.require_licensing(org_id)
-    org, key = _organization_and_key(session, org_id, typed_key)
+    read = _organization_and_key(session, org_id, typed_key)
+    org, key = read.org, read.key
     if into is None:  # the wallet: a voucher code is told where it goes, whatever its state
         refuse_voucher_in_wallet(key.batch.sku)
     _refuse_state(key, org)
@@ -268,7 +354,9 @@ def redeem(session: Session, *, org_id: int, typed_key: str, actor: Actor, now: 
             part_number=sku.part_number, key_regions=sku.regions, organization_region=org.region,
             **({"site_region": site_region} if site_region else {}),
         )
-    target = (into or wallet_target)(session, org, sku, key, now)  # refuses before anything changes
+    # Refuses before anything changes.
+    target, target_units = ((into(session, org, sku, key, now), None) if into
+                            else _wallet_target(session, read, sku, now))
     # The one statement that decides who wins when many redeem the same key at once.
     won = session.execute(_CLAIM, {"key_id": key.id, "org_id": org.id, "now": now}).rowcount
     if won != 1:
@@ -277,20 +365,24 @@ def redeem(session: Session, *, org_id: int, typed_key: str, actor: Actor, now: 
         raise Conflict("key_already_redeemed", "This key was already redeemed; each key can be redeemed once.")
     qty = key.batch.quantity_per_key
     history.lock_organization(session, org.id)  # held since the first read; the wallet figure stays true until commit
-    before = ledger.wallet_units(session, org.id, sku.id, now=now)  # live units only (R-AX-4)
+    if read.whole:  # read under the lock: still true
+        before = ledger.live_units([(a.ref, a.created_at, units) for a, units in read.wallet], now=now)
+    else:
+        before = ledger.wallet_units(session, org.id, sku.id, now=now)  # live units only (R-AX-4)
     after = before + qty if target.kind == "wallet" else before
     history.record(session, org_id=org.id, actor=actor, now=now, action="key.redeemed",
-                   object_type="license_key", object_id=key.id,
+                   object_type="license_key", object_id=key.id, head=read.head,
                    before={"part_number": sku.part_number, "wallet": before},
                    after={"part_number": sku.part_number, "wallet": after,
                           **({} if target.kind == "wallet" else {"into": target.kind})})
-    events.emit(session, org_id=org.id, type="key.redeemed", now=now, key_id=key.id,
+    events.emit(session, org_id=org.id, type="key.redeemed", now=now, webhooks=read.webhooks, key_id=key.id,
                 part_number=sku.part_number, quantity=qty)
     # Last: on PostgreSQL the ledger locks the accounts until commit, so take them late.
+    source = read.batch[0] if read.batch else batch_account(session, key.batch, key.key_hash, now)
     ledger.transfer(
         session, org_id=org.id, kind="redeem", actor=actor, now=now, amount=qty,
-        source=batch_account(session, key.batch, key.key_hash, now),
-        target=target, memo=f"key {key.id}",
+        source=source, target=target, memo=f"key {key.id}",
+        known={**read.units(), **({} if target_units is None else {target.id: target_units})} if read.whole else None,
     )
     return {"key_id": key.id, "part_number": sku.part_number, "alt_part_numbers": list(sku.alt_part_numbers or []),
             "product": sku.product.code,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import BigInteger, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -33,15 +33,30 @@ _ACCOUNT = select(Account).where(Account.org_id == bindparam("org_id"), Account.
                                  Account.sku_id == bindparam("sku_id"), Account.ref == bindparam("ref"))
 _INSERT_ACCOUNT = {name: dialect.insert(Account).on_conflict_do_nothing(index_elements=["org_id", "kind", "sku_id", "ref"])
                    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
+_NEW_ACCOUNT = {name: statement.returning(Account) for name, statement in _INSERT_ACCOUNT.items()}
 # The running balance of each account: its latest entry's (an account never used has none).
 _BALANCES = select(Entry.account_id, Entry.balance_after).where(Entry.id.in_(
     select(func.max(Entry.id)).where(Entry.account_id.in_(bindparam("ids", expanding=True)))
     .group_by(Entry.account_id)))
 _LOCK_ACCOUNTS = (select(Account.id).where(Account.id.in_(bindparam("ids", expanding=True)))
                   .order_by(Account.id).with_for_update())
-_INSERT_ENTRIES = insert(Entry)
+_INSERT_ENTRIES = Entry.__table__.insert()
 # Core, not a flushed ORM object: nothing reads the transaction back as one (its id is enough).
-_INSERT_TRANSACTION = LedgerTransaction.__table__.insert().returning(LedgerTransaction.__table__.c.id)
+_TRANSACTIONS = LedgerTransaction.__table__
+_INSERT_TRANSACTION = _TRANSACTIONS.insert().returning(_TRANSACTIONS.c.id)
+# PostgreSQL: the transaction and its entries in one statement (a data-modifying CTE; the
+# entries' columns as arrays, unnested side by side).
+_POSTED = _TRANSACTIONS.insert().values(
+    {c: bindparam(f"t_{c.name}", type_=c.type) for c in _TRANSACTIONS.c if c.name != "id"}
+).returning(_TRANSACTIONS.c.id).cte("posted")
+_INSERT_POSTED = Entry.__table__.insert().from_select(
+    ["transaction_id", "account_id", "amount", "balance_after", "created_at"],
+    select(_POSTED.c.id,
+           func.unnest(bindparam("account_ids", type_=postgresql.ARRAY(BigInteger))),
+           func.unnest(bindparam("amounts", type_=postgresql.ARRAY(BigInteger))),
+           func.unnest(bindparam("balances_after", type_=postgresql.ARRAY(BigInteger))),
+           bindparam("t_created_at", type_=_TRANSACTIONS.c.created_at.type)),
+).returning(Entry.__table__.c.transaction_id)
 
 
 def account(session: Session, *, org_id: int, kind: str, sku_id: int, ref: str = "",
@@ -64,10 +79,22 @@ LOT_KINDS = frozenset({"subscription", "expansion", "upgrade"})
 LOT_PREFIX = "lot/"
 
 
+def new_account(session: Session, *, org_id: int, kind: str, sku_id: int, ref: str = "",
+                now: datetime) -> Account | None:
+    """Create the account in one statement; None if it exists already (``account`` finds it)."""
+    return session.scalars(_NEW_ACCOUNT[session.get_bind().dialect.name], {"org_id": org_id, "kind": kind, "sku_id": sku_id,
+                                                        "ref": ref, "created_at": now}).one_or_none()
+
+
+def lot_ref(source: str) -> str:
+    """The ref of the lot that receives units from ``source`` (e.g. "key/17")."""
+    return f"{LOT_PREFIX}{source}"
+
+
 def wallet_account(session: Session, *, org_id: int, sku: Sku, source: str, now: datetime) -> Account:
     """The wallet account that receives units of ``sku``: a new lot (``source`` names where the
     units came from, e.g. "key/17") for lot kinds, else the SKU's one wallet account."""
-    ref = f"{LOT_PREFIX}{source}" if sku.grant_kind in LOT_KINDS else ""
+    ref = lot_ref(source) if sku.grant_kind in LOT_KINDS else ""
     return account(session, org_id=org_id, kind="wallet", sku_id=sku.id, ref=ref, now=now)
 
 
@@ -90,19 +117,25 @@ class UnbalancedTransaction(ValueError):
 
 
 def post(session: Session, *, org_id: int, kind: str, actor: Actor, now: datetime,
-         moves: Sequence[tuple[Account, int]], memo: str = "") -> int:
+         moves: Sequence[tuple[Account, int]], memo: str = "", known: dict[int, int] | None = None) -> int:
     """Write one balanced transaction; its id. Refuses, with nothing written, if a bounded
-    account would go negative."""
+    account would go negative. ``known``: SQLite only, the accounts' running balances as the
+    caller read them after this transaction's first write (it holds the write lock, so they are
+    still true); PostgreSQL locks the accounts and reads them again whatever the caller knows."""
     if sum(amount for _, amount in moves) != 0:
         raise UnbalancedTransaction(f"entries of {kind} do not sum to zero: {moves}")
     moves = [(a, amount) for a, amount in moves if amount != 0]
     touched = sorted({a.id for a, _ in moves})
-    if is_postgres(session):
+    postgres = is_postgres(session)
+    if postgres:
         # Running balances need the accounts to themselves until commit; lock in id order so
         # that two movers never deadlock. (SQLite has one writer already.) The balances are read
         # after the lock, by a statement of their own: it sees what the last holder committed.
         session.execute(_LOCK_ACCOUNTS, {"ids": touched})
-    running = balances(session, touched)
+    if known is not None and not postgres and set(touched) <= known.keys():
+        running = {account_id: known[account_id] for account_id in touched}
+    else:
+        running = balances(session, touched)
     entries = []
     for acct, amount in moves:
         available = running[acct.id]
@@ -117,6 +150,11 @@ def post(session: Session, *, org_id: int, kind: str, actor: Actor, now: datetim
         running[acct.id] = available + amount
         entries.append({"account_id": acct.id, "amount": amount, "balance_after": running[acct.id],
                         "created_at": now})
+    if postgres and entries:
+        return int(session.execute(_INSERT_POSTED, {
+            "t_org_id": org_id, "t_kind": kind, "t_memo": memo, "t_actor": actor.label, "t_created_at": now,
+            "account_ids": [e["account_id"] for e in entries], "amounts": [e["amount"] for e in entries],
+            "balances_after": [e["balance_after"] for e in entries]}).scalars().first())
     txn_id = int(session.execute(_INSERT_TRANSACTION, {"org_id": org_id, "kind": kind, "memo": memo,
                                                        "actor": actor.label, "created_at": now}).scalar_one())
     # One statement for every entry (executemany); nothing reads them back in this transaction
@@ -126,10 +164,10 @@ def post(session: Session, *, org_id: int, kind: str, actor: Actor, now: datetim
 
 
 def transfer(session: Session, *, source: Account, target: Account, amount: int, org_id: int,
-             kind: str, actor: Actor, now: datetime, memo: str = "") -> int:
+             kind: str, actor: Actor, now: datetime, memo: str = "", known: dict[int, int] | None = None) -> int:
     if amount <= 0:
         raise ValueError("a transfer moves a positive amount")
-    return post(session, org_id=org_id, kind=kind, actor=actor, now=now, memo=memo,
+    return post(session, org_id=org_id, kind=kind, actor=actor, now=now, memo=memo, known=known,
                 moves=[(source, -amount), (target, amount)])
 
 
@@ -203,8 +241,13 @@ def wallet_units(session: Session, org_id: int, sku_id: int, *, now: datetime | 
     which = {"org_id": org_id, "sku_id": sku_id}
     if now is None:
         return int(session.scalar(_WALLET_UNITS, which) or 0)
-    rows = session.execute(_WALLET_LOTS, which).all()
-    return sum(int(units) for ref, created_at, units in rows
+    return live_units(session.execute(_WALLET_LOTS, which).all(), now=now)
+
+
+def live_units(accounts: Sequence[tuple[str, datetime, int]], *, now: datetime) -> int:
+    """The units of wallet accounts (ref, received at, units) that are still live at ``now``: a
+    lot past its five years holds none (R-AX-4)."""
+    return sum(int(units) for ref, created_at, units in accounts
                if not (ref.startswith(LOT_PREFIX) and lot_expires_at(created_at) <= now))
 
 

@@ -42,6 +42,7 @@ def redeem(org_id: int, body: RedeemIn, actor: CurrentActor, ctx: Ctx, request: 
         ctx.sessions, org_id=org_id, key=key, now=now,
         fp=idempotency.fingerprint("POST", request.url.path, body.model_dump()),
         work=lambda s: (200, keys.redeem(s, org_id=org_id, typed_key=body.key, actor=actor, now=now)),
+        lock=True,  # the redeem takes the organization's lock first anyway
     )
     if outcome.replayed:
         response.headers["Idempotent-Replayed"] = "true"
