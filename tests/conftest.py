@@ -120,8 +120,9 @@ def clock() -> FrozenClock:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
+    # answers_check: every answer given from memory is made again and compared (api.answers).
     return Settings(database_url=database_url, redeem_limit_per_org="1000/minute",
-                    redeem_limit_per_client="1000/minute", secret_key=TEST_SECRET_KEY)
+                    redeem_limit_per_client="1000/minute", secret_key=TEST_SECRET_KEY, answers_check=True)
 
 
 @pytest.fixture

@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     # bound holds for an API token's actor (user, roles) changed by another process
     # (tenancy.services.TokenActors, docs/architecture.md).
     heartbeat_token_ttl_seconds: float = Field(default=30.0, ge=0, le=3600)
+    # Remembered answers (api.answers, docs/architecture.md): reads answered again from memory while
+    # nothing was committed since and no time rule changed them. Off: every read is made.
+    remember_answers: bool = True
+    # Every answer given from memory is made again and compared, a mismatch is an error. For
+    # tests; it takes away what remembering saves.
+    answers_check: bool = False
     # A serial a process does not know is looked up again at most this often per installation
     # (a device added since is accepted after at most this long).
     heartbeat_serials_refresh_seconds: float = Field(default=2.0, ge=0, le=3600)

@@ -184,13 +184,17 @@ def request_reads(engine: Engine) -> Engine:
 
 
 class HealthCheck:
-    """``SELECT 1`` for ``/healthz`` on the event loop, off the pool and the thread pool, so that
-    it answers whatever the load on the pool. SQLite: a connection of its own (no I/O: the
-    statement reads no page). PostgreSQL: an asynchronous psycopg connection of its own
-    (autocommit; made again after a failure), and checks in batches: every request that arrives
-    while a check runs waits for the next one, which starts when that one ends and answers them
-    all. So each answer comes from a round trip begun after the request arrived, and a flood of
-    health checks costs one round trip at a time."""
+    """The database's mark, for ``/healthz`` and the remembered answers (``api.answers``), read on
+    the event loop, off the pool and the thread pool, so that it answers whatever the load on the
+    pool. The mark moves whenever anything is committed: SQLite's ``PRAGMA data_version`` on a
+    connection of its own, which never writes (the value moves when any other connection, of any
+    process, commits; no I/O: it reads the WAL index); PostgreSQL's ``pg_current_snapshot()`` as
+    text (the transactions that have written and are still running, and the next transaction id:
+    it moves when one that wrote ends, or a new one writes), on an asynchronous psycopg
+    connection of its own (autocommit; made again after a failure), read in batches: every
+    request that arrives while a read runs waits for the next one, which starts when that one ends
+    and answers them all. So each mark comes from a round trip begun after the request arrived,
+    and a flood of checks costs one round trip at a time."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -200,14 +204,13 @@ class HealthCheck:
         self._next: Any = None  # the future of the check the requests now arriving wait for
         self._running = False
 
-    async def __call__(self) -> None:
+    async def __call__(self) -> Any:
         if self.engine.dialect.name == "sqlite":
             if self._sqlite is None:
                 conn = self.engine.raw_connection()
                 conn.detach()  # its own, not the pool's: an app never closed keeps no pool slot
                 self._sqlite = conn
-            self._sqlite.dbapi_connection.execute("SELECT 1").fetchall()
-            return
+            return self._sqlite.dbapi_connection.execute("PRAGMA data_version").fetchone()[0]
         import asyncio
 
         loop = asyncio.get_running_loop()
@@ -219,7 +222,7 @@ class HealthCheck:
         if not self._running:
             self._running = True
             loop.create_task(self._checks())
-        await asyncio.shield(waiting)
+        return await asyncio.shield(waiting)
 
     async def _checks(self) -> None:
         import psycopg
@@ -231,7 +234,7 @@ class HealthCheck:
                     if self._pg is None or self._pg.closed:
                         url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
                         self._pg = await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10)
-                    await (await self._pg.execute("SELECT 1")).fetchall()
+                    [(mark,)] = await (await self._pg.execute("SELECT pg_current_snapshot()::text")).fetchall()
                 except Exception as exc:
                     if self._pg is not None:
                         await self._pg.close()
@@ -242,7 +245,7 @@ class HealthCheck:
                     answering.cancel()
                     raise
                 else:
-                    answering.set_result(None)
+                    answering.set_result(mark)
         finally:
             self._running = False
 

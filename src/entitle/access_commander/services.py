@@ -866,6 +866,25 @@ def overview(session: Session, installation: Installation, now: datetime) -> Ove
                     len(attendance_users_of(session, installation)), monitored_count(session, installation), now)
 
 
+def overview_changes_at(ov: Overview) -> datetime | None:
+    """The next moment the overview read at ``ov.now`` changes with no write (a remembered answer
+    holds until then, ``api.answers``): a heartbeat timeout of the license device or of a device
+    running out, a connection interval starting, the protective period ending (R-AC-4, R-AC-5,
+    R-AC-6). While the clock is behind the license device's last evidence its connected time
+    still grows: ``ov.now`` itself, not worth remembering."""
+    now = ov.now
+    # Connected while now - last_seen <= timeout: disconnected from one microsecond after.
+    gone = timeout_of(ov.installation) + timedelta(microseconds=1)
+    edges: list[datetime | None] = []
+    if ov.license is not None:
+        rec = record_of(ov.license)
+        if rec.last_seen is not None and now < rec.last_seen:
+            return now
+        edges += [rec.connected_since, rec.last_seen + gone if rec.last_seen else None, ov.status.protective_until]
+    edges += [d.last_seen + gone for d in ov.devices if d.last_seen is not None]
+    return min((at for at in edges if at is not None and at > now), default=None)
+
+
 def _iso(t: datetime | None) -> str | None:
     return t.isoformat() if t else None
 

@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from entitle import __version__
 from entitle.access_commander import heartbeat
-from entitle.api import errors
+from entitle.api import answers, errors
 from entitle.api.deps import current_actor
 from entitle.api.routes import (access_commander, attention, axis, catalog, history, issuer, ledger, my2n, my2n_csv,
                                 notifications, systems, tenancy, webhooks)
@@ -68,6 +68,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
         app.include_router(module.router, prefix="/api/v1")
 
     database_answers = HealthCheck(ctx.engine)
+    app.state.answers = answers.Answers(mark=database_answers, now=ctx.clock.now, check=ctx.settings.answers_check,
+                                        enabled=ctx.settings.remember_answers)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, Any]:

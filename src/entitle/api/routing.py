@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import anyio.to_thread
-from fastapi import Request
+from fastapi import Request, Response
 from fastapi.dependencies.utils import get_typed_signature
 from fastapi.routing import APIRoute
 
+from entitle.api import answers
 from entitle.api.deps import REQUEST_SESSION, RequestSession
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -92,3 +93,15 @@ def _work(endpoint: Callable[..., Any], values: dict[str, Any], held: RequestSes
 class OneHopRoute(APIRoute):
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         super().__init__(path, one_hop(endpoint), **kwargs)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """A ``@remembered`` read asks the app's remembered answers first (``api.answers``),
+        before FastAPI reads its parameters and solves its dependencies."""
+        handler = super().get_route_handler()
+        if not answers.is_remembered(self.endpoint):
+            return handler
+
+        async def remembered_or_made(request: Request) -> Response:
+            return await request.app.state.answers.answer(request, handler)
+
+        return remembered_or_made

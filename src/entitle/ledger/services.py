@@ -183,6 +183,7 @@ class WalletLine:
     product: str
     grant_kind: str
     units: int
+    changes_at: datetime | None = None  # read with ``now``: when a lot of this line's units next expires
 
 
 def lot_expires_at(received_at: datetime) -> datetime:
@@ -200,11 +201,22 @@ def wallet(session: Session, org_id: int, *, now: datetime | None = None) -> lis
     rows = session.execute(_wallet_lines(), {"org_id": org_id}).all()
     lines: dict[int, WalletLine] = {}
     for sku_id, part, name, product, kind, ref, created_at, units in rows:
-        if now is not None and ref.startswith(LOT_PREFIX) and lot_expires_at(created_at) <= now:
-            units = 0
         line = lines.get(sku_id) or WalletLine(sku_id, part, name, product, kind, 0)
-        lines[sku_id] = WalletLine(sku_id, part, name, product, kind, line.units + int(units))
+        changes_at = line.changes_at
+        if now is not None and ref.startswith(LOT_PREFIX) and units:
+            expires = lot_expires_at(created_at)
+            if expires <= now:
+                units = 0
+            elif changes_at is None or expires < changes_at:
+                changes_at = expires
+        lines[sku_id] = WalletLine(sku_id, part, name, product, kind, line.units + int(units), changes_at)
     return list(lines.values())
+
+
+def wallet_changes_at(lines: Sequence[WalletLine]) -> datetime | None:
+    """The next moment the wallet (read with ``now``) changes by itself (a lot's five years end:
+    R-AX-4), None if no lot does."""
+    return min((line.changes_at for line in lines if line.changes_at is not None), default=None)
 
 
 _WALLET_LINES: list[Any] = []

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from entitle.access_commander import services as ac
 from entitle.access_commander.models import DEVICE_TYPES, Installation
 from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, refusals
+from entitle.api.answers import remembered, valid_until
 from entitle.api.routing import OneHopRoute, quick_read
 from entitle.api.schemas import Paged
 from entitle.errors import Unauthorized
@@ -249,11 +250,15 @@ def list_installations(org_id: int, actor: CurrentActor, db: DB, page: Paging) -
 
 
 @router.get("/orgs/{org_id}/ac/installations/{installation_id}", response_model=OverviewOut)
+@remembered
 @quick_read
-def installation_overview(org_id: int, installation_id: int, actor: CurrentActor, db: DB, now: Now) -> dict[str, Any]:
+def installation_overview(org_id: int, installation_id: int, actor: CurrentActor, db: DB, now: Now,
+                          request: Request) -> dict[str, Any]:
     """License settings: state (trial, active, protective, suspended), the protective period's
     end, required / owned devices and Attendance users, the license device, the device list."""
-    return ac.overview_to_dict(ac.overview(db, _inst(db, actor, org_id, installation_id), now))
+    ov = ac.overview(db, _inst(db, actor, org_id, installation_id), now)
+    valid_until(request, ac.overview_changes_at(ov))
+    return ac.overview_to_dict(ov)
 
 
 @router.post("/orgs/{org_id}/ac/installations/{installation_id}/devices", response_model=DeviceOut,

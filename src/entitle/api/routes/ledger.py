@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request, Response
 
 from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, client_id
+from entitle.api.answers import remembered, valid_until
 from entitle.api.routing import OneHopRoute, quick_read
 from entitle.api.schemas import LedgerPage, RedeemIn, RedeemOut, WalletOut
 from entitle.keys import services as keys
@@ -16,13 +17,16 @@ router = APIRouter(route_class=OneHopRoute, tags=["wallet"])
 
 
 @router.get("/orgs/{org_id}/wallet", response_model=WalletOut)
+@remembered
 @quick_read
-def wallet(org_id: int, actor: CurrentActor, db: DB, now: Now) -> dict[str, object]:
+def wallet(org_id: int, actor: CurrentActor, db: DB, now: Now, request: Request) -> dict[str, object]:
     """Units redeemed into the organization and not yet allocated, per part number."""
     actor.require_member(org_id)
+    lines = ledger.wallet(db, org_id, now=now)
+    valid_until(request, ledger.wallet_changes_at(lines))  # a lot's five years end
     return {"org_id": org_id, "lines": [
         {"part_number": w.part_number, "name": w.name, "product": w.product,
-         "grant_kind": w.grant_kind, "units": w.units} for w in ledger.wallet(db, org_id, now=now)]}
+         "grant_kind": w.grant_kind, "units": w.units} for w in lines]}
 
 
 @router.post("/orgs/{org_id}/wallet/redeem", response_model=RedeemOut,

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from entitle.actors import Actor
 from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, client_id, refusals
+from entitle.api.answers import remembered, valid_until
 from entitle.api.routing import OneHopRoute, quick_read
 from entitle.api.schemas import (ApiTokenOut, MemberIn, MemberOut, MemberPage, MeOut, OrgIn, OrgOut, OrgPage,
                                  PasswordChangedOut, PasswordChangeIn, SessionPage, TokenOut, TokenPage, TokenRequest,
@@ -94,9 +95,11 @@ def revoke_token(token_id: DbId, actor: CurrentActor, db: DB, now: Now) -> dict[
 
 
 @router.get("/orgs", response_model=OrgPage)
+@remembered
 @quick_read
-def list_orgs(actor: CurrentActor, db: DB, page: Paging) -> dict[str, object]:
+def list_orgs(request: Request, actor: CurrentActor, db: DB, page: Paging) -> dict[str, object]:
     rows = tenancy.organization_page(db, actor, after=page.cursor, fetch=page.fetch)
+    valid_until(request, None)  # names, regions and roles: no time rule changes them
     return page.answer(rows, lambda o: tenancy.org_to_dict(o, actor.role_in(o.id)))
 
 
