@@ -6,7 +6,7 @@ from memory is made again and compared), these tests without it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import update
@@ -157,3 +157,76 @@ def test_a_clock_set_back_makes_the_answer_again(world, client, ctx, clock, reme
     from_memory(client, owner.token, path, ctx)
     clock.set(clock.now() - timedelta(seconds=1))
     assert read(client, owner.token, path, ctx)[1] == 1
+
+
+def test_a_remembered_axis_status_changes_at_the_grace_end_the_year_end_and_a_lot_s_five_years(
+        world, client, ctx, clock, remembering):
+    # R-AX-3, R-AX-4, R-AX-6, R-CORE-7: remembered up to each moment its answer changes, made again
+    # from that moment: in grace until the grace end, then not licensed; the next subscription
+    # year from the year's end; a lot out of the wallet at its five years.
+    from test_axis_api import P, Org
+
+    o = Org(world, client)
+    o.system("ACS-1", cams=2)
+    o.redeem("AXIS-ACS-CORE-1Y", 1)
+    received = clock.now()
+    year = o.start()["current_year"]
+    path = f"{o.base}/products/{P}"
+    grace_end, year_end = (datetime.fromisoformat(year[k]) for k in ("grace_end", "end"))
+
+    def state_at(moment: datetime) -> dict:
+        clock.set(moment)
+        read(client, o.token, path, ctx)
+        return from_memory(client, o.token, path, ctx)
+
+    assert state_at(grace_end - timedelta(microseconds=1))["state"] == "in_grace"
+    assert state_at(grace_end)["state"] == "not_licensed"
+    assert state_at(year_end - timedelta(microseconds=1))["current_year"]["index"] == 0
+    nxt = state_at(year_end)
+    assert nxt["current_year"]["index"] == 1 and nxt["state"] == "in_grace"
+    lot_ends = add_years(received, 5)
+    assert state_at(lot_ends - timedelta(microseconds=1))["wallet"]["lots"] != []
+    assert state_at(lot_ends)["wallet"]["lots"] == []
+
+
+def test_a_site_dashboard_holds_until_the_moment_it_says(world):
+    # R-MY-3, R-MY-5, R-MY-6, R-CORE-7: for apartments paid through moments around the ones that
+    # matter (the license's end, its 30-day warning, the year an order looks ahead, across a
+    # 29 February), the dashboard read at any moment of the sweep is the same up to the last
+    # microsecond before the next moment it names, and a remembered one is kept no longer.
+    from entitle.db import reading, transaction
+    from entitle.my2n import board
+    from entitle.my2n import services as my2n
+    from entitle.my2n.models import Site
+    from test_my2n_board import CLI, make_site
+
+    site_id = make_site(world, "Flats", "Flats")
+    start = world.now
+    leap = datetime(2028, 2, 29, 12, tzinfo=start.tzinfo)
+    paid = {"leap": leap, "leap next year": add_years(leap, 1), "in 40 days": start + timedelta(days=40),
+            "in 400 days": start + timedelta(days=400), "in 3 years": add_years(start, 3), "never": None}
+    with transaction(world.ctx.sessions) as s:
+        site = s.get(Site, site_id)
+        for name, through in paid.items():
+            apt = my2n.create_apartment(s, site=site, name=name, actor=CLI, now=start)
+            apt.paid_through = through
+            my2n.add_device(s, site=site, serial=f"P-{name}", kind="third_party", apartment_id=apt.id, actor=CLI,
+                            now=start)
+
+    def at(moment: datetime) -> tuple[dict, datetime | None]:
+        edges: list[datetime] = []
+        with reading(world.ctx.sessions) as s:
+            shown = board.dashboard(s, site=s.get(Site, site_id), now=moment, edges=edges)
+        return shown, board.changes_at(edges, moment)
+
+    moment, checked = start, 0
+    while moment < datetime(2030, 6, 1, tzinfo=start.tzinfo) and checked < 400:
+        shown, until = at(moment)
+        if until is None:
+            break
+        assert until > moment
+        if until - moment > timedelta(microseconds=1):
+            assert at(until - timedelta(microseconds=1))[0] == shown, (moment, until)
+            assert at(moment + (until - moment) / 2)[0] == shown, (moment, until)
+        moment, checked = max(until, moment + timedelta(hours=6)), checked + 1
+    assert checked > 10

@@ -319,12 +319,15 @@ def sync_system_file(session: Session, *, system: System, actor: Actor, now: dat
 
 # --- the need (R-AX-2) ----------------------------------------------------------------------------
 
-def need(session: Session, org_id: int, product_id: int, *, now: datetime, at: datetime | None = None
-         ) -> dict[str, tuple[int, int]]:
+def need(session: Session, org_id: int, product_id: int, *, now: datetime, at: datetime | None = None,
+         edges: list[datetime] | None = None) -> dict[str, tuple[int, int]]:
     """License type -> (devices needing a license now, devices that did at ``at``), counted in
     one pass over the product's devices (an index-only scan of ``ix_axis_devices_need``).
-    Devices on hardware are licensed by the hardware (R-AX-10) and not counted here."""
+    Devices on hardware are licensed by the hardware (R-AX-10) and not counted here. ``edges``
+    gets the moments after ``now`` a device is added or removed at (a clock set back)."""
     rows = session.execute(_NEED, {"org_id": org_id, "product_id": product_id, "now": now, "at": at or now}).all()
+    if edges is not None:
+        edges += [moment for r in rows for moment in (r[3], r[4]) if moment is not None]
     return {r[0]: (int(r[1]), int(r[2])) for r in rows}
 
 
@@ -334,7 +337,9 @@ def _present(at: Any) -> Any:
 
 _MOMENT = AxisDevice.__table__.c.added_at.type
 _NEED = (select(AxisDevice.license_type, func.count().filter(_present(bindparam("now", type_=_MOMENT))),
-                func.count().filter(_present(bindparam("at", type_=_MOMENT))))
+                func.count().filter(_present(bindparam("at", type_=_MOMENT))),
+                func.min(AxisDevice.added_at).filter(AxisDevice.added_at > bindparam("now", type_=_MOMENT)),
+                func.min(AxisDevice.removed_at).filter(AxisDevice.removed_at > bindparam("now", type_=_MOMENT)))
          .where(AxisDevice.org_id == bindparam("org_id"), AxisDevice.product_id == bindparam("product_id"),
                 AxisDevice.hardware_id.is_(None))
          .group_by(AxisDevice.license_type))
@@ -961,17 +966,20 @@ def _over_growth(need_rows: dict[str, tuple[int, int]], alloc: dict[str, dict[in
 
 
 def status(session: Session, *, org_id: int, product: Product, now: datetime,
-           wallet: Sequence[LotView] | None = None) -> dict[str, Any]:
+           wallet: Sequence[LotView] | None = None, edges: list[datetime] | None = None) -> dict[str, Any]:
     """Everything about one product's licensing at ``now``, right whenever it is read: state,
     the current year and its grace end, need and allocation per year and license type, the
-    wallet, growth allowance and buying guidance."""
+    wallet, growth allowance and buying guidance. ``edges`` gets every moment at which the answer
+    can change with no write (``status_changes_at``): the subscription's start, the current year's
+    end, its grace end, the trial's end, a lot's five years, a device's added or removed moment
+    the clock has not reached."""
     op = org_product(session, org_id, product)
     types = license_types(product)
     start = op.subscription_start if op else None
     current = rules.year_at(start, now) if start else None
     grace_end = rules.grace_end(current, op.registered_at if op else None) if current else None
     lock = min(now, grace_end) if grace_end else now
-    need_rows = need(session, org_id, product.id, now=now, at=lock) if op else {}
+    need_rows = need(session, org_id, product.id, now=now, at=lock, edges=edges) if op else {}
     alloc = allocated(session, org_id, product.id) if op else {}
     types = sorted(set(types) | set(need_rows) | set(alloc))
     trial_until = op.trial_ends_at if op else None
@@ -990,6 +998,9 @@ def status(session: Session, *, org_id: int, product: Product, now: datetime,
     elif wallet is None:
         wallet = lots(session, org_id, product, now=now)
     hardware = _hardware_need(session, org_id, product, wallet, now) if op else []
+    if edges is not None and op is not None:
+        edges += [at for at in (start, current.end if current else None, grace_end, op.trial_ends_at) if at is not None]
+        edges += [lot.expires_at for lot in wallet]
     state = "not_registered" if op is None else combine_state(
         per_type, now=now, grace_end=grace_end, trial=bool(trial_until and now < trial_until), started=current is not None,
         hardware=hardware)
@@ -1034,6 +1045,11 @@ def status(session: Session, *, org_id: int, product: Product, now: datetime,
         # R-AX-10: devices on hardware beyond its licenses need expansion licenses on it.
         "hardware": hardware,
     }
+
+
+def status_changes_at(edges: Iterable[datetime], now: datetime) -> datetime | None:
+    """The first of ``status``'s ``edges`` after ``now`` (None: no time rule changes it)."""
+    return min((at for at in edges if at > now), default=None)
 
 
 def _wallet_terms(wallet: Iterable[LotView], license_type: str, term_years: int | None = None) -> dict[int, int]:

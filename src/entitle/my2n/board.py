@@ -22,7 +22,7 @@ PostgreSQL (docs/benchmarks.md).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row, case, func, select
@@ -36,6 +36,7 @@ from entitle.my2n.services import (apartments_of, credit_pool, devices_of, recur
 _PAID = SiteDevice.kind.in_(sorted(rules.PAID_KINDS))  # R-MY-2: phones, tablets, third-party devices
 _BILLABLE = case((SiteDevice.local_mode, 0), else_=1)  # R-MY-3: among the paid ones, not in local mode
 # An apartment's billable devices as the rules read them from the counts: as many stand-ins.
+_TICK = timedelta(microseconds=1)
 _STAND_INS = [[rules.Device(-k, "phone") for k in range(1, n + 1)] for n in range(rules.MAX_PAID_DEVICES + 1)]
 
 
@@ -63,12 +64,13 @@ def apartment_rows(session: Session, site: Site) -> list[Row[tuple[int, str, dat
     return list(session.execute(stmt))  # type: ignore[arg-type]
 
 
-def dashboard(session: Session, *, site: Site, now: datetime) -> dict[str, Any]:
+def dashboard(session: Session, *, site: Site, now: datetime, edges: list[datetime] | None = None) -> dict[str, Any]:
     """Apartments, how many need a license, which are not paid, lapsed, partly paid or lapse
     soon, what to order, and one row per apartment: exactly ``reference_dashboard``'s answer.
     The rules decide from the counts: each apartment is handed to them with as many stand-in
     billable devices as it has (``rules.apartment_state``, ``rules.shortfall``); only the
-    partly paid apartments' devices are read, to name the ones that stop."""
+    partly paid apartments' devices are read, to name the ones that stop. ``edges`` gets the
+    moments at which the answer can change with no write (``changes_at``)."""
     rows: list[dict[str, Any]] = []
     short: list[rules.Shortfall] = []  # what each apartment lacks for the next 12 months
     recurring = recurring_of(session, site)
@@ -86,6 +88,8 @@ def dashboard(session: Session, *, site: Site, now: datetime) -> dict[str, Any]:
             partly[apartment_id] = apt
         rows.append(_row(apartment_id, name, paid_through, int(paid), state, devices_paid_for,
                          lapsing=billable > 0 and rules.lapse_warning_due(paid_through, recurring, now)))
+        if edges is not None and billable:
+            edges += _apartment_edges(paid_through, recurring, now)
     stopping = _unpaid_serials(session, partly)
     for r in rows:
         r["devices_not_paid"] = stopping.get(r["id"], [])
@@ -93,7 +97,38 @@ def dashboard(session: Session, *, site: Site, now: datetime) -> dict[str, Any]:
     # R-MY-5: what the pool does not pay (none while recurring payment is on).
     quantity = 0 if recurring is not None else rules.order_quantity(
         short, rules.Credit(pool["apartment_years"], pool["device_years"]))
+    if edges is not None:
+        edges += [at for at in (site.custom_expires_at, recurring.period_end if recurring else None) if at is not None]
     return _answer(site, now, rows, quantity, pool, recurring)
+
+
+def changes_at(edges: list[datetime], now: datetime) -> datetime | None:
+    """The first of ``dashboard``'s ``edges`` after ``now`` (None: no time rule changes it)."""
+    return min((at for at in edges if at > now), default=None)
+
+
+def _apartment_edges(paid_through: datetime | None, recurring: rules.Recurring | None,
+                     now: datetime) -> list[datetime]:
+    """When an apartment with billable devices changes by itself (R-MY-3, R-MY-5, R-MY-6): its
+    license ends, enters its 30-day warning, comes within the year an order looks ahead, or its
+    paid time left drops a year. Where the rules' own moment is hard to name (the year ahead of a
+    29 February), an earlier one: the answer is then made again, never kept too long; the next
+    microsecond when ``now`` is within that uncertainty (not remembered)."""
+    out: list[datetime] = []
+    covered = rules.covered_until(paid_through, recurring)
+    if covered is not None:
+        out += [covered, covered - rules.LAPSE_WARNING]
+    if paid_through is not None:
+        # shortfall: paid through < now + 1 year, which first holds between P - 366 and P - 365 days.
+        earliest, latest = paid_through - timedelta(days=366), paid_through - timedelta(days=365)
+        if now < earliest:
+            out.append(earliest)
+        elif now <= latest:
+            out.append(now + _TICK)
+        left = rules.years_left(paid_through, now)
+        if left > 1:
+            out.append(rules.add_years(paid_through, -(left - 1)))
+    return out
 
 
 def _row(apartment_id: int, name: str, paid_through: datetime | None, paid: int, state: rules.ApartmentState,

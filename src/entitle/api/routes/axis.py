@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from entitle.api.deps import DB, Ctx, CurrentActor, Cursor, Now, Page, Paging, client_id, refusals
+from entitle.api.answers import remembered, valid_until
 from entitle.api.routing import OneHopRoute, quick_read
 from entitle.api.schemas import Paged
 from entitle.axis import services as axis
@@ -346,15 +347,19 @@ def list_products(org_id: int, actor: CurrentActor, db: DB, now: Now, page: Pagi
 
 
 @router.get("/orgs/{org_id}/axis/products/{product}", response_model=StatusOut)
+@remembered
 @quick_read
-def product_status(org_id: int, product: str, actor: CurrentActor, db: DB, now: Now) -> dict[str, Any]:
+def product_status(org_id: int, product: str, actor: CurrentActor, db: DB, now: Now,
+                   request: Request) -> dict[str, Any]:
     """A product's overview and licensing: state (trial, in_grace, fully_licensed,
     partially_licensed, not_licensed), the current subscription year and its grace end, need and
     allocation per year and license type, the wallet's lots, the growth allowance and buying
     guidance. Refusals: product_not_found, product_not_registered."""
     actor.require_member(org_id)
     prod = axis.product_by_code(db, product)
-    answer = axis.status(db, org_id=org_id, product=prod, now=now)  # reads the registration first
+    edges: list[datetime] = []
+    answer = axis.status(db, org_id=org_id, product=prod, now=now, edges=edges)  # reads the registration first
+    valid_until(request, axis.status_changes_at(edges, now))
     if not answer["registered"]:
         raise EntitleError("product_not_registered",
                            f"No {prod.name} system is registered to this organization; register one first.",

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from entitle.actors import Actor
 from entitle.api.deps import DB, Ctx, CurrentActor, Now, Paging, client_id, refusals
+from entitle.api.answers import remembered, valid_until
 from entitle.api.routing import OneHopRoute, quick_read
 from entitle.api.schemas import Paged
 from entitle.context import Context
@@ -509,13 +510,16 @@ def get_site(org_id: int, site_id: SiteId, actor: CurrentActor, db: DB, now: Now
 
 
 @router.get("/orgs/{org_id}/sites/{site_id}/dashboard", response_model=DashboardOut)
+@remembered
 @quick_read
 def site_dashboard(org_id: int, site_id: SiteId, actor: CurrentActor, db: DB, now: Now,
-                   page: Paging) -> dict[str, Any]:
+                   page: Paging, request: Request) -> dict[str, Any]:
     """The site dashboard: apartments, how many need a license (5 apartments, one empty: 4), which
     lapsed or lapse within 30 days, and what to order (R-MY-3, R-MY-6). The figures are the
     whole site's; ``rows`` is one page of its apartments (a site can have tens of thousands)."""
-    shown = board.dashboard(db, site=_site(db, actor, org_id, site_id), now=now)
+    edges: list[datetime] = []
+    shown = board.dashboard(db, site=_site(db, actor, org_id, site_id), now=now, edges=edges)
+    valid_until(request, board.changes_at(edges, now))
     rows = [r for r in shown["rows"] if page.cursor is None or r["id"] > page.cursor]
     shown["rows"] = rows[: page.limit]
     shown["next_cursor"] = rows[page.limit - 1]["id"] if len(rows) > page.limit else None
