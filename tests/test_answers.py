@@ -230,3 +230,38 @@ def test_a_site_dashboard_holds_until_the_moment_it_says(world):
             assert at(moment + (until - moment) / 2)[0] == shown, (moment, until)
         moment, checked = max(until, moment + timedelta(hours=6)), checked + 1
     assert checked > 10
+
+
+def test_an_access_commander_overview_holds_until_the_moment_it_says(world, client):
+    # R-AC-4, R-AC-5, R-AC-6, R-CORE-7: with the license device and another device seen, the
+    # overview read at any moment of a sweep through the heartbeat timeout, the protective period
+    # and the suspension is the same up to the microsecond before the next moment it names.
+    from entitle.access_commander import services as ac
+    from entitle.access_commander.models import Installation
+    from entitle.db import reading
+    from test_ac_api import Inst
+
+    inst = Inst(world, client)
+    inst.redeem("91379040")
+    inst.add_device("LD-1")
+    inst.add_device("D-2")
+    inst.license("LD-1", [("91379040", 1)])
+    start = world.ctx.clock.now()
+
+    def at(moment: datetime) -> tuple[dict, datetime | None]:
+        with reading(world.ctx.sessions) as s:
+            ov = ac.overview(s, s.get(Installation, inst.id), moment)
+            return ac.overview_to_dict(ov), ac.overview_changes_at(ov)
+
+    moment, states = start, set()
+    for _ in range(50):
+        shown, until = at(moment)
+        states.add(shown["state"])
+        if until is None:
+            break
+        assert until > moment
+        if until - moment > timedelta(microseconds=1):
+            assert at(until - timedelta(microseconds=1))[0] == shown, (moment, until)
+            assert at(moment + (until - moment) / 2)[0] == shown, (moment, until)
+        moment = until
+    assert {"active", "protective", "suspended"} <= states
