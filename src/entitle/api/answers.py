@@ -123,22 +123,23 @@ class Answers:
             return await make(request)
         held = self._answers.get(key)
         now = self._now()
-        if held is not None and held.mark == mark and held.made_at <= now and (held.until is None or now < held.until):
+        if (held is not None and held.mark == mark and held.made_at <= now
+                and (held.until is None or now < held.until)):
             self._answers.move_to_end(key)
             if not self.check:
                 return Response(held.body, media_type=held.media_type)
             made = await make(request)
-            if made.status_code != 200 or bytes(made.body) != held.body:  # type: ignore[attr-defined]
+            fresh = bytes(getattr(made, "body", b""))
+            if made.status_code != 200 or fresh != held.body:
                 log.error("answers.stale path=%s", request.url.path)
                 raise AssertionError(f"a remembered answer to {request.url.path} was stale:\n"
-                                     f"remembered {held.body[:300]!r}\nnow        {bytes(made.body)[:300]!r}")  # type: ignore[attr-defined]
+                                     f"remembered {held.body[:300]!r}\nnow        {fresh[:300]!r}")
             return made
-        made_at = self._now()
         made = await make(request)
         until = request.scope.get(_UNTIL)
         body = getattr(made, "body", None)
         if made.status_code == 200 and until is not None and isinstance(body, bytes | memoryview):
-            self._keep(key, _Answer(mark, made_at, None if until is FOREVER else until, bytes(body), made.media_type))
+            self._keep(key, _Answer(mark, now, None if until is FOREVER else until, bytes(body), made.media_type))
         return made
 
     def _keep(self, key: tuple[str, ...], answer: _Answer) -> None:

@@ -82,8 +82,8 @@ LOT_PREFIX = "lot/"
 def new_account(session: Session, *, org_id: int, kind: str, sku_id: int, ref: str = "",
                 now: datetime) -> Account | None:
     """Create the account in one statement; None if it exists already (``account`` finds it)."""
-    return session.scalars(_NEW_ACCOUNT[session.get_bind().dialect.name], {"org_id": org_id, "kind": kind, "sku_id": sku_id,
-                                                        "ref": ref, "created_at": now}).one_or_none()
+    which = {"org_id": org_id, "kind": kind, "sku_id": sku_id, "ref": ref, "created_at": now}
+    return session.scalars(_NEW_ACCOUNT[session.get_bind().dialect.name], which).one_or_none()
 
 
 def lot_ref(source: str) -> str:
