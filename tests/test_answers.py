@@ -189,6 +189,27 @@ def test_a_remembered_axis_status_changes_at_the_grace_end_the_year_end_and_a_lo
     assert state_at(lot_ends)["wallet"]["lots"] == []
 
 
+def sweep(at, start: datetime, *, end: datetime | None = None, min_step: timedelta = timedelta(0),  # noqa: ANN001
+          steps: int = 50) -> list[dict]:
+    """The answers ``at`` gives (answer, its next moment) from ``start``, each read at the moment
+    the one before named (``min_step`` on at least), up to ``end``; each is checked to be the same
+    at the microsecond before its moment and halfway there."""
+    tick, answers, moment = timedelta(microseconds=1), [], start
+    for _ in range(steps):
+        if end is not None and moment >= end:
+            break
+        shown, until = at(moment)
+        answers.append(shown)
+        if until is None:
+            break
+        assert until > moment
+        if until - moment > tick:
+            assert at(until - tick)[0] == shown, (moment, until)
+            assert at(moment + (until - moment) / 2)[0] == shown, (moment, until)
+        moment = max(until, moment + min_step)
+    return answers
+
+
 def test_a_site_dashboard_holds_until_the_moment_it_says(world):
     # R-MY-3, R-MY-5, R-MY-6, R-CORE-7: for apartments paid through moments around the ones that
     # matter (the license's end, its 30-day warning, the year an order looks ahead, across a
@@ -219,17 +240,8 @@ def test_a_site_dashboard_holds_until_the_moment_it_says(world):
             shown = board.dashboard(s, site=s.get(Site, site_id), now=moment, edges=edges)
         return shown, board.changes_at(edges, moment)
 
-    moment, checked = start, 0
-    while moment < datetime(2030, 6, 1, tzinfo=start.tzinfo) and checked < 400:
-        shown, until = at(moment)
-        if until is None:
-            break
-        assert until > moment
-        if until - moment > timedelta(microseconds=1):
-            assert at(until - timedelta(microseconds=1))[0] == shown, (moment, until)
-            assert at(moment + (until - moment) / 2)[0] == shown, (moment, until)
-        moment, checked = max(until, moment + timedelta(hours=6)), checked + 1
-    assert checked > 10
+    assert len(sweep(at, start, end=datetime(2030, 6, 1, tzinfo=start.tzinfo), min_step=timedelta(hours=6),
+                     steps=400)) > 10
 
 
 def test_an_access_commander_overview_holds_until_the_moment_it_says(world, client):
@@ -253,15 +265,4 @@ def test_an_access_commander_overview_holds_until_the_moment_it_says(world, clie
             ov = ac.overview(s, s.get(Installation, inst.id), moment)
             return ac.overview_to_dict(ov), ac.overview_changes_at(ov)
 
-    moment, states = start, set()
-    for _ in range(50):
-        shown, until = at(moment)
-        states.add(shown["state"])
-        if until is None:
-            break
-        assert until > moment
-        if until - moment > timedelta(microseconds=1):
-            assert at(until - timedelta(microseconds=1))[0] == shown, (moment, until)
-            assert at(moment + (until - moment) / 2)[0] == shown, (moment, until)
-        moment = until
-    assert {"active", "protective", "suspended"} <= states
+    assert {"active", "protective", "suspended"} <= {shown["state"] for shown in sweep(at, start)}

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from starlette.responses import Response
 
-from entitle.tenancy import services as tenancy
+from entitle.api.deps import bearer_token_hash
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -103,11 +103,8 @@ class Answers:
     def key_of(request: Request) -> tuple[str, ...] | None:
         """(token, method, path, query), or None when the request carries no token this process
         knows to work (it then goes the normal way, which authenticates it)."""
-        authorization = request.headers.get("authorization")
-        if not authorization or not authorization.lower().startswith("bearer "):
-            return None
-        token_hash = tenancy.sha256(authorization.split(None, 1)[1].strip())
-        if request.app.state.ctx.token_actors.get(token_hash) is None:
+        token_hash = bearer_token_hash(request.headers.get("authorization"))
+        if token_hash is None or request.app.state.ctx.token_actors.get(token_hash) is None:
             return None
         return (token_hash, request.method, request.url.path, request.url.query)
 

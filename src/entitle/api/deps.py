@@ -124,12 +124,19 @@ async def current_time(request: Request) -> datetime:
 Now = Annotated[datetime, Depends(current_time)]
 
 
-async def current_actor(held: Held, authorization: Annotated[str | None, Header()] = None) -> Actor:
+def bearer_token_hash(authorization: str | None) -> str | None:
+    """The hash of the API token an ``Authorization: Bearer <token>`` header carries."""
     if not authorization or not authorization.lower().startswith("bearer "):
+        return None
+    return tenancy.sha256(authorization.split(None, 1)[1].strip())
+
+
+async def current_actor(held: Held, authorization: Annotated[str | None, Header()] = None) -> Actor:
+    token_hash = bearer_token_hash(authorization)
+    if token_hash is None:
         raise Unauthorized("authentication_required",
                            "Send an API token as 'Authorization: Bearer <token>' "
                            "(create one with POST /api/v1/auth/token or in the web UI).")
-    token_hash = tenancy.sha256(authorization.split(None, 1)[1].strip())
     ctx = held.ctx
     actors = ctx.token_actors
     actor = actors.get(token_hash)

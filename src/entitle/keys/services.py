@@ -19,7 +19,7 @@ from entitle.keys import codes
 from entitle.catalog.models import Sku
 from entitle.keys.models import KeyBatch, LicenseKey
 from entitle.delivery.models import WebhookEndpoint
-from entitle.ledger.models import Account, Entry
+from entitle.ledger.models import Account
 from entitle.ledger import services as ledger
 from entitle.platform import events
 from entitle.tenancy import services as tenancy
@@ -269,15 +269,10 @@ _BATCH_ACCOUNT = aliased(Account, name="batch_account")
 _KEY_BATCH = aliased(KeyBatch, name="key_batch")
 
 
-def _units_of(account: Any) -> Any:
-    return (select(Entry.balance_after).where(Entry.account_id == account.id)
-            .order_by(Entry.id.desc()).limit(1).scalar_subquery())
-
-
 _REDEEM_READ = (
     select(Organization, LicenseKey, *history.HEAD_COLUMNS,
-           _WALLET_ACCOUNT, _units_of(_WALLET_ACCOUNT).label("wallet_units"),
-           _BATCH_ACCOUNT, _units_of(_BATCH_ACCOUNT).label("batch_units"),
+           _WALLET_ACCOUNT, ledger.latest_balance(_WALLET_ACCOUNT.id).label("wallet_units"),
+           _BATCH_ACCOUNT, ledger.latest_balance(_BATCH_ACCOUNT.id).label("batch_units"),
            exists().where(WebhookEndpoint.org_id == Organization.id, WebhookEndpoint.active.is_(True))
            .label("webhooks"))
     .select_from(Organization)
@@ -286,7 +281,7 @@ _REDEEM_READ = (
     .outerjoin(history.HEADS, history.HEADS.c.org_id == Organization.id)
     .outerjoin(_WALLET_ACCOUNT, and_(_WALLET_ACCOUNT.org_id == Organization.id, _WALLET_ACCOUNT.kind == "wallet",
                                      _WALLET_ACCOUNT.sku_id == _KEY_BATCH.sku_id,
-                                     or_(_WALLET_ACCOUNT.ref == "", _units_of(_WALLET_ACCOUNT) != 0)))
+                                     or_(_WALLET_ACCOUNT.ref == "", ledger.latest_balance(_WALLET_ACCOUNT.id) != 0)))
     .outerjoin(_BATCH_ACCOUNT, and_(_BATCH_ACCOUNT.org_id == _KEY_BATCH.org_id, _BATCH_ACCOUNT.kind == "key_batch",
                                     _BATCH_ACCOUNT.sku_id == _KEY_BATCH.sku_id,
                                     _BATCH_ACCOUNT.ref == cast(_KEY_BATCH.id, String).concat(

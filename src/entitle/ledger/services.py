@@ -98,10 +98,16 @@ def wallet_account(session: Session, *, org_id: int, sku: Sku, source: str, now:
     return account(session, org_id=org_id, kind="wallet", sku_id=sku.id, ref=ref, now=now)
 
 
+def latest_balance(account_id: Any) -> Any:
+    """The running balance on the latest entry of the account ``account_id`` names (a value, or a
+    column of a statement it is part of), as a scalar subquery; NULL for an account never used."""
+    return (select(Entry.balance_after).where(Entry.account_id == account_id)
+            .order_by(Entry.id.desc()).limit(1).scalar_subquery())
+
+
 def balance(session: Session, account_id: int) -> int:
     """The running balance on the account's latest entry (0 for an account never used)."""
-    return int(session.scalar(select(Entry.balance_after).where(Entry.account_id == account_id)
-                              .order_by(Entry.id.desc()).limit(1)) or 0)
+    return int(session.scalar(select(latest_balance(account_id))) or 0)
 
 
 def balances(session: Session, account_ids: Sequence[int]) -> dict[int, int]:
