@@ -92,6 +92,8 @@ def test_a_wallet_lot_leaves_the_remembered_wallet_at_its_five_years(world, clie
 
 
 def test_another_token_never_gets_an_answer_made_for_someone_else(world, client, ctx, remembering):
+    # R-CORE-1, R-CORE-2: an answer is remembered per token: each member sees their own role, an
+    # outsider is refused and an unknown token is not authenticated, as without remembering.
     org, owner = org_with_owner(world, "Acme", "ann@example.com")
     viewer = join(world, org, "vic@example.com", Role.viewer)
     for token in (owner.token, viewer.token):
